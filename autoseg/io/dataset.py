@@ -1,0 +1,172 @@
+"""The nnU-Net v2 raw dataset layout: ``dataset.json``, ``imagesTr``, ``labelsTr``, ``imagesTs``.
+
+A case ``{case}`` has one image file per channel, ``imagesTr/{case}_{XXXX}{file_ending}``
+(``XXXX`` = channel index, 4 digits), and one label map ``labelsTr/{case}{file_ending}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from autoseg.errors import AutosegInputError
+
+#: File endings SimpleITK reads that autoseg accepts for datasets.
+SUPPORTED_FILE_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".png", ".tif", ".tiff",
+                          ".bmp", ".jpg", ".jpeg", ".gipl", ".gipl.gz", ".hdr", ".img")
+
+
+@dataclass(frozen=True)
+class DatasetDescription:
+    """The content of ``dataset.json``.
+
+    Attributes:
+        root: the dataset folder.
+        name: dataset name (the folder name when dataset.json has none).
+        channel_names: channel index -> modality name, e.g. ``{0: "CT"}``.
+        labels: label name -> integer value; background is 0.
+        num_training: ``numTraining`` as declared.
+        file_ending: e.g. ``".nii.gz"``.
+    """
+
+    root: Path
+    name: str
+    channel_names: dict[int, str]
+    labels: dict[str, int]
+    num_training: int
+    file_ending: str
+
+    @property
+    def num_channels(self) -> int:
+        return len(self.channel_names)
+
+    @property
+    def label_values(self) -> list[int]:
+        """Sorted label values including background 0."""
+        return sorted(set(self.labels.values()))
+
+    @property
+    def foreground_labels(self) -> list[int]:
+        return [value for value in self.label_values if value != 0]
+
+    @property
+    def num_classes(self) -> int:
+        """Number of network outputs: the largest label value + 1."""
+        return max(self.label_values) + 1
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "channel_names": {str(k): v for k, v in self.channel_names.items()},
+                "labels": dict(self.labels), "numTraining": self.num_training,
+                "file_ending": self.file_ending}
+
+
+@dataclass
+class RawCase:
+    """One case of a raw dataset: its image file per channel and its label file (if any)."""
+
+    case_id: str
+    image_files: list[Path] = field(default_factory=list)
+    label_file: Path | None = None
+
+
+def parse_dataset_json(data: dict, root: Path, source: str) -> DatasetDescription:
+    """Validate the content of a dataset.json (``source`` names the file in errors)."""
+    for key in ("channel_names", "labels", "file_ending"):
+        if key not in data:
+            alternative = " (found 'modality': rename it to 'channel_names')" if (
+                key == "channel_names" and "modality" in data) else ""
+            raise AutosegInputError(f"{source}: missing required key '{key}'{alternative}")
+    try:
+        channel_names = {int(k): str(v) for k, v in data["channel_names"].items()}
+    except (ValueError, AttributeError):
+        raise AutosegInputError(f"{source}: 'channel_names' must map channel indices "
+                                "('0', '1', ...) to names") from None
+    if sorted(channel_names) != list(range(len(channel_names))) or not channel_names:
+        raise AutosegInputError(f"{source}: 'channel_names' keys must be 0..N-1, got {sorted(channel_names)}")
+    labels = {}
+    for name, value in dict(data["labels"]).items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise AutosegInputError(f"{source}: label '{name}' must be an integer, got {value!r} "
+                                    "(region-based labels are not supported)")
+        if value < 0:
+            raise AutosegInputError(f"{source}: label '{name}' has negative value {value}")
+        labels[str(name)] = value
+    if 0 not in labels.values():
+        raise AutosegInputError(f"{source}: 'labels' must declare background with value 0")
+    if len(set(labels.values())) != len(labels):
+        raise AutosegInputError(f"{source}: 'labels' has duplicate values")
+    if len(labels) < 2:
+        raise AutosegInputError(f"{source}: 'labels' must declare at least one foreground label")
+    file_ending = str(data["file_ending"])
+    if not file_ending.startswith("."):
+        raise AutosegInputError(f"{source}: 'file_ending' must start with '.', got {file_ending!r}")
+    num_training = data.get("numTraining", -1)
+    if not isinstance(num_training, int):
+        raise AutosegInputError(f"{source}: 'numTraining' must be an integer")
+    return DatasetDescription(root=root, name=str(data.get("name") or root.name),
+                              channel_names=channel_names, labels=labels,
+                              num_training=num_training, file_ending=file_ending)
+
+
+def load_dataset_description(root: str | os.PathLike) -> DatasetDescription:
+    """Read ``{root}/dataset.json``; raise :class:`AutosegInputError` naming the problem."""
+    root = Path(root)
+    if not root.is_dir():
+        raise AutosegInputError(f"{root}: dataset folder not found")
+    path = root / "dataset.json"
+    if not path.is_file():
+        raise AutosegInputError(f"{path}: file not found (every dataset needs a dataset.json)")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except json.JSONDecodeError as error:
+        raise AutosegInputError(f"{path}: invalid JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise AutosegInputError(f"{path}: expected a JSON object")
+    return parse_dataset_json(data, root, str(path))
+
+
+def group_channel_files(folder: str | os.PathLike, file_ending: str) -> dict[str, dict[int, Path]]:
+    """Group ``{case}_{XXXX}{file_ending}`` files of ``folder`` by case id, then channel index.
+
+    Files with the right ending but no ``_XXXX`` channel suffix are returned under
+    channel -1 so the caller can report them.
+    """
+    folder = Path(folder)
+    pattern = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})" + re.escape(file_ending) + r"$")
+    cases: dict[str, dict[int, Path]] = {}
+    for path in sorted(folder.iterdir()):
+        if not path.name.endswith(file_ending) or path.name.startswith("."):
+            continue
+        match = pattern.match(path.name)
+        if match is None:
+            cases.setdefault(path.name[: -len(file_ending)], {})[-1] = path
+            continue
+        cases.setdefault(match["case"], {})[int(match["channel"])] = path
+    return cases
+
+
+def list_training_cases(description: DatasetDescription) -> list[RawCase]:
+    """Cases found in ``imagesTr`` (and their label in ``labelsTr``), sorted by case id.
+
+    Missing channel or label files are not checked here (see
+    :mod:`autoseg.io.verification`); missing ones are left out of ``image_files`` /
+    set to None for the verifier to report.
+    """
+    images_folder = description.root / "imagesTr"
+    if not images_folder.is_dir():
+        raise AutosegInputError(f"{images_folder}: folder not found")
+    grouped = group_channel_files(images_folder, description.file_ending)
+    labels_folder = description.root / "labelsTr"
+    cases = []
+    for case_id, channels in sorted(grouped.items()):
+        label = labels_folder / f"{case_id}{description.file_ending}"
+        cases.append(RawCase(
+            case_id=case_id,
+            image_files=[channels[c] for c in sorted(channels) if c >= 0],
+            label_file=label if label.is_file() else None,
+        ))
+    return cases

@@ -1,0 +1,89 @@
+"""Atomic file writing and JSON helpers.
+
+Every file autoseg produces is first written under a temporary name in the same
+folder and then renamed with :func:`os.replace`, which is atomic on POSIX and
+Windows: a reader (or a resumed run) sees either the old file or the complete new
+one, never a half-written file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def full_suffix(path: Path, known_endings: tuple[str, ...] = (".nii.gz", ".tar.gz")) -> str:
+    """Return the file ending of ``path`` including double endings like ``.nii.gz``."""
+    name = path.name.lower()
+    for ending in known_endings:
+        if name.endswith(ending):
+            return path.name[-len(ending):]
+    return path.suffix
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` on success.
+
+    The temporary name keeps the file ending (libraries such as SimpleITK and numpy
+    choose the format from it). On an exception the temporary file is removed and
+    ``path`` is left untouched.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    ending = full_suffix(target)
+    stem = target.name[: len(target.name) - len(ending)] if ending else target.name
+    temporary = target.with_name(f".{stem}.tmp-{uuid.uuid4().hex[:8]}{ending}")
+    try:
+        yield temporary
+        os.replace(temporary, target)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    """Write ``data`` as indented JSON, atomically. numpy scalars/arrays are converted."""
+    with atomic_path(path) as temporary:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, default=_json_default)
+            handle.write("\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file."""
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Save an uncompressed ``.npy`` file (memory-mappable), atomically."""
+    with atomic_path(path) as temporary:
+        with open(temporary, "wb") as handle:
+            np.save(handle, np.ascontiguousarray(array))
+
+
+def save_npz_compressed(path: str | os.PathLike, **arrays: np.ndarray) -> None:
+    """Save a compressed ``.npz`` file, atomically."""
+    with atomic_path(path) as temporary:
+        with open(temporary, "wb") as handle:
+            np.savez_compressed(handle, **arrays)

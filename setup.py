@@ -1,0 +1,27 @@
+"""Install autoseg: ``pip install -e .`` gives the ``autoseg`` command."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="autoseg",
+    version="0.1.0",
+    description="Self-configuring medical image segmentation (nnU-Net-style) for CT and MRI",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["autoseg", "autoseg.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        # Install torch first (see README): on a CPU-only machine
+        # `pip install torch==2.13.0` takes the local CPU wheel.
+        "torch>=2.1",
+        "numpy>=1.24",
+        "SimpleITK>=2.2",
+        "batchgenerators>=0.25",
+        "scipy>=1.10",
+        "scikit-learn>=1.2",
+        "tqdm>=4.60",
+        "matplotlib>=3.6",
+    ],
+    extras_require={"test": ["pytest>=7", "ruff>=0.4"]},
+    entry_points={"console_scripts": ["autoseg=autoseg.cli:main"]},
+)
