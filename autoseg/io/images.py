@@ -182,3 +182,25 @@ def write_segmentation(segmentation: np.ndarray, geometry: ImageGeometry, path: 
     """Write an integer label map (uint8 when labels fit, else uint16) atomically."""
     dtype = np.uint8 if segmentation.max(initial=0) < 256 else np.uint16
     write_image(segmentation.astype(dtype, copy=False), geometry, path)
+
+
+def read_case_images(paths, tolerance: float = 1e-3) -> tuple[np.ndarray, ImageGeometry]:
+    """Read the channel files of one case as a ``(C, z, y, x)`` float32 array.
+
+    All channels must share channel 0's geometry (within ``tolerance``); the
+    geometry of channel 0 is returned.
+    """
+    arrays = []
+    reference = None
+    for path in paths:
+        array, geometry = read_image(path)
+        if reference is None:
+            reference = geometry
+        else:
+            mismatch = geometry_mismatch(reference, geometry, tolerance)
+            if mismatch:
+                raise AutosegInputError(f"{path}: {mismatch} (channel 0: {Path(paths[0]).name})")
+        arrays.append(array)
+    if reference is None:
+        raise AutosegInputError("no image files given")
+    return np.stack(arrays), reference

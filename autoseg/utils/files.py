@@ -61,11 +61,42 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
-def write_json(path: str | os.PathLike, data: Any) -> None:
-    """Write ``data`` as indented JSON, atomically. numpy scalars/arrays are converted."""
+def to_json_text(data: Any, indent: int | None = 2, inline_width: int = 100) -> str:
+    """JSON text that stays readable: objects indented, short lists kept on one line.
+
+    ``indent=None`` gives compact single-line JSON.
+    """
+    if indent is None:
+        return json.dumps(data, default=_json_default, separators=(",", ":"))
+
+    def render(value: Any, level: int) -> str:
+        if isinstance(value, dict):
+            if not value:
+                return "{}"
+            pad = " " * (indent * (level + 1))
+            items = [f"{pad}{json.dumps(str(key))}: {render(item, level + 1)}" for key, item in value.items()]
+            return "{\n" + ",\n".join(items) + "\n" + " " * (indent * level) + "}"
+        if isinstance(value, (list, tuple, np.ndarray)):
+            flat = json.dumps(value, default=_json_default)
+            if len(flat) <= inline_width or not any(isinstance(v, (dict, list, tuple)) for v in value):
+                return flat
+            pad = " " * (indent * (level + 1))
+            items = [pad + render(item, level + 1) for item in value]
+            return "[\n" + ",\n".join(items) + "\n" + " " * (indent * level) + "]"
+        return json.dumps(value, default=_json_default)
+
+    return render(data, 0)
+
+
+def write_json(path: str | os.PathLike, data: Any, indent: int | None = 2) -> None:
+    """Write ``data`` as JSON (see :func:`to_json_text`), atomically.
+
+    numpy scalars and arrays are converted to plain numbers and lists.
+    """
+    text = to_json_text(data, indent)
     with atomic_path(path) as temporary:
         with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, default=_json_default)
+            handle.write(text)
             handle.write("\n")
 
 

@@ -1,0 +1,98 @@
+"""The ``autoseg`` command line: parse arguments, call the library, report.
+
+Errors in the user's input are printed as one line and exit with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+
+from autoseg.errors import AutosegInputError, DatasetVerificationError
+
+
+def _add_plan(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "plan", help="verify a raw dataset, fingerprint it, plan every configuration and preprocess",
+        description=("Verify a dataset in the nnU-Net v2 raw layout (dataset.json, imagesTr/, labelsTr/), "
+                     "write dataset_fingerprint.json and plans.json (every decision with its reason) to "
+                     "the work folder and fill its preprocessed cache. Re-running reuses the fingerprint "
+                     "and an existing (possibly hand-edited) plans.json, and skips cases already "
+                     "preprocessed with the same plans."))
+    parser.add_argument("dataset", help="raw dataset folder (contains dataset.json)")
+    parser.add_argument("-o", "--output", required=True, help="work folder for plans, cache, models")
+    parser.add_argument("-c", "--configurations", nargs="+", default=None,
+                        help="configurations to preprocess (default: all planned)")
+    parser.add_argument("--gpu-memory-gb", type=float, default=None,
+                        help="plan for a GPU with this much memory instead of the detected device")
+    parser.add_argument("--num-workers", "-j", type=int, default=None,
+                        help="worker processes for fingerprint and preprocessing (default: CPU cores, max 8)")
+    parser.add_argument("--ct-window", nargs=2, type=float, metavar=("LOW", "HIGH"), default=None,
+                        help="use a fixed HU window (e.g. -200 500) for CT channels instead of the "
+                             "foreground percentiles")
+    parser.add_argument("--residual-encoder", action="store_true",
+                        help="plan the residual-encoder U-Net variant")
+    parser.add_argument("--replan", action="store_true", help="recompute plans.json even if it exists")
+    parser.add_argument("--no-preprocess", action="store_true", help="stop after writing plans.json")
+    parser.set_defaults(handler=_run_plan)
+
+
+def _run_plan(args: argparse.Namespace) -> int:
+    from autoseg.planning.pipeline import run_planning
+
+    start = time.perf_counter()
+    result = run_planning(
+        args.dataset, args.output, gpu_memory_gb=args.gpu_memory_gb, num_workers=args.num_workers,
+        configurations=args.configurations, preprocess=not args.no_preprocess, replan=args.replan,
+        ct_window=tuple(args.ct_window) if args.ct_window else None,
+        architecture="residual_encoder_unet" if args.residual_encoder else "unet")
+    for message in result.messages:
+        print(message)
+    plans = result.plans
+    print(f"dataset {plans.dataset_name}: {plans.num_training_cases} cases, "
+          f"{plans.num_channels} channel(s), labels {plans.labels}")
+    print(f"memory budget: {plans.memory_budget['reason']}")
+    for name, configuration in plans.configurations.items():
+        spacing = ", ".join(f"{v:.3g}" for v in configuration.target_spacing)
+        print(f"  {name:<20} spacing ({spacing}) mm  patch {configuration.patch_size}  "
+              f"batch {configuration.batch_size}  stages {configuration.network.n_stages}")
+    for identifier, counts in result.preprocessing.items():
+        print(f"  cache {identifier}: {counts['preprocessed']} preprocessed, {counts['skipped']} already done")
+    print(f"plans: {args.output}/plans.json  ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autoseg", description="Self-configuring medical image segmentation for CT and MRI.")
+    from autoseg import __version__
+
+    parser.add_argument("--version", action="version", version=f"autoseg {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_plan(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except DatasetVerificationError as error:
+        for problem in error.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        print(f"autoseg {args.command}: {len(error.problems)} problem(s) in the dataset; nothing was written",
+              file=sys.stderr)
+        return 1
+    except AutosegInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,279 @@
+"""The experiment planner: from a dataset fingerprint and a memory budget to plans.
+
+Pure rules (no I/O): every number in the plans is derived here, and every decision
+is recorded with its reason. Spacings in mm, shapes in voxels, ``(z, y, x)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from autoseg.planning.hardware import MemoryBudget
+from autoseg.planning.memory import estimate_training_memory_bytes
+from autoseg.planning.network_config import NetworkConfig
+from autoseg.planning.plans import ChannelNormalization, ConfigurationPlan, Plans, ResamplingConfig
+from autoseg.planning.spacing import choose_target_spacing
+from autoseg.planning.topology import features_per_stage, topology_for_patch
+
+#: One batch may cover at most this fraction of all voxels of the dataset.
+MAX_BATCH_FRACTION_OF_DATASET = 0.05
+MIN_BATCH_SIZE = 2
+#: 3d_lowres (and the cascade) are planned when the fullres patch covers less than
+#: this fraction of the median image; lowres spacing grows until its patch covers this much.
+LOWRES_CREATION_THRESHOLD = 0.25
+#: Factor by which the lowres spacing grows per planning step.
+LOWRES_SPACING_STEP = 1.03
+#: Non-CT channels are z-scored inside the nonzero mask when cropping shrank the
+#: median image below this fraction of its original size.
+NONZERO_MASK_CROP_RATIO = 0.75
+#: Channel names that mean computed tomography (compared case-insensitively).
+CT_CHANNEL_NAMES = ("ct",)
+
+
+@dataclass(frozen=True)
+class PatchPlan:
+    """Result of fitting patch and batch size to a budget (patch axes order)."""
+
+    patch_size: tuple[int, ...]
+    batch_size: int
+    network: NetworkConfig
+    estimated_memory_bytes: int
+    reasons: dict[str, str]
+
+
+def make_network_config(spacing: Sequence[float], patch_size: Sequence[float], dimension: int,
+                        architecture: str = "unet") -> tuple[NetworkConfig, tuple[int, ...]]:
+    """U-Net topology for a patch at ``spacing`` and the patch rounded to be divisible by it."""
+    topology, patch = topology_for_patch(spacing, patch_size)
+    n_stages = topology.n_stages
+    if architecture == "residual_encoder_unet":
+        # Residual encoders use more blocks in deeper stages (1, 3, 4, 6, 6, ...).
+        blocks = [min(6, value) for value in (1, 3, 4, 6)][:n_stages] + [6] * max(0, n_stages - 4)
+    else:
+        blocks = [2] * n_stages
+    network = NetworkConfig(
+        architecture=architecture, dimension=dimension,
+        features_per_stage=features_per_stage(n_stages, dimension),
+        kernel_sizes=[list(k) for k in topology.kernel_sizes],
+        strides=[list(s) for s in topology.strides],
+        n_blocks_per_stage_encoder=blocks,
+        n_conv_per_stage_decoder=[2] * (n_stages - 1),
+    )
+    return network, patch
+
+
+def initial_patch_size(median_shape: Sequence[float]) -> np.ndarray:
+    """Start from the median image itself: at the target spacing its voxel shape is its shape in mm."""
+    return np.asarray(median_shape, dtype=np.float64)
+
+
+def fit_patch_and_batch(spacing: Sequence[float], median_shape: Sequence[float], dimension: int,
+                        in_channels: int, num_classes: int, num_cases: int, dataset_voxels: float,
+                        budget: MemoryBudget, architecture: str = "unet") -> PatchPlan:
+    """Largest patch (then batch) whose estimated training memory fits ``budget``.
+
+    The patch starts as the median image (``median_shape`` voxels at ``spacing``) and
+    its physically longest axis (mm) shrinks by that axis' divisibility factor until
+    the estimate for batch size 2 fits. Then the batch grows while it fits, capped
+    so one batch covers at most 5% of the dataset's voxels (``dataset_voxels``).
+    """
+    def memory(network: NetworkConfig, patch: Sequence[int], batch: int) -> int:
+        return estimate_training_memory_bytes(network, patch, batch, in_channels, num_classes,
+                                              budget.bytes_per_activation)
+
+    spacing = np.asarray(spacing, dtype=np.float64)
+    network, patch = make_network_config(spacing, initial_patch_size(median_shape), dimension, architecture)
+    shrink_steps = 0
+    while memory(network, patch, MIN_BATCH_SIZE) > budget.budget_bytes:
+        factors = network.total_downsampling()
+        extent_mm = np.asarray(patch) * spacing
+        candidates = [axis for axis in range(dimension) if patch[axis] > factors[axis]]
+        if not candidates:
+            break
+        axis = max(candidates, key=lambda a: (extent_mm[a], patch[a]))
+        smaller = list(patch)
+        smaller[axis] -= factors[axis]
+        network, patch = make_network_config(spacing, smaller, dimension, architecture)
+        shrink_steps += 1
+    fits = memory(network, patch, MIN_BATCH_SIZE) <= budget.budget_bytes
+    patch_voxels = math.prod(patch)
+    batch_cap = max(MIN_BATCH_SIZE, int(round(MAX_BATCH_FRACTION_OF_DATASET * dataset_voxels / patch_voxels)))
+    per_sample = memory(network, patch, 1) - memory(network, patch, 0)
+    fixed = memory(network, patch, 0)
+    batch_fit = int((budget.budget_bytes - fixed) // max(per_sample, 1))
+    batch_size = max(MIN_BATCH_SIZE, min(batch_fit, batch_cap))
+    budget_gib = budget.budget_bytes / 2**30
+    patch_reason = (
+        f"started from the median image shape {_ints(median_shape)} voxels; "
+        + (f"shrank the physically longest axis {shrink_steps} time(s) to fit the memory budget "
+           f"({budget_gib:.1f} GiB); " if shrink_steps else "it fits the memory budget; ")
+        + f"rounded up to multiples of the total downsampling {list(network.total_downsampling())}"
+        + ("" if fits else "; WARNING: even the smallest patch exceeds the budget"))
+    if batch_fit >= batch_cap:
+        batch_reason = (f"capped at {batch_cap} so one batch covers at most "
+                        f"{MAX_BATCH_FRACTION_OF_DATASET:.0%} of the dataset's voxels "
+                        f"(memory would allow {batch_fit})")
+    elif batch_fit >= MIN_BATCH_SIZE:
+        batch_reason = f"largest batch whose estimated memory fits {budget_gib:.1f} GiB"
+    else:
+        batch_reason = f"minimum batch size {MIN_BATCH_SIZE} (the estimate exceeds the budget)"
+    estimate = memory(network, patch, batch_size)
+    topology_reason = (
+        f"{network.n_stages} stages; pooling steps per axis "
+        f"{[sum(1 for s in network.strides if s[a] == 2) for a in range(dimension)]} "
+        "(halve an axis while its feature map stays >= 4 voxels and its spacing is within 2x "
+        "of the finest); kernel 1 along axes whose spacing is still > 2x the finest; features "
+        f"{network.features_per_stage}")
+    return PatchPlan(tuple(int(v) for v in patch), int(batch_size), network, int(estimate), {
+        "patch_size": patch_reason, "batch_size": batch_reason, "network": topology_reason,
+        "estimated_memory_bytes": f"{estimate / 2**30:.2f} GiB of {budget_gib:.1f} GiB budget "
+                                  f"({budget.device}, {budget.bytes_per_activation} bytes per activation)"})
+
+
+def _ints(values: Sequence[float]) -> list[int]:
+    return [int(round(v)) for v in values]
+
+
+def choose_normalization(channel_names: dict[int, str], channel_statistics: dict[int, dict],
+                         median_relative_size_after_crop: float) -> list[ChannelNormalization]:
+    """Normalization per channel from its name: CT is physical (HU), anything else is z-scored per image."""
+    schemes = []
+    use_mask = median_relative_size_after_crop < NONZERO_MASK_CROP_RATIO
+    for channel, name in sorted(channel_names.items()):
+        if name.strip().lower() in CT_CHANNEL_NAMES:
+            stats = channel_statistics[channel]
+            schemes.append(ChannelNormalization(
+                channel=channel, channel_name=name, scheme="ct",
+                clip_low=float(stats["percentile_00_5"]), clip_high=float(stats["percentile_99_5"]),
+                mean=float(stats["mean"]), std=float(max(stats["std"], 1e-8)),
+                reason=("channel named CT: intensities are Hounsfield units, so one dataset-wide mapping: "
+                        "clip to the foreground 0.5/99.5 percentiles "
+                        f"[{stats['percentile_00_5']:.1f}, {stats['percentile_99_5']:.1f}] HU, then z-score "
+                        f"with the foreground mean {stats['mean']:.1f} and std {stats['std']:.1f} HU")))
+        else:
+            schemes.append(ChannelNormalization(
+                channel=channel, channel_name=name, scheme="zscore", use_nonzero_mask=use_mask,
+                reason=(f"channel named {name!r} (not CT): no physical intensity scale, so per-image z-score"
+                        + (f"; inside the nonzero region because cropping shrank the median image to "
+                           f"{median_relative_size_after_crop:.0%} (< {NONZERO_MASK_CROP_RATIO:.0%})"
+                           if use_mask else
+                           f"; over the whole image (cropping kept {median_relative_size_after_crop:.0%} "
+                           f">= {NONZERO_MASK_CROP_RATIO:.0%} of it)"))))
+    return schemes
+
+
+def _configuration(name: str, dimension: int, data_identifier: str, target_spacing, median_shape,
+                   patch_plan: PatchPlan, reasons: dict[str, str],
+                   previous_stage: str | None = None) -> ConfigurationPlan:
+    return ConfigurationPlan(
+        name=name, dimension=dimension, data_identifier=data_identifier,
+        target_spacing=[float(v) for v in target_spacing], patch_size=list(patch_plan.patch_size),
+        batch_size=patch_plan.batch_size, median_image_shape=_ints(median_shape),
+        network=patch_plan.network, resampling=ResamplingConfig(),
+        estimated_memory_bytes=patch_plan.estimated_memory_bytes, previous_stage=previous_stage,
+        reasons={**reasons, **patch_plan.reasons})
+
+
+def plan_experiment(fingerprint: dict, raw_dataset: str, budget: MemoryBudget,
+                    architecture: str = "unet") -> Plans:
+    """Plans for every configuration of a dataset from its fingerprint (see ``fingerprint.py``)."""
+    cases = list(fingerprint["cases"].values())
+    spacings = np.array([case["spacing"] for case in cases], dtype=np.float64)
+    shapes = np.array([case["shape_after_crop"] for case in cases], dtype=np.float64)
+    channel_names = {int(k): v for k, v in fingerprint["channel_names"].items()}
+    labels = dict(fingerprint["labels"])
+    num_classes = max(labels.values()) + 1
+    num_channels = len(channel_names)
+    num_cases = len(cases)
+    is_2d_data = bool(np.all(shapes[:, 0] == 1))
+
+    spacing_decision = choose_target_spacing(spacings, shapes)
+    target = np.array(spacing_decision.target_spacing)
+    shapes_at_target = shapes * spacings / target
+    median_shape = np.median(shapes_at_target, axis=0)
+    dataset_voxels = float(np.prod(median_shape) * num_cases)
+    configurations: dict[str, ConfigurationPlan] = {}
+    plan_reasons: dict[str, str] = {}
+
+    # 2D: in-plane target spacing, slices keep their own spacing.
+    in_plane_spacing = target[1:]
+    median_in_plane = np.median(shapes[:, 1:] * spacings[:, 1:] / in_plane_spacing, axis=0)
+    plan_2d = fit_patch_and_batch(in_plane_spacing, median_in_plane, 2, num_channels, num_classes,
+                                  num_cases, dataset_voxels, budget, architecture)
+    slices_unchanged = bool(np.allclose(spacings[:, 0], target[0], rtol=1e-6)) and not is_2d_data
+    configurations["2d"] = _configuration(
+        "2d", 2, "3d_fullres" if slices_unchanged else "2d", in_plane_spacing, median_in_plane, plan_2d,
+        {"target_spacing": f"in-plane part of the 3D target spacing; {spacing_decision.reason}; slices keep "
+                           "their own spacing (2D networks never see across slices)",
+         "data_identifier": ("every case already has the target slice spacing, so 2d shares the "
+                             "3d_fullres cache" if slices_unchanged else "own cache: slices are not resampled")})
+    if is_2d_data:
+        plan_reasons["configurations"] = "2D images: only the 2d configuration applies"
+    else:
+        plan_3d = fit_patch_and_batch(target, median_shape, 3, num_channels, num_classes, num_cases,
+                                      dataset_voxels, budget, architecture)
+        configurations["3d_fullres"] = _configuration(
+            "3d_fullres", 3, "3d_fullres", target, median_shape, plan_3d,
+            {"target_spacing": spacing_decision.reason})
+        coverage = math.prod(plan_3d.patch_size) / float(np.prod(median_shape))
+        if coverage < LOWRES_CREATION_THRESHOLD:
+            lowres = _plan_lowres(target, median_shape, num_channels, num_classes, num_cases, budget,
+                                  architecture)
+            if lowres is not None:
+                lowres_spacing, lowres_shape, lowres_plan, lowres_coverage = lowres
+                configurations["3d_lowres"] = _configuration(
+                    "3d_lowres", 3, "3d_lowres", lowres_spacing, lowres_shape, lowres_plan,
+                    {"target_spacing": (f"fullres spacing coarsened in steps of {LOWRES_SPACING_STEP:g}x "
+                                        "(thin axes first until within 2x of the thickest) until the patch "
+                                        f"covers {lowres_coverage:.0%} (>= {LOWRES_CREATION_THRESHOLD:.0%}) of "
+                                        "the median image")})
+                cascade_plan = fit_patch_and_batch(target, median_shape, 3, num_channels + len(labels) - 1,
+                                                   num_classes, num_cases, dataset_voxels, budget,
+                                                   architecture)
+                configurations["3d_cascade_fullres"] = _configuration(
+                    "3d_cascade_fullres", 3, "3d_fullres", target, median_shape, cascade_plan,
+                    {"target_spacing": spacing_decision.reason,
+                     "previous_stage": "refines the 3d_lowres segmentation, given as one-hot extra input channels"},
+                    previous_stage="3d_lowres")
+        plan_reasons["configurations"] = (
+            f"2d and 3d_fullres always; the 3d_fullres patch covers {coverage:.0%} of the median image "
+            + (f"(< {LOWRES_CREATION_THRESHOLD:.0%}), so 3d_lowres and 3d_cascade_fullres are planned too"
+               if "3d_lowres" in configurations else
+               f"(>= {LOWRES_CREATION_THRESHOLD:.0%}), so no low-resolution cascade is needed"))
+
+    median_relative_size = float(np.median([
+        np.prod(case["shape_after_crop"]) / np.prod(case["shape"]) for case in cases]))
+    channel_statistics = {int(k): v for k, v in fingerprint["channels"].items()}
+    normalization = choose_normalization(channel_names, channel_statistics, median_relative_size)
+    plan_reasons["memory_budget"] = budget.reason
+    return Plans(
+        dataset_name=fingerprint["dataset_name"], raw_dataset=str(raw_dataset),
+        channel_names={str(k): v for k, v in sorted(channel_names.items())}, labels=labels,
+        file_ending=fingerprint["file_ending"], num_training_cases=num_cases,
+        memory_budget=budget.to_dict(), normalization=normalization, configurations=configurations,
+        reasons=plan_reasons)
+
+
+def _plan_lowres(fullres_spacing: np.ndarray, fullres_median_shape: np.ndarray, num_channels: int,
+                 num_classes: int, num_cases: int, budget: MemoryBudget, architecture: str):
+    """Coarsen the spacing until the patch covers the lowres creation threshold of the median image."""
+    spacing = fullres_spacing.astype(np.float64).copy()
+    for _ in range(500):
+        thickest = spacing.max()
+        thin_axes = thickest / spacing > 2
+        if thin_axes.any():
+            spacing[thin_axes] *= LOWRES_SPACING_STEP
+        else:
+            spacing *= LOWRES_SPACING_STEP
+        median_shape = fullres_median_shape * fullres_spacing / spacing
+        dataset_voxels = float(np.prod(median_shape) * num_cases)
+        plan = fit_patch_and_batch(spacing, median_shape, 3, num_channels, num_classes, num_cases,
+                                   dataset_voxels, budget, architecture)
+        coverage = math.prod(plan.patch_size) / float(np.prod(median_shape))
+        if coverage >= LOWRES_CREATION_THRESHOLD:
+            return spacing, median_shape, plan, coverage
+    return None
