@@ -110,8 +110,9 @@ def verify_case(case: RawCase, description: DatasetDescription) -> tuple[list[st
         if np.any(np.asarray(geometry.sitk_spacing) <= 0):
             problems.append(f"{path}: non-positive spacing {list(geometry.sitk_spacing)}")
         channels.append(array)
-    if case.label_file is None or reference_geometry is None or problems:
-        return problems, None
+    if (case.label_file is None or reference_geometry is None or problems
+            or len(case.image_files) != description.num_channels):
+        return problems, None  # missing files are reported by verify_structure
     label_image = _read(case.label_file, problems)
     if label_image is None:
         return problems, None

@@ -1,0 +1,80 @@
+"""End-to-end ``autoseg plan`` on a tiny dataset: files, reuse, edits, errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from autoseg.cli import main
+from autoseg.planning.plans import load_plans
+from autoseg.preprocessing.cache import cache_folder, load_cached_case
+
+
+def run_plan(dataset, work, *extra):
+    return main(["plan", str(dataset), "-o", str(work), "-j", "1", *extra])
+
+
+def test_plan_writes_fingerprint_plans_and_cache(raw_dataset, tmp_path, capsys):
+    work = tmp_path / "work"
+    assert run_plan(raw_dataset, work) == 0
+    fingerprint = json.loads((work / "dataset_fingerprint.json").read_text())
+    assert fingerprint["num_cases"] == 3
+    assert fingerprint["cases"]["case_000"]["spacing"] == [2.0, 1.0, 1.0]
+    stats = fingerprint["channels"]["0"]
+    assert stats["percentile_00_5"] < stats["median"] < stats["percentile_99_5"]
+    assert fingerprint["classes"]["1"]["num_cases_present"] == 3
+    plans = load_plans(work / "plans.json")
+    assert plans.normalization[0].scheme == "ct"
+    for name, configuration in plans.configurations.items():
+        folder = cache_folder(work, configuration.data_identifier)
+        image, label, properties = load_cached_case(folder, "case_001")
+        assert isinstance(image, np.memmap) and image.dtype == np.float32
+        assert image.shape[1:] == label.shape
+        assert properties["geometry"]["shape"] == [8, 16, 16], name
+    assert "3d_fullres" in capsys.readouterr().out
+
+
+def test_rerun_skips_done_cases_and_keeps_edited_plans(raw_dataset, tmp_path, capsys):
+    work = tmp_path / "work"
+    assert run_plan(raw_dataset, work) == 0
+    capsys.readouterr()
+    data = json.loads((work / "plans.json").read_text())
+    data["normalization"][0].update(scheme="ct_window", clip_low=-200.0, clip_high=500.0)
+    (work / "plans.json").write_text(json.dumps(data))
+    assert run_plan(raw_dataset, work) == 0
+    output = capsys.readouterr().out
+    assert "kept the existing" in output
+    assert "3 preprocessed" in output  # the normalization changed, so the cache was redone
+    assert run_plan(raw_dataset, work) == 0
+    assert "0 preprocessed, 3 already done" in capsys.readouterr().out
+    assert load_plans(work / "plans.json").normalization[0].scheme == "ct_window"
+
+
+def test_ct_window_option(raw_dataset, tmp_path):
+    work = tmp_path / "work"
+    assert run_plan(raw_dataset, work, "--ct-window", "-200", "500", "--no-preprocess") == 0
+    entry = load_plans(work / "plans.json").normalization[0]
+    assert (entry.scheme, entry.clip_low, entry.clip_high) == ("ct_window", -200.0, 500.0)
+    assert not (work / "preprocessed").exists()
+
+
+def test_parallel_workers_give_the_same_cache(raw_dataset, tmp_path):
+    assert main(["plan", str(raw_dataset), "-o", str(tmp_path / "a"), "-j", "1"]) == 0
+    assert main(["plan", str(raw_dataset), "-o", str(tmp_path / "b"), "-j", "2"]) == 0
+    for case in ("case_000", "case_002"):
+        a = load_cached_case(tmp_path / "a" / "preprocessed" / "3d_fullres", case)
+        b = load_cached_case(tmp_path / "b" / "preprocessed" / "3d_fullres", case)
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_missing_dataset_is_a_one_line_error(tmp_path, capsys):
+    assert run_plan(tmp_path / "nope", tmp_path / "work") == 1
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "nope" in error and "not found" in error
+
+
+def test_unknown_configuration_is_an_error(raw_dataset, tmp_path, capsys):
+    assert run_plan(raw_dataset, tmp_path / "work", "-c", "3d_verylowres") == 1
+    assert "3d_verylowres" in capsys.readouterr().err

@@ -1,0 +1,108 @@
+"""Planner decisions: normalization, configurations, cascade threshold, batch cap, reasons."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from autoseg.planning.hardware import cpu_budget, gpu_budget
+from autoseg.planning.planner import LOWRES_CREATION_THRESHOLD, choose_normalization, plan_experiment
+from autoseg.planning.plans import Plans
+
+CT_STATS = {"mean": 100.0, "std": 50.0, "median": 90.0, "min": -1000.0, "max": 2000.0,
+            "percentile_00_5": -50.0, "percentile_99_5": 300.0, "num_samples": 1000}
+
+
+def fingerprint(shape, spacing, num_cases=20, channel_name="CT", cropped_fraction=1.0, thickness=None):
+    cases = {}
+    for index in range(num_cases):
+        case_spacing = list(spacing)
+        if thickness is not None:
+            case_spacing[0] = float(thickness[index % len(thickness)])
+        cropped = [max(1, int(round(s * cropped_fraction ** (1 / 3)))) for s in shape]
+        cases[f"case_{index}"] = {"shape": list(shape), "spacing": case_spacing, "direction": [1, 0, 0, 0, 1, 0, 0, 0, 1],
+                                  "bounding_box": [[0, s] for s in cropped], "shape_after_crop": cropped,
+                                  "class_voxels": {"1": 100, "2": 10}}
+    return {"dataset_name": "Test", "channel_names": {"0": channel_name},
+            "labels": {"background": 0, "organ": 1, "tumour": 2}, "file_ending": ".nii.gz",
+            "channels": {"0": CT_STATS}, "cases": cases}
+
+
+def test_ct_channel_is_clipped_to_foreground_percentiles_and_z_scored():
+    schemes = choose_normalization({0: "CT"}, {0: CT_STATS}, 1.0)
+    assert schemes[0].scheme == "ct"
+    assert (schemes[0].clip_low, schemes[0].clip_high) == (-50.0, 300.0)
+    assert (schemes[0].mean, schemes[0].std) == (100.0, 50.0)
+    assert "Hounsfield" in schemes[0].reason
+
+
+@pytest.mark.parametrize("fraction, use_mask", [(0.5, True), (0.9, False)])
+def test_mri_is_z_scored_per_image_with_mask_when_cropping_shrinks_it(fraction, use_mask):
+    schemes = choose_normalization({0: "T2"}, {0: CT_STATS}, fraction)
+    assert schemes[0].scheme == "zscore"
+    assert schemes[0].use_nonzero_mask is use_mask
+
+
+def test_multichannel_gets_a_scheme_per_channel():
+    schemes = choose_normalization({0: "CT", 1: "PET"}, {0: CT_STATS, 1: CT_STATS}, 1.0)
+    assert [s.scheme for s in schemes] == ["ct", "zscore"]
+
+
+def test_small_images_get_2d_and_3d_fullres_only():
+    plans = plan_experiment(fingerprint((36, 50, 35), (1.0, 1.0, 1.0), 260, "MRI"), "/raw", cpu_budget(24 * 2**30))
+    assert list(plans.configurations) == ["2d", "3d_fullres"]
+    assert plans.configurations["3d_fullres"].patch_size == [40, 56, 40]
+    assert plans.configurations["2d"].patch_size == [56, 40]
+    assert plans.configurations["2d"].data_identifier == "3d_fullres"  # nothing to resample along z
+
+
+def test_batch_covers_at_most_5_percent_of_the_dataset():
+    plans = plan_experiment(fingerprint((36, 50, 35), (1.0, 1.0, 1.0), 260, "MRI"), "/raw", cpu_budget(24 * 2**30))
+    for configuration in plans.configurations.values():
+        patch_voxels = np.prod(configuration.patch_size)
+        assert configuration.batch_size * patch_voxels <= 0.05 * 36 * 50 * 35 * 260 + patch_voxels
+    assert "5%" in plans.configurations["2d"].reasons["batch_size"]
+
+
+def test_large_images_get_a_cascade_whose_lowres_patch_covers_more():
+    plans = plan_experiment(fingerprint((400, 512, 512), (1.0, 0.8, 0.8), 30), "/raw",
+                            gpu_budget(8 * 2**30, "t", "t"))
+    assert set(plans.configurations) == {"2d", "3d_fullres", "3d_lowres", "3d_cascade_fullres"}
+    fullres, lowres = plans.configurations["3d_fullres"], plans.configurations["3d_lowres"]
+    fullres_coverage = np.prod(fullres.patch_size) / np.prod(fullres.median_image_shape)
+    lowres_coverage = np.prod(lowres.patch_size) / np.prod(lowres.median_image_shape)
+    assert fullres_coverage < LOWRES_CREATION_THRESHOLD <= lowres_coverage * 1.01
+    assert all(low > full for low, full in zip(lowres.target_spacing, fullres.target_spacing))
+    cascade = plans.configurations["3d_cascade_fullres"]
+    assert cascade.previous_stage == "3d_lowres" and cascade.data_identifier == "3d_fullres"
+    assert plans.input_channels("3d_cascade_fullres") == 1 + 2
+
+
+def test_anisotropic_data_get_2d_cache_and_thick_axis_kernels():
+    plans = plan_experiment(fingerprint((30, 256, 256), (5.0, 0.8, 0.8), 20, thickness=[3.0, 4.0, 5.0]), "/raw",
+                            gpu_budget(8 * 2**30, "t", "t"))
+    fullres = plans.configurations["3d_fullres"]
+    assert fullres.network.kernel_sizes[0] == [1, 3, 3]
+    assert fullres.network.strides[1] == [1, 2, 2]
+    assert plans.configurations["2d"].data_identifier == "2d"  # slices of varying thickness are kept as they are
+
+
+def test_2d_images_get_only_the_2d_configuration():
+    plans = plan_experiment(fingerprint((1, 256, 256), (999.0, 0.5, 0.5), 20), "/raw", cpu_budget(16 * 2**30))
+    assert list(plans.configurations) == ["2d"]
+
+
+def test_every_decision_has_a_reason_and_plans_round_trip():
+    plans = plan_experiment(fingerprint((200, 400, 400), (2.5, 0.8, 0.8), 30), "/raw", gpu_budget(8 * 2**30, "t", "t"))
+    for configuration in plans.configurations.values():
+        for key in ("target_spacing", "patch_size", "batch_size", "network"):
+            assert configuration.reasons[key]
+    assert plans.reasons["configurations"] and plans.reasons["memory_budget"]
+    assert all(entry.reason for entry in plans.normalization)
+    assert Plans.from_dict(plans.to_dict()).to_dict() == plans.to_dict()
+
+
+def test_no_gpu_plans_say_so():
+    plans = plan_experiment(fingerprint((36, 50, 35), (1.0, 1.0, 1.0)), "/raw", cpu_budget(24 * 2**30))
+    assert plans.memory_budget["device"] == "cpu"
+    assert "no CUDA GPU" in plans.memory_budget["reason"]
