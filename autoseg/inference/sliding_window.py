@@ -1,0 +1,351 @@
+"""Sliding-window prediction of a whole (preprocessed) image with a patch-based network.
+
+Pure torch, no file I/O. Images are tensors ``(C, *spatial)`` in array axis order
+(``(C, z, y, x)`` for 3D); the returned probabilities are ``(K, *spatial)`` float32 with
+K = number of classes including background, summing to 1 per voxel.
+
+The network is any callable mapping a float tensor ``(B, C, *patch_size)`` to logits
+``(B, K, *patch_size)``. It is called as is: put a ``torch.nn.Module`` in eval mode first.
+
+Windows overlap (``step_size`` is a fraction of the patch size); each window's softmax
+probabilities are weighted by an importance map (a Gaussian centred on the patch, so
+predictions near patch borders, which see less context, count less) and the weighted
+sum is divided by the summed weights.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from tqdm import tqdm
+
+__all__ = [
+    "gaussian_importance_map",
+    "predict_sliding_window",
+    "predict_volume_with_2d_network",
+    "sliding_window_starts",
+]
+
+Network = Callable[[torch.Tensor], torch.Tensor]
+DeviceLike = torch.device | str
+
+
+# --------------------------------------------------------------------------- importance map
+
+
+@functools.lru_cache(maxsize=32)
+def _gaussian_cached(patch_size: tuple[int, ...], sigma_scale: float, device: torch.device) -> torch.Tensor:
+    # Separable: the product of one 1D Gaussian per axis. Computed in float64, centred
+    # at (p - 1) / 2 so the map is exactly mirror-symmetric along every axis.
+    with torch.no_grad():
+        gauss = torch.ones((), dtype=torch.float64)
+        for p in patch_size:
+            coords = torch.arange(p, dtype=torch.float64) - (p - 1) / 2.0
+            sigma = sigma_scale * p
+            profile = torch.exp(-0.5 * (coords / sigma) ** 2)
+            gauss = gauss.unsqueeze(-1) * profile
+        gauss = (gauss / gauss.max()).to(torch.float32)
+        # Zeros and float32 subnormals would make border voxels weightless; replace them
+        # by the smallest normal value present (the maximum, 1, always is).
+        tiny = torch.finfo(torch.float32).tiny
+        too_small = gauss < tiny
+        if bool(too_small.any()):
+            gauss[too_small] = gauss[~too_small].min()
+        return gauss.to(device)
+
+
+def gaussian_importance_map(
+    patch_size: Sequence[int], sigma_scale: float = 1.0 / 8, device: DeviceLike | None = None
+) -> torch.Tensor:
+    """Gaussian importance weights of shape ``patch_size`` (float32), maximum 1.
+
+    Centred on the patch with ``sigma = sigma_scale * patch_size`` per axis (in voxels,
+    array axis order). Every value is strictly positive. The result is cached per
+    arguments and shared between callers: do not modify it in place.
+    """
+    patch = tuple(int(p) for p in patch_size)
+    if not patch or any(p < 1 for p in patch):
+        raise ValueError(f"patch_size must be positive integers, got {tuple(patch_size)}")
+    if not sigma_scale > 0:
+        raise ValueError(f"sigma_scale must be > 0, got {sigma_scale}")
+    dev = torch.device("cpu") if device is None else torch.device(device)
+    return _gaussian_cached(patch, float(sigma_scale), dev)
+
+
+# --------------------------------------------------------------------------- window positions
+
+
+def sliding_window_starts(
+    image_size: Sequence[int], patch_size: Sequence[int], step_size: float = 0.5
+) -> list[list[int]]:
+    """Start index of every window along each spatial axis (array axis order).
+
+    Per axis the number of windows is ``ceil((image - patch) / (patch * step_size)) + 1``,
+    spread evenly (rounded to integers) so the first window starts at 0 and the last one
+    ends exactly at the image border (repeated positions, possible only when
+    ``patch * step_size < 1``, are dropped). Requires ``image >= patch`` on every axis and
+    ``0 < step_size <= 1``.
+    """
+    if len(image_size) != len(patch_size):
+        raise ValueError(f"image_size {tuple(image_size)} and patch_size {tuple(patch_size)} differ in rank")
+    if not 0 < step_size <= 1:
+        raise ValueError(f"step_size must be in (0, 1], got {step_size}")
+    starts: list[list[int]] = []
+    for image, patch in zip(image_size, patch_size, strict=True):
+        image, patch = int(image), int(patch)
+        if patch < 1 or image < patch:
+            raise ValueError(f"image size {tuple(image_size)} must be >= patch {tuple(patch_size)} per axis")
+        free = image - patch
+        n_steps = math.ceil(free / (patch * step_size)) + 1
+        if n_steps == 1:
+            starts.append([0])
+            continue
+        # round(i * free / (n_steps - 1)), half up, in exact integer arithmetic; when
+        # patch * step_size < 1 rounding repeats positions, which are dropped.
+        denom = n_steps - 1
+        starts.append(sorted({(2 * i * free + denom) // (2 * denom) for i in range(n_steps)}))
+    return starts
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _flip_sets(mirror_axes: Sequence[int] | None, n_spatial: int) -> list[tuple[int, ...]]:
+    """Tensor dims (batch and channel first) to flip for each test-time-augmentation pass."""
+    if not mirror_axes:
+        return [()]
+    axes = [int(a) for a in mirror_axes]
+    if len(set(axes)) != len(axes) or any(not 0 <= a < n_spatial for a in axes):
+        raise ValueError(f"mirror_axes must be distinct axes in [0, {n_spatial}), got {tuple(mirror_axes)}")
+    dims = [a + 2 for a in axes]
+    return [combo for r in range(len(dims) + 1) for combo in itertools.combinations(dims, r)]
+
+
+def _pad_spatial(
+    image: torch.Tensor, min_size: Sequence[int]
+) -> tuple[torch.Tensor, tuple[slice, ...] | None]:
+    """Zero-pad the spatial axes of ``(C, *spatial)`` up to ``min_size`` (centred).
+
+    Returns the padded image and the spatial slices that crop the padding off again
+    (None when nothing was padded).
+    """
+    spatial = image.shape[1:]
+    if all(s >= m for s, m in zip(spatial, min_size, strict=True)):
+        return image, None
+    new_size = [max(s, m) for s, m in zip(spatial, min_size, strict=True)]
+    before = [(n - s) // 2 for n, s in zip(new_size, spatial, strict=True)]
+    crop = tuple(slice(b, b + s) for b, s in zip(before, spatial, strict=True))
+    padded = image.new_zeros((image.shape[0], *new_size))
+    padded[(slice(None), *crop)] = image
+    return padded, crop
+
+
+def _window_weights(
+    patch_size: tuple[int, ...],
+    use_gaussian: bool,
+    n_passes: int,
+    device: torch.device,
+    accumulation_device: torch.device,
+) -> tuple[torch.Tensor | float, torch.Tensor | float]:
+    """(factor applied to summed TTA probabilities on ``device``, weight added to the weight sum)."""
+    if not use_gaussian:
+        return 1.0 / n_passes, 1.0
+    gauss_acc = gaussian_importance_map(patch_size, device=accumulation_device)
+    gauss_dev = gaussian_importance_map(patch_size, device=device)
+    # One small per-call tensor folding the 1 / n_passes average into the weights.
+    return gauss_dev / n_passes if n_passes > 1 else gauss_dev, gauss_acc
+
+
+def _predict_batch(
+    network: Network,
+    x: torch.Tensor,
+    flip_sets: list[tuple[int, ...]],
+    num_classes: int,
+    autocast: bool,
+    factor: torch.Tensor | float,
+) -> torch.Tensor:
+    """Softmax probabilities of a batch ``(B, C, *patch)``, summed over the flip passes
+    and multiplied by ``factor``; returns ``(B, K, *patch)`` float32 on ``x.device``."""
+    expected = (x.shape[0], num_classes, *x.shape[2:])
+    total: torch.Tensor | None = None
+    for dims in flip_sets:
+        inp = torch.flip(x, dims) if dims else x
+        if autocast:
+            with torch.autocast(device_type=x.device.type):
+                logits = network(inp)
+        else:
+            logits = network(inp)
+        if not isinstance(logits, torch.Tensor):
+            raise TypeError(f"network must return one tensor in eval mode, got {type(logits).__name__}")
+        if tuple(logits.shape) != expected:
+            raise ValueError(f"network output shape {tuple(logits.shape)} != expected {expected}")
+        probs = torch.softmax(logits.float(), dim=1)
+        if dims:
+            probs = torch.flip(probs, dims)
+        if total is None:
+            total = probs
+        else:
+            total += probs
+    assert total is not None
+    if isinstance(factor, torch.Tensor) or factor != 1.0:
+        total *= factor
+    return total
+
+
+def _check_common(
+    image: torch.Tensor, patch: tuple[int, ...], num_classes: int, batch: int, name: str
+) -> None:
+    if image.ndim != len(patch) + 1:
+        raise ValueError(
+            f"image of shape {tuple(image.shape)} needs {len(patch) + 1} dims (C, *spatial) for patch {patch}"
+        )
+    if any(p < 1 for p in patch):
+        raise ValueError(f"patch_size must be positive, got {patch}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if batch < 1:
+        raise ValueError(f"{name} must be >= 1, got {batch}")
+
+
+# --------------------------------------------------------------------------- predictors
+
+
+def predict_sliding_window(
+    network: Network,
+    image: torch.Tensor,
+    patch_size: Sequence[int],
+    num_classes: int,
+    step_size: float = 0.5,
+    use_gaussian: bool = True,
+    mirror_axes: Sequence[int] | None = None,
+    window_batch_size: int = 1,
+    device: DeviceLike = "cpu",
+    accumulation_device: DeviceLike | None = None,
+    autocast: bool = False,
+    show_progress: bool = False,
+) -> torch.Tensor:
+    """Predict class probabilities for a whole image with overlapping windows.
+
+    Args:
+        network: callable ``(B, C, *patch_size) -> (B, K, *patch_size)`` logits.
+        image: preprocessed image ``(C, *spatial)``, array axis order (``(C, z, y, x)``
+            in 3D); stays on its own device, windows are copied to ``device``.
+        patch_size: spatial patch size, same axis order, ``len == image.ndim - 1``.
+        num_classes: K, including background.
+        step_size: window step as a fraction of the patch size.
+        use_gaussian: weight windows by the Gaussian importance map (else uniformly).
+        mirror_axes: spatial axes (0-based over the patch dims) for mirroring
+            test-time augmentation; all ``2**k`` flip combinations are averaged.
+        window_batch_size: windows stacked into one network call.
+        device: where the network runs.
+        accumulation_device: where the ``(K, *spatial)`` result is accumulated
+            (default ``device``); e.g. CPU for a large volume with the network on a GPU.
+        autocast: run the network under ``torch.autocast`` (mixed precision).
+        show_progress: tqdm progress bar over windows.
+
+    Returns:
+        ``(K, *spatial)`` float32 probabilities on ``accumulation_device`` summing to 1
+        per voxel. Where the image is smaller than the patch it is zero-padded (0 is the
+        post-normalization mean) and the padding is cropped off the result.
+    """
+    patch = tuple(int(p) for p in patch_size)
+    _check_common(image, patch, num_classes, window_batch_size, "window_batch_size")
+    device = torch.device(device)
+    acc_device = device if accumulation_device is None else torch.device(accumulation_device)
+    flip_sets = _flip_sets(mirror_axes, len(patch))
+
+    with torch.no_grad():
+        padded, crop = _pad_spatial(image, patch)
+        spatial = tuple(padded.shape[1:])
+        starts = sliding_window_starts(spatial, patch, step_size)
+        windows = [
+            tuple(slice(s, s + p) for s, p in zip(start, patch, strict=True))
+            for start in itertools.product(*starts)
+        ]
+        factor, weight = _window_weights(patch, use_gaussian, len(flip_sets), device, acc_device)
+
+        probs = torch.zeros((num_classes, *spatial), dtype=torch.float32, device=acc_device)
+        weight_sum = torch.zeros(spatial, dtype=torch.float32, device=acc_device)
+        with tqdm(total=len(windows), disable=not show_progress, desc="sliding window", unit="win") as bar:
+            for first in range(0, len(windows), window_batch_size):
+                batch = windows[first : first + window_batch_size]
+                x = torch.stack([padded[(slice(None), *w)] for w in batch])
+                x = x.to(device=device, dtype=torch.float32)
+                out = _predict_batch(network, x, flip_sets, num_classes, autocast, factor)
+                out = out.to(acc_device)
+                for i, w in enumerate(batch):
+                    probs[(slice(None), *w)].add_(out[i])
+                    weight_sum[w].add_(weight)
+                bar.update(len(batch))
+        probs.div_(weight_sum)
+        if crop is not None:
+            probs = probs[(slice(None), *crop)].contiguous()
+    return probs
+
+
+def predict_volume_with_2d_network(
+    network: Network,
+    image: torch.Tensor,
+    patch_size: Sequence[int],
+    num_classes: int,
+    step_size: float = 0.5,
+    use_gaussian: bool = True,
+    mirror_axes: Sequence[int] | None = None,
+    slice_batch_size: int = 16,
+    device: DeviceLike = "cpu",
+    accumulation_device: DeviceLike | None = None,
+    autocast: bool = False,
+    show_progress: bool = False,
+) -> torch.Tensor:
+    """Predict a volume ``(C, Z, Y, X)`` slice by slice with a 2D network.
+
+    The 2D sliding window runs over ``(y, x)`` with patch ``(py, px)``; up to
+    ``slice_batch_size`` consecutive z-slices form the batch of each network call.
+    ``mirror_axes`` refer to the 2D patch axes (0 = y, 1 = x). Other arguments as in
+    :func:`predict_sliding_window`. Returns ``(K, Z, Y, X)`` float32 probabilities on
+    ``accumulation_device`` (default ``device``), identical to running
+    :func:`predict_sliding_window` on every slice ``image[:, z]``.
+    """
+    patch = tuple(int(p) for p in patch_size)
+    if len(patch) != 2 or image.ndim != 4:
+        raise ValueError(f"need image (C, Z, Y, X) and patch (py, px), got {tuple(image.shape)}, {patch}")
+    _check_common(image, (1, *patch), num_classes, slice_batch_size, "slice_batch_size")
+    device = torch.device(device)
+    acc_device = device if accumulation_device is None else torch.device(accumulation_device)
+    flip_sets = _flip_sets(mirror_axes, 2)
+
+    with torch.no_grad():
+        padded, crop = _pad_spatial(image, (1, *patch))
+        n_z, size_y, size_x = padded.shape[1:]
+        starts = sliding_window_starts((size_y, size_x), patch, step_size)
+        windows = [
+            (slice(y, y + patch[0]), slice(x, x + patch[1])) for y, x in itertools.product(*starts)
+        ]
+        factor, weight = _window_weights(patch, use_gaussian, len(flip_sets), device, acc_device)
+
+        probs = torch.zeros((num_classes, n_z, size_y, size_x), dtype=torch.float32, device=acc_device)
+        # The weights depend on (y, x) only: accumulate them once, in 2D.
+        weight_sum = torch.zeros((size_y, size_x), dtype=torch.float32, device=acc_device)
+        for wy, wx in windows:
+            weight_sum[wy, wx].add_(weight)
+
+        chunks = range(0, n_z, slice_batch_size)
+        with tqdm(total=len(chunks) * len(windows), disable=not show_progress,
+                  desc="2D sliding window", unit="win") as bar:
+            for z0 in chunks:
+                zs = slice(z0, min(z0 + slice_batch_size, n_z))
+                for wy, wx in windows:
+                    # (C, b, py, px) -> (b, C, py, px), a fresh contiguous copy on device
+                    x = padded[:, zs, wy, wx].transpose(0, 1)
+                    x = x.to(device, torch.float32, memory_format=torch.contiguous_format, copy=True)
+                    out = _predict_batch(network, x, flip_sets, num_classes, autocast, factor)
+                    probs[:, zs, wy, wx].add_(out.to(acc_device).transpose(0, 1))
+                    bar.update(1)
+        probs.div_(weight_sum)
+        if crop is not None:
+            probs = probs[(slice(None), *crop)].contiguous()
+    return probs
