@@ -1,0 +1,158 @@
+"""Evaluate a folder of predicted label maps against a folder of reference label maps.
+
+Files are matched by case id (the file name without ``file_ending``); every
+prediction needs a reference and every reference a prediction. Metrics follow
+:mod:`autoseg.evaluation.metrics` (arrays in ``(z, y, x)`` order, spacing in mm from
+the reference file header); summaries follow :mod:`autoseg.evaluation.summary`.
+
+2D files are read as ``(1, y, x)`` arrays with the fake 999 mm slice spacing of
+:mod:`autoseg.io.images`: surface distances are in-plane contour distances, but the
+volume fields then hold ``pixel count x pixel area x 999 mm / 1000`` and are not
+physical volumes.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from autoseg.errors import AutosegInputError
+from autoseg.evaluation.metrics import compute_case_metrics
+from autoseg.evaluation.summary import summarize, write_results
+from autoseg.io.images import geometry_mismatch, read_label
+
+#: How many missing file names an error message lists before "and N more".
+MAX_LISTED_FILES = 5
+
+SUMMARY_FILE = "summary.json"
+PER_CASE_FILE = "per_case.csv"
+
+
+def _list_cases(folder: Path, file_ending: str) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise AutosegInputError(f"{folder}: folder not found")
+    return {path.name[: -len(file_ending)]: path for path in sorted(folder.iterdir())
+            if path.is_file() and path.name.endswith(file_ending) and not path.name.startswith(".")
+            and len(path.name) > len(file_ending)}
+
+
+def _name_list(names: Sequence[str]) -> str:
+    listed = ", ".join(names[:MAX_LISTED_FILES])
+    extra = len(names) - MAX_LISTED_FILES
+    return listed + (f" and {extra} more" if extra > 0 else "")
+
+
+def _foreground(labels: Mapping[str, int] | Sequence[int]) -> tuple[list[int], dict[int, str]]:
+    if isinstance(labels, Mapping):
+        names = {int(value): str(name) for name, value in labels.items() if int(value) != 0}
+    else:
+        names = {int(value): str(value) for value in labels if int(value) != 0}
+    if not names:
+        raise AutosegInputError(f"labels {dict(labels) if isinstance(labels, Mapping) else list(labels)}: "
+                                "no foreground label to evaluate")
+    return sorted(names), names
+
+
+def _evaluate_case(task: tuple[str, Path, Path, list[int], float]) -> tuple[str, dict[int, dict]]:
+    case_id, reference_path, prediction_path, labels, tolerance = task
+    reference, reference_geometry = read_label(reference_path)
+    prediction, prediction_geometry = read_label(prediction_path)
+    mismatch = geometry_mismatch(reference_geometry, prediction_geometry)
+    if mismatch is not None:
+        raise AutosegInputError(f"{prediction_path}: {mismatch} (reference {reference_path})")
+    metrics = compute_case_metrics(reference, prediction, reference_geometry.spacing, labels, tolerance)
+    return case_id, metrics
+
+
+def evaluate_folders(reference_dir: str | os.PathLike, prediction_dir: str | os.PathLike,
+                     labels: Mapping[str, int], file_ending: str = ".nii.gz",
+                     surface_tolerance_mm: float = 1.0, num_workers: int = 1,
+                     output_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Evaluate every ``{case}{file_ending}`` of ``prediction_dir`` against ``reference_dir``.
+
+    Args:
+        reference_dir, prediction_dir: folders of integer label maps.
+        labels: label name -> value as in dataset.json; background (0) is skipped.
+        file_ending: e.g. ``".nii.gz"``.
+        surface_tolerance_mm: NSD tolerance in mm.
+        num_workers: worker processes (1 = evaluate in this process).
+        output_dir: if given, ``summary.json`` and ``per_case.csv`` are written there.
+
+    Returns:
+        ``{"per_case": {case: {label: metrics}}, "summary": summarize(...)}``; the summary
+        also carries ``label_names`` (value -> name).
+
+    Raises:
+        AutosegInputError: a folder is missing or empty, a prediction or reference has
+            no counterpart, or a prediction's geometry differs from its reference.
+    """
+    reference_dir, prediction_dir = Path(reference_dir), Path(prediction_dir)
+    foreground, names = _foreground(labels)
+    references = _list_cases(reference_dir, file_ending)
+    predictions = _list_cases(prediction_dir, file_ending)
+    problems = []
+    missing_predictions = sorted(set(references) - set(predictions))
+    if missing_predictions:
+        problems.append(f"{prediction_dir}: no prediction for {len(missing_predictions)} reference case(s): "
+                        + _name_list([c + file_ending for c in missing_predictions]))
+    missing_references = sorted(set(predictions) - set(references))
+    if missing_references:
+        problems.append(f"{reference_dir}: no reference for {len(missing_references)} prediction(s): "
+                        + _name_list([c + file_ending for c in missing_references]))
+    if problems:
+        raise AutosegInputError("; ".join(problems))
+    if not references:
+        raise AutosegInputError(f"{reference_dir}: no *{file_ending} files to evaluate")
+
+    tasks = [(case_id, references[case_id], predictions[case_id], foreground, surface_tolerance_mm)
+             for case_id in sorted(references)]
+    per_case: dict[str, dict[int, dict]] = {}
+    progress = {"total": len(tasks), "desc": "evaluating", "unit": "case"}
+    if num_workers > 1 and len(tasks) > 1:
+        context = multiprocessing.get_context("spawn")
+        pool = ProcessPoolExecutor(max_workers=min(num_workers, len(tasks)), mp_context=context)
+        try:
+            for case_id, metrics in tqdm(pool.map(_evaluate_case, tasks), **progress):
+                per_case[case_id] = metrics
+        finally:
+            # On an error, do not wait for the remaining cases.
+            pool.shutdown(wait=True, cancel_futures=True)
+    else:
+        for task in tqdm(tasks, **progress):
+            case_id, metrics = _evaluate_case(task)
+            per_case[case_id] = metrics
+
+    summary = summarize(per_case, foreground)
+    summary["label_names"] = names
+    if output_dir is not None:
+        output_dir = Path(output_dir)
+        write_results(per_case, summary, output_dir / SUMMARY_FILE, output_dir / PER_CASE_FILE)
+    return {"per_case": per_case, "summary": summary}
+
+
+def evaluate_arrays(pairs: Iterable[tuple[str, np.ndarray, np.ndarray, Sequence[float]]],
+                    labels: Mapping[str, int] | Sequence[int],
+                    surface_tolerance_mm: float = 1.0) -> dict[str, Any]:
+    """Evaluate in-memory ``(case_id, reference, prediction, spacing)`` tuples.
+
+    Arrays are integer label maps in ``(z, y, x)`` order, spacing in mm in the same
+    order. ``labels`` is a name -> value mapping or a list of values; 0 is skipped.
+    Returns ``{"per_case", "summary"}`` like :func:`evaluate_folders`.
+    """
+    foreground, names = _foreground(labels)
+    per_case: dict[str, dict[int, dict]] = {}
+    for case_id, reference, prediction, spacing in pairs:
+        if case_id in per_case:
+            raise ValueError(f"case id {case_id!r} appears twice")
+        per_case[case_id] = compute_case_metrics(reference, prediction, spacing, foreground,
+                                                 surface_tolerance_mm)
+    summary = summarize(per_case, foreground)
+    summary["label_names"] = names
+    return {"per_case": per_case, "summary": summary}
