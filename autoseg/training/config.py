@@ -1,0 +1,104 @@
+"""Training settings: optimisation, sampling and augmentation, stored per configuration in plans.json.
+
+Defaults follow nnU-Net (Isensee et al. 2021); the planner adapts some of them
+(e.g. in-plane-only rotation on thick-slice data) and records why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+
+@dataclass
+class AugmentationConfig:
+    """Data augmentation, applied on the fly to each training patch.
+
+    Probabilities are per sample. Angles in degrees, ``sigma`` in voxels;
+    intensities are in normalized units (after z-scoring).
+
+    Attributes:
+        rotation_degrees: maximal rotation angle around each rotated axis (uniform +-).
+        rotate_in_plane_only: rotate only around the slice axis (axis 0, ``z``):
+            used for thick-slice data and 2D networks.
+        scale_range: isotropic zoom factor range (0.7-1.4: objects shrink or grow).
+        mirror_axes: spatial axes (of the patch) mirrored with probability 0.5 each;
+            the predictor mirrors the same axes for test-time augmentation.
+        slice_thickness_probability: CT option: simulate another slice thickness by
+            dropping slices along axis 0 and interpolating them back (0 = off).
+        intensity_shift_probability: CT option: add a random offset to all intensities
+            (scanner calibration drift; 0 = off).
+    """
+
+    rotation_probability: float = 0.2
+    rotation_degrees: float = 30.0
+    rotate_in_plane_only: bool = False
+    scale_probability: float = 0.2
+    scale_range: tuple[float, float] = (0.7, 1.4)
+    noise_probability: float = 0.1
+    noise_variance: tuple[float, float] = (0.0, 0.1)
+    blur_probability: float = 0.2
+    blur_sigma: tuple[float, float] = (0.5, 1.0)
+    brightness_probability: float = 0.15
+    brightness_range: tuple[float, float] = (0.75, 1.25)
+    contrast_probability: float = 0.15
+    contrast_range: tuple[float, float] = (0.75, 1.25)
+    low_resolution_probability: float = 0.25
+    low_resolution_zoom: tuple[float, float] = (0.5, 1.0)
+    gamma_probability: float = 0.3
+    gamma_range: tuple[float, float] = (0.7, 1.5)
+    inverted_gamma_probability: float = 0.1
+    mirror_axes: list[int] = field(default_factory=lambda: [0, 1, 2])
+    slice_thickness_probability: float = 0.0
+    slice_thickness_factor: tuple[float, float] = (1.5, 3.0)
+    intensity_shift_probability: float = 0.0
+    intensity_shift_range: tuple[float, float] = (-0.2, 0.2)
+
+
+@dataclass
+class TrainingConfig:
+    """Optimisation and sampling settings of one configuration.
+
+    Attributes:
+        epochs, iterations_per_epoch: training length (nnU-Net: 1000 x 250 on a GPU).
+        validation_iterations_per_epoch: batches of validation patches per epoch for
+            the pseudo-Dice that selects ``checkpoint_best``.
+        initial_lr, momentum, weight_decay: SGD with Nesterov momentum.
+        lr_exponent: polynomial decay ``lr = initial_lr * (1 - step / steps) ** lr_exponent``.
+        gradient_clip_norm: gradients are rescaled to at most this L2 norm.
+        oversample_foreground: fraction of each batch forced to contain foreground.
+        checkpoint_every_epochs: how often ``checkpoint_latest.pt`` is written.
+        num_workers: augmentation worker processes (None = fit the machine).
+    """
+
+    epochs: int = 1000
+    iterations_per_epoch: int = 250
+    validation_iterations_per_epoch: int = 50
+    initial_lr: float = 0.01
+    momentum: float = 0.99
+    weight_decay: float = 3e-5
+    lr_exponent: float = 0.9
+    gradient_clip_norm: float = 12.0
+    oversample_foreground: float = 0.33
+    checkpoint_every_epochs: int = 50
+    num_workers: int | None = None
+    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainingConfig:
+        data = dict(data)
+        augmentation = dict(data.pop("augmentation", {}))
+        known = {f.name for f in fields(AugmentationConfig)}
+        unknown = set(augmentation) - known
+        if unknown:
+            raise ValueError(f"unknown augmentation settings {sorted(unknown)}")
+        for key, value in augmentation.items():
+            if isinstance(value, list) and key != "mirror_axes":
+                augmentation[key] = tuple(value)
+        known_training = {f.name for f in fields(cls)}
+        unknown = set(data) - known_training
+        if unknown:
+            raise ValueError(f"unknown training settings {sorted(unknown)}")
+        return cls(augmentation=AugmentationConfig(**augmentation), **data)
