@@ -18,6 +18,7 @@ from autoseg.planning.network_config import NetworkConfig
 from autoseg.planning.plans import ChannelNormalization, ConfigurationPlan, Plans, ResamplingConfig
 from autoseg.planning.spacing import choose_target_spacing
 from autoseg.planning.topology import features_per_stage, topology_for_patch
+from autoseg.training.config import AugmentationConfig, TrainingConfig
 
 #: One batch may cover at most this fraction of all voxels of the dataset.
 MAX_BATCH_FRACTION_OF_DATASET = 0.05
@@ -32,6 +33,25 @@ LOWRES_SPACING_STEP = 1.03
 NONZERO_MASK_CROP_RATIO = 0.75
 #: Channel names that mean computed tomography (compared case-insensitively).
 CT_CHANNEL_NAMES = ("ct",)
+#: 3D patches whose largest/smallest spacing exceeds this are rotated in-plane only.
+IN_PLANE_ROTATION_SPACING_RATIO = 3.0
+
+
+def choose_training_config(dimension: int, spacing: Sequence[float]) -> tuple[TrainingConfig, str]:
+    """Augmentation suited to the configuration: rotation axes and angles, mirrored axes."""
+    spacing = [float(v) for v in spacing]
+    if dimension == 2:
+        augmentation = AugmentationConfig(rotation_degrees=180.0, rotate_in_plane_only=True, mirror_axes=[0, 1])
+        reason = "2D: rotation by up to 180 degrees in the slice plane; mirroring along y and x"
+    elif max(spacing) / min(spacing) > IN_PLANE_ROTATION_SPACING_RATIO:
+        augmentation = AugmentationConfig(rotate_in_plane_only=True, mirror_axes=[0, 1, 2])
+        reason = (f"thick slices (spacing ratio {max(spacing) / min(spacing):.1f} > "
+                  f"{IN_PLANE_ROTATION_SPACING_RATIO:g}): rotation in the slice plane only, so slices are "
+                  "never interpolated across; mirroring along all axes")
+    else:
+        augmentation = AugmentationConfig(mirror_axes=[0, 1, 2])
+        reason = "near-isotropic: rotation by up to 30 degrees around all axes; mirroring along all axes"
+    return TrainingConfig(augmentation=augmentation), reason
 
 
 @dataclass(frozen=True)
@@ -169,13 +189,14 @@ def choose_normalization(channel_names: dict[int, str], channel_statistics: dict
 def _configuration(name: str, dimension: int, data_identifier: str, target_spacing, median_shape,
                    patch_plan: PatchPlan, reasons: dict[str, str],
                    previous_stage: str | None = None) -> ConfigurationPlan:
+    training, training_reason = choose_training_config(dimension, target_spacing)
     return ConfigurationPlan(
         name=name, dimension=dimension, data_identifier=data_identifier,
         target_spacing=[float(v) for v in target_spacing], patch_size=list(patch_plan.patch_size),
         batch_size=patch_plan.batch_size, median_image_shape=_ints(median_shape),
         network=patch_plan.network, resampling=ResamplingConfig(),
         estimated_memory_bytes=patch_plan.estimated_memory_bytes, previous_stage=previous_stage,
-        reasons={**reasons, **patch_plan.reasons})
+        training=training, reasons={**reasons, **patch_plan.reasons, "augmentation": training_reason})
 
 
 def plan_experiment(fingerprint: dict, raw_dataset: str, budget: MemoryBudget,

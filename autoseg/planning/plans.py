@@ -14,6 +14,7 @@ from typing import Any
 
 from autoseg.errors import AutosegInputError
 from autoseg.planning.network_config import NetworkConfig
+from autoseg.training.config import TrainingConfig
 from autoseg.utils.files import read_json, write_json
 
 PLANS_VERSION = 1
@@ -95,6 +96,7 @@ class ConfigurationPlan:
         network: the U-Net topology.
         estimated_memory_bytes: the memory model's estimate of one training step.
         previous_stage: for a cascade, the configuration whose predictions are extra inputs.
+        training: optimisation, sampling and augmentation settings.
         reasons: why each value was chosen.
     """
 
@@ -109,11 +111,13 @@ class ConfigurationPlan:
     resampling: ResamplingConfig = field(default_factory=ResamplingConfig)
     estimated_memory_bytes: int = 0
     previous_stage: str | None = None
+    training: TrainingConfig = field(default_factory=TrainingConfig)
     reasons: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["network"] = self.network.to_dict()
+        data["training"] = self.training.to_dict()
         return data
 
     @classmethod
@@ -121,6 +125,7 @@ class ConfigurationPlan:
         data = dict(data)
         data["network"] = NetworkConfig.from_dict(data["network"])
         data["resampling"] = ResamplingConfig(**data.get("resampling", {}))
+        data["training"] = TrainingConfig.from_dict(data.get("training", {}))
         return cls(**data)
 
 

@@ -78,3 +78,19 @@ def test_missing_dataset_is_a_one_line_error(tmp_path, capsys):
 def test_unknown_configuration_is_an_error(raw_dataset, tmp_path, capsys):
     assert run_plan(raw_dataset, tmp_path / "work", "-c", "3d_verylowres") == 1
     assert "3d_verylowres" in capsys.readouterr().err
+
+
+def test_plan_on_a_synthetic_anisotropic_ct_dataset(tmp_path):
+    from autoseg.synthetic import SyntheticDatasetSpec, generate_synthetic_dataset
+
+    dataset = generate_synthetic_dataset(tmp_path, SyntheticDatasetSpec(num_training=6, in_plane_shape=(32, 32)))
+    work = tmp_path / "work"
+    assert run_plan(dataset, work) == 0
+    plans = load_plans(work / "plans.json")
+    fullres = plans.configurations["3d_fullres"]
+    assert fullres.target_spacing[0] > 2 * fullres.target_spacing[1]  # thick slices kept thick
+    assert fullres.training.augmentation.rotate_in_plane_only
+    assert plans.configurations["2d"].data_identifier == "2d"  # varying thickness: 2d keeps each case's slices
+    image, label, properties = load_cached_case(work / "preprocessed" / "3d_fullres", "case_001")
+    assert properties["thick_axis"] == 0
+    assert abs(float(np.mean(image[0][label > 0]))) < 3  # CT z-scored with foreground statistics

@@ -20,7 +20,8 @@ def fingerprint(shape, spacing, num_cases=20, channel_name="CT", cropped_fractio
         if thickness is not None:
             case_spacing[0] = float(thickness[index % len(thickness)])
         cropped = [max(1, int(round(s * cropped_fraction ** (1 / 3)))) for s in shape]
-        cases[f"case_{index}"] = {"shape": list(shape), "spacing": case_spacing, "direction": [1, 0, 0, 0, 1, 0, 0, 0, 1],
+        cases[f"case_{index}"] = {"shape": list(shape), "spacing": case_spacing,
+                                  "direction": [1, 0, 0, 0, 1, 0, 0, 0, 1],
                                   "bounding_box": [[0, s] for s in cropped], "shape_after_crop": cropped,
                                   "class_voxels": {"1": 100, "2": 10}}
     return {"dataset_name": "Test", "channel_names": {"0": channel_name},
