@@ -1,0 +1,241 @@
+"""Training patch sampling from the preprocessed cache, with foreground oversampling.
+
+The sampler cuts regions of ``sample_patch_size`` voxels out of the cached cases; the
+augmentation (``autoseg.training.augmentation``) rotates/zooms them and centre-crops
+them to the network's ``patch_size``. Axis order is ``(z, y, x)`` for 3D regions and
+``(y, x)`` for 2D regions (cut from one slice ``z`` of a case).
+
+Placement along each axis of length ``n`` (region ``R``, final patch ``P``):
+
+* image at least as large as the region (``n >= R``): the region lies inside the image,
+  its start uniform in ``[0, n - R]`` (no padding);
+* otherwise padding is unavoidable; the final patch (the centre of the region) is placed
+  uniformly so that it lies inside the image (``P <= n``) or covers it (``P > n``).
+
+A foreground sample centres the region on a recorded voxel of a random class, then
+clips it into the same allowed range, and finally shifts it (if needed) so that the
+voxel lies inside the centre ``P`` of the region, i.e. inside the final patch before
+augmentation. Regions reaching past the image are padded with 0 (the normalized mean)
+for the image and 0 (background) for labels.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from autoseg.errors import AutosegInputError
+from autoseg.preprocessing.cache import case_paths
+from autoseg.utils.files import read_json
+
+__all__ = ["PatchSampler", "num_foreground_samples"]
+
+
+def num_foreground_samples(batch_size: int, oversample_foreground: float) -> int:
+    """Samples per batch forced to contain foreground: ``round(B * p)``, at least 1 if ``p > 0`` and ``B >= 2``."""
+    count = int(round(batch_size * oversample_foreground))
+    if oversample_foreground > 0 and batch_size >= 2:
+        count = max(count, 1)
+    return min(count, batch_size)
+
+
+class PatchSampler:
+    """Draws batches of regions from cached cases (an iterator of batch dicts).
+
+    Args:
+        folder: the preprocessed cache folder (``{case}.npy``, ``{case}_seg.npy``, ``{case}.json``).
+        case_ids: cases to sample from (uniformly, with replacement).
+        patch_size: the network patch in voxels, ``(z, y, x)`` (3D) or ``(y, x)`` (2D).
+        batch_size: samples per batch ``B``.
+        dimension: 2 or 3.
+        oversample_foreground: fraction of each batch forced to contain foreground.
+        sample_patch_size: the (larger) region cut out before spatial augmentation;
+            defaults to ``patch_size``.
+        previous_stage_folder: cascade: folder with ``{case}.npy`` label maps ``(z, y, x)`` of
+            the previous stage on the cache's grid; sampled as seg channel 1.
+        seed: seed of the sampler's random generator.
+
+    ``sample_batch()`` returns ``{"data": float32 (B, C, *sample_patch_size), "seg": int16
+    (B, S, *sample_patch_size), "case_ids": [...]}`` with seg channel 0 the label and (cascade)
+    channel 1 the previous stage's prediction.
+    """
+
+    def __init__(self, folder: Path, case_ids: Sequence[str], patch_size: Sequence[int], batch_size: int,
+                 dimension: int, oversample_foreground: float = 0.33, sample_patch_size: Sequence[int] | None = None,
+                 previous_stage_folder: Path | None = None, seed: int = 0):
+        if dimension not in (2, 3):
+            raise ValueError(f"dimension must be 2 or 3, got {dimension}")
+        if len(patch_size) != dimension:
+            raise ValueError(f"patch_size {tuple(patch_size)} does not have {dimension} axes")
+        if not case_ids:
+            raise ValueError("PatchSampler needs at least one case")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0.0 <= oversample_foreground <= 1.0:
+            raise ValueError(f"oversample_foreground must be in [0, 1], got {oversample_foreground}")
+        self.folder = Path(folder)
+        self.case_ids = list(case_ids)
+        self.patch_size = tuple(int(v) for v in patch_size)
+        self.sample_patch_size = tuple(int(v) for v in (sample_patch_size or patch_size))
+        if len(self.sample_patch_size) != dimension or any(
+                r < p for r, p in zip(self.sample_patch_size, self.patch_size)):
+            raise ValueError(f"sample_patch_size {self.sample_patch_size} must have {dimension} axes, "
+                             f"each >= patch_size {self.patch_size}")
+        self.batch_size = int(batch_size)
+        self.dimension = dimension
+        self.oversample_foreground = float(oversample_foreground)
+        self.num_foreground = num_foreground_samples(self.batch_size, self.oversample_foreground)
+        self.previous_stage_folder = Path(previous_stage_folder) if previous_stage_folder is not None else None
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self._arrays: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
+        # Foreground voxel lists per case: {case: [(class value, (N, 3) int array), ...]} (non-empty only).
+        self.foreground: dict[str, list[tuple[int, np.ndarray]]] = {}
+        for case_id in self.case_ids:
+            properties_path = case_paths(self.folder, case_id)[2]
+            try:
+                properties = read_json(properties_path)
+            except (OSError, ValueError) as error:
+                raise AutosegInputError(f"{properties_path}: cannot read case properties ({error})") from None
+            classes = []
+            for key, locations in sorted(properties.get("class_locations", {}).items()):
+                value = int(key)
+                if value <= 0 or not locations:
+                    continue
+                classes.append((value, np.asarray(locations, dtype=np.int64).reshape(-1, 3)))
+            self.foreground[case_id] = classes
+            if self.previous_stage_folder is not None:
+                previous_path = self.previous_stage_folder / f"{case_id}.npy"
+                if not previous_path.is_file():  # checked here: in a worker process it would be less clear
+                    raise AutosegInputError(f"{previous_path}: previous-stage prediction not found")
+        self.thread_id = 0
+
+    # --- batchgenerators data-loader protocol -------------------------------------------
+    def __iter__(self) -> PatchSampler:
+        return self
+
+    def __next__(self) -> dict:
+        return self.sample_batch()
+
+    def reseed(self, *entropy: int) -> None:
+        """Restart the random generator from ``(seed, *entropy)`` (e.g. a worker index)."""
+        self.rng = np.random.default_rng([self.seed, *entropy])
+
+    def set_thread_id(self, thread_id: int) -> None:
+        """Called by batchgenerators in each worker: give the worker its own random stream."""
+        self.thread_id = thread_id
+        self.reseed(thread_id)
+
+    def __getstate__(self) -> dict:
+        # Worker processes started by spawn/forkserver get the sampler pickled: send no
+        # memory maps (they would be pickled as full copies), the worker reopens them.
+        state = self.__dict__.copy()
+        state["_arrays"] = {}
+        return state
+
+    # --- arrays ---------------------------------------------------------------------------
+    def _open(self, case_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Memory-mapped image (C, z, y, x), label (z, y, x) and previous-stage map (z, y, x) or None."""
+        arrays = self._arrays.get(case_id)
+        if arrays is not None:
+            return arrays
+        try:
+            arrays = self._load(case_id)
+        except OSError as error:
+            if error.errno != errno.EMFILE:
+                raise
+            # Every memmap holds a file descriptor: on huge datasets drop the cache and retry.
+            self._arrays.clear()
+            arrays = self._load(case_id)
+        self._arrays[case_id] = arrays
+        return arrays
+
+    def _load(self, case_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        image_path, label_path, _ = case_paths(self.folder, case_id)
+        image = np.load(image_path, mmap_mode="r")
+        label = np.load(label_path, mmap_mode="r")
+        if image.ndim != 4 or label.shape != image.shape[1:]:
+            raise AutosegInputError(f"{image_path}: image {image.shape} and label {label.shape} "
+                                    "are not (C, z, y, x) and (z, y, x) of the same grid")
+        previous = None
+        if self.previous_stage_folder is not None:
+            previous_path = self.previous_stage_folder / f"{case_id}.npy"
+            previous = np.load(previous_path, mmap_mode="r")
+            if previous.shape != label.shape:
+                raise AutosegInputError(f"{previous_path}: shape {previous.shape} does not match the "
+                                        f"cached label {label.shape} of case {case_id}")
+        return image, label, previous
+
+    # --- placement ------------------------------------------------------------------------
+    def _allowed_starts(self, size: int, axis: int) -> tuple[int, int]:
+        """Inclusive range of region starts along one patch axis of an image axis of ``size`` voxels."""
+        region, patch = self.sample_patch_size[axis], self.patch_size[axis]
+        if size >= region:
+            return 0, size - region
+        margin = (region - patch) // 2  # offset of the final (centre-cropped) patch inside the region
+        low, high = min(0, size - patch), max(0, size - patch)
+        return low - margin, high - margin
+
+    def _random_start(self, size: int, axis: int) -> int:
+        low, high = self._allowed_starts(size, axis)
+        return int(self.rng.integers(low, high + 1))
+
+    def _foreground_start(self, size: int, axis: int, voxel: int) -> int:
+        region, patch = self.sample_patch_size[axis], self.patch_size[axis]
+        low, high = self._allowed_starts(size, axis)
+        start = min(max(voxel - region // 2, low), high)
+        margin = (region - patch) // 2
+        # The voxel must lie in the final patch [start + margin, start + margin + patch).
+        return min(max(start, voxel - margin - patch + 1), voxel - margin)
+
+    # --- sampling ---------------------------------------------------------------------------
+    def sample_batch(self) -> dict:
+        """One batch (see the class docstring); the last ``num_foreground`` samples are forced foreground."""
+        batch = self.batch_size
+        region = self.sample_patch_size
+        num_seg = 2 if self.previous_stage_folder is not None else 1
+        data = None
+        seg = np.zeros((batch, num_seg, *region), dtype=np.int16)
+        chosen = []
+        for index in range(batch):
+            case_id = self.case_ids[int(self.rng.integers(len(self.case_ids)))]
+            chosen.append(case_id)
+            image, label, previous = self._open(case_id)
+            if data is None:
+                data = np.zeros((batch, image.shape[0], *region), dtype=np.float32)
+            elif image.shape[0] != data.shape[1]:
+                raise AutosegInputError(f"{case_paths(self.folder, case_id)[0]}: {image.shape[0]} channels, "
+                                        f"other cases have {data.shape[1]}")
+            voxel = None
+            classes = self.foreground[case_id]
+            if index >= batch - self.num_foreground and classes:
+                _, locations = classes[int(self.rng.integers(len(classes)))]
+                voxel = locations[int(self.rng.integers(len(locations)))]
+            shape = label.shape
+            if self.dimension == 3:
+                starts = [self._start(shape[axis], axis, voxel, axis) for axis in range(3)]
+                source = ()
+            else:
+                z = int(voxel[0]) if voxel is not None else int(self.rng.integers(shape[0]))
+                starts = [self._start(shape[axis + 1], axis, voxel, axis + 1) for axis in range(2)]
+                source = (z,)
+            spatial = shape[3 - self.dimension:]
+            src, dst = [], []
+            for start, size, length in zip(starts, spatial, region):
+                low, high = max(start, 0), min(start + length, size)
+                src.append(slice(low, high))
+                dst.append(slice(low - start, high - start))
+            src, dst = tuple(src), tuple(dst)
+            data[(index, slice(None), *dst)] = image[(slice(None), *source, *src)]
+            seg[(index, 0, *dst)] = label[(*source, *src)]
+            if previous is not None:
+                seg[(index, 1, *dst)] = previous[(*source, *src)]
+        return {"data": data, "seg": seg, "case_ids": chosen}
+
+    def _start(self, size: int, axis: int, voxel: np.ndarray | None, voxel_axis: int) -> int:
+        if voxel is None:
+            return self._random_start(size, axis)
+        return self._foreground_start(size, axis, int(voxel[voxel_axis]))

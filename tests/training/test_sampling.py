@@ -1,0 +1,196 @@
+"""PatchSampler: shapes, foreground oversampling, padding, determinism, cascade alignment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from autoseg.errors import AutosegInputError
+from autoseg.preprocessing.preprocess import sample_class_locations
+from autoseg.training.sampling import PatchSampler, num_foreground_samples
+from autoseg.utils.files import save_npy, write_json
+
+
+def write_case(folder: Path, case_id: str, image: np.ndarray, label: np.ndarray, seed: int = 0) -> None:
+    """One case in the cache layout: ``{case}.npy`` (C, z, y, x), ``{case}_seg.npy``, ``{case}.json``."""
+    save_npy(folder / f"{case_id}.npy", image.astype(np.float32))
+    save_npy(folder / f"{case_id}_seg.npy", label.astype(np.int8))
+    labels = [int(v) for v in np.unique(label) if v > 0]
+    locations = sample_class_locations(label, labels, np.random.default_rng(seed))
+    write_json(folder / f"{case_id}.json", {"case_id": case_id, "class_locations": locations}, indent=None)
+
+
+def position_image(shape: tuple[int, ...]) -> np.ndarray:
+    """(1, z, y, x) image whose value is 1 + the voxel's flat index: reveals where a sample came from."""
+    return (np.arange(int(np.prod(shape)), dtype=np.float32) + 1).reshape(1, *shape)
+
+
+@pytest.fixture
+def rare_foreground(tmp_path: Path) -> tuple[Path, list[str]]:
+    """Three 20x40x40 cases with one tiny object (2x3x3 of label 1, one voxel of label 2) each.
+
+    The first case has its object in a corner of the image (a region centred on it must be
+    clipped into the image and still hold it in its centre).
+    """
+    rng = np.random.default_rng(1)
+    ids = []
+    for index in range(3):
+        shape = (20, 40, 40)
+        label = np.zeros(shape, np.int8)
+        z, y, x = (0, 0, 0) if index == 0 else (rng.integers(2, 17), rng.integers(2, 36), rng.integers(2, 36))
+        label[z:z + 2, y:y + 3, x:x + 3] = 1
+        label[z, y, x] = 2
+        image = rng.normal(size=(2, *shape))
+        write_case(tmp_path, f"case_{index}", image, label)
+        ids.append(f"case_{index}")
+    return tmp_path, ids
+
+
+def test_num_foreground_samples():
+    assert num_foreground_samples(9, 0.33) == 3
+    assert num_foreground_samples(2, 0.33) == 1
+    assert num_foreground_samples(2, 0.2) == 1  # round(0.4) = 0, but at least one when B >= 2
+    assert num_foreground_samples(1, 0.33) == 0
+    assert num_foreground_samples(4, 0.0) == 0
+    assert num_foreground_samples(4, 1.0) == 4
+
+
+def test_shapes_3d_and_2d(rare_foreground):
+    folder, ids = rare_foreground
+    sampler = PatchSampler(folder, ids, (8, 12, 10), 4, 3, sample_patch_size=(12, 16, 14))
+    batch = sampler.sample_batch()
+    assert batch["data"].shape == (4, 2, 12, 16, 14) and batch["data"].dtype == np.float32
+    assert batch["seg"].shape == (4, 1, 12, 16, 14) and batch["seg"].dtype == np.int16
+    assert len(batch["case_ids"]) == 4 and set(batch["case_ids"]) <= set(ids)
+
+    sampler = PatchSampler(folder, ids, (12, 10), 6, 2, sample_patch_size=(16, 14))
+    batch = next(iter(sampler))
+    assert batch["data"].shape == (6, 2, 16, 14)
+    assert batch["seg"].shape == (6, 1, 16, 14)
+
+
+@pytest.mark.parametrize("dimension, patch, region", [(3, (6, 8, 8), (6, 8, 8)), (3, (6, 8, 8), (10, 14, 12)),
+                                                      (2, (8, 8), (8, 8)), (2, (8, 8), (14, 12))])
+def test_foreground_ratio_guarantee(rare_foreground, dimension, patch, region):
+    folder, ids = rare_foreground
+    batch_size, ratio = 5, 0.33  # round(1.65) = 2 forced samples
+    sampler = PatchSampler(folder, ids, patch, batch_size, dimension, ratio, sample_patch_size=region, seed=3)
+    offset = [(r - p) // 2 for r, p in zip(region, patch)]
+    centre = (slice(None), 0, *(slice(o, o + p) for o, p in zip(offset, patch)))
+    counts = []
+    for _ in range(60):
+        seg = sampler.sample_batch()["seg"]
+        # Foreground must lie inside the final (centre-cropped) patch, not only the region.
+        with_foreground = (seg[centre] > 0).reshape(batch_size, -1).any(1)
+        assert with_foreground.sum() >= 2
+        counts.append(with_foreground.sum())
+    # Foreground is rare: the random samples alone would almost never hit it.
+    assert np.mean(counts) < 3
+
+
+def test_foreground_classes_are_all_sampled(rare_foreground):
+    folder, ids = rare_foreground
+    sampler = PatchSampler(folder, ids, (4, 4, 4), 2, 3, 1.0, seed=0)
+    seen = set()
+    for _ in range(40):
+        seen |= set(np.unique(sampler.sample_batch()["seg"]).tolist())
+    assert {1, 2} <= seen  # the single voxel of class 2 is found by its own class lottery
+
+
+def test_case_without_foreground_falls_back_to_random(tmp_path):
+    write_case(tmp_path, "empty", np.ones((1, 10, 10, 10)), np.zeros((10, 10, 10)))
+    sampler = PatchSampler(tmp_path, ["empty"], (4, 4, 4), 4, 3, 1.0)
+    batch = sampler.sample_batch()
+    assert batch["data"].shape == (4, 1, 4, 4, 4) and (batch["data"] == 1).all()
+
+
+@pytest.mark.parametrize("oversample", [0.0, 1.0])
+def test_padding_when_image_is_smaller(tmp_path, oversample):
+    shape = (4, 5, 6)
+    image = position_image(shape)
+    label = np.zeros(shape, np.int8)
+    label[1:3, 2:4, 2:5] = 1
+    write_case(tmp_path, "small", image, label)
+    sampler = PatchSampler(tmp_path, ["small"], (8, 8, 8), 4, 3, oversample, sample_patch_size=(12, 10, 8))
+    batch = sampler.sample_batch()
+    for data, seg in zip(batch["data"][:, 0], batch["seg"][:, 0]):
+        inside = np.argwhere(data != 0)
+        low, high = inside.min(0), inside.max(0) + 1
+        # The whole image sits in the region exactly once, the rest is 0 (image and label).
+        assert (high - low).tolist() == list(shape)
+        block = tuple(slice(a, b) for a, b in zip(low, high))
+        np.testing.assert_array_equal(data[block], image[0])
+        np.testing.assert_array_equal(seg[block], label)
+        assert np.count_nonzero(data) == image.size and seg.sum() == label.sum()
+        # ... and inside the final 8x8x8 patch (the centre of the region).
+        assert (low >= [2, 1, 0]).all() and (high <= [10, 9, 8]).all()
+
+
+def test_deterministic_with_seed(rare_foreground):
+    folder, ids = rare_foreground
+
+    def batches(seed):
+        sampler = PatchSampler(folder, ids, (6, 8, 8), 3, 3, 0.33, sample_patch_size=(8, 12, 10), seed=seed)
+        return [sampler.sample_batch() for _ in range(4)]
+
+    first, second, other = batches(7), batches(7), batches(8)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a["data"], b["data"])
+        np.testing.assert_array_equal(a["seg"], b["seg"])
+        assert a["case_ids"] == b["case_ids"]
+    assert any(not np.array_equal(a["data"], c["data"]) for a, c in zip(first, other))
+
+
+def test_reseed_gives_worker_streams(rare_foreground):
+    folder, ids = rare_foreground
+    sampler = PatchSampler(folder, ids, (6, 8, 8), 3, 3, seed=5)
+    sampler.set_thread_id(1)
+    one = sampler.sample_batch()["data"]
+    sampler.set_thread_id(1)
+    np.testing.assert_array_equal(one, sampler.sample_batch()["data"])
+    sampler.set_thread_id(2)
+    assert not np.array_equal(one, sampler.sample_batch()["data"])
+
+
+@pytest.mark.parametrize("dimension, patch", [(3, (6, 10, 8)), (2, (10, 8))])
+def test_cascade_channel_aligned_with_label(tmp_path, dimension, patch):
+    shape = (7, 12, 11)
+    rng = np.random.default_rng(0)
+    label = rng.integers(0, 3, shape).astype(np.int8)
+    previous = rng.integers(0, 3, shape).astype(np.int16)
+    write_case(tmp_path, "a", position_image(shape), label)
+    previous_folder = tmp_path / "previous"
+    previous_folder.mkdir()
+    np.save(previous_folder / "a.npy", previous)
+    region = tuple(v + 4 for v in patch)
+    sampler = PatchSampler(tmp_path, ["a"], patch, 6, dimension, 0.5, sample_patch_size=region,
+                           previous_stage_folder=previous_folder)
+    batch = sampler.sample_batch()
+    assert batch["seg"].shape == (6, 2, *region)
+    data, seg = batch["data"][:, 0], batch["seg"]
+    inside = data > 0  # padded voxels are 0, real ones carry their flat index + 1
+    flat = data[inside].astype(np.int64) - 1
+    np.testing.assert_array_equal(seg[:, 0][inside], label.ravel()[flat])
+    np.testing.assert_array_equal(seg[:, 1][inside], previous.ravel()[flat])
+    assert (seg[:, 0][~inside] == 0).all() and (seg[:, 1][~inside] == 0).all()
+
+
+def test_missing_previous_stage_is_reported(tmp_path):
+    write_case(tmp_path, "a", np.ones((1, 4, 4, 4)), np.ones((4, 4, 4)))
+    with pytest.raises(AutosegInputError, match="a.npy"):
+        PatchSampler(tmp_path, ["a"], (4, 4, 4), 1, 3, previous_stage_folder=tmp_path / "nowhere")
+    (tmp_path / "wrong").mkdir()
+    np.save(tmp_path / "wrong" / "a.npy", np.zeros((4, 4, 5), np.int16))
+    sampler = PatchSampler(tmp_path, ["a"], (4, 4, 4), 1, 3, previous_stage_folder=tmp_path / "wrong")
+    with pytest.raises(AutosegInputError, match="does not match"):
+        sampler.sample_batch()
+
+
+def test_invalid_arguments(rare_foreground):
+    folder, ids = rare_foreground
+    with pytest.raises(ValueError):
+        PatchSampler(folder, ids, (8, 8), 2, 3)
+    with pytest.raises(ValueError):
+        PatchSampler(folder, ids, (8, 8, 8), 2, 3, sample_patch_size=(4, 8, 8))
