@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from helpers import make_raw_dataset
+
+
+def pytest_configure(config):
+    # One compute thread: tests run next to other processes, and OpenMP threads that
+    # wait for a descheduled sibling make small operations 10-100x slower.
+    os.environ.setdefault("AUTOSEG_NUM_THREADS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    import torch
+
+    torch.set_num_threads(int(os.environ["AUTOSEG_NUM_THREADS"]))
 
 
 @pytest.fixture

@@ -26,11 +26,31 @@ def resolve_device(name: str | None = None) -> torch.device:
     return torch.device(name)
 
 
-def use_all_cores() -> int:
-    """Let torch use every core of this machine (affinity-aware) for CPU compute; returns the count."""
+#: Environment variable that fixes the number of compute threads (e.g. on a shared machine).
+THREADS_VARIABLE = "AUTOSEG_NUM_THREADS"
+
+
+def available_cores() -> int:
+    """Cores this process may run on (affinity-aware)."""
     try:
-        cores = len(os.sched_getaffinity(0))
+        return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:
-        cores = os.cpu_count() or 1
-    torch.set_num_threads(max(1, cores))
-    return cores
+        return max(1, os.cpu_count() or 1)
+
+
+def use_all_cores() -> int:
+    """Set torch's CPU compute threads to every available core, or to ``$AUTOSEG_NUM_THREADS``.
+
+    Returns the thread count. On a machine shared with other busy processes fewer
+    threads can be much faster: OpenMP threads wait for each other at every operation.
+    """
+    requested = os.environ.get(THREADS_VARIABLE)
+    if requested:
+        try:
+            threads = max(1, int(requested))
+        except ValueError:
+            raise AutosegInputError(f"${THREADS_VARIABLE} must be a whole number, got {requested!r}") from None
+    else:
+        threads = available_cores()
+    torch.set_num_threads(threads)
+    return threads
