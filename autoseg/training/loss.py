@@ -1,0 +1,173 @@
+"""Training losses: soft Dice, Dice + cross-entropy, and deep-supervision weighting.
+
+Logits are ``(B, K, *spatial)`` with K classes including background (class 0); targets
+are integer label maps ``(B, 1, *spatial)`` or ``(B, *spatial)`` (any numeric dtype holding
+integer values in ``[0, K)``). ``spatial`` is ``(z, y, x)`` in 3D and ``(y, x)`` in 2D.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "DeepSupervisionLoss",
+    "DiceCELoss",
+    "SoftDiceLoss",
+    "deep_supervision_weights",
+    "downsample_target",
+]
+
+
+def _label_indices(target: Tensor, logits: Tensor) -> Tensor:
+    """``target`` as an int64 ``(B, 1, *spatial)`` tensor matching ``logits`` ``(B, K, *spatial)``."""
+    if target.ndim == logits.ndim - 1:
+        target = target.unsqueeze(1)
+    if target.ndim != logits.ndim or target.shape[1] != 1 or target.shape[0] != logits.shape[0] \
+            or target.shape[2:] != logits.shape[2:]:
+        raise ValueError(
+            f"target shape {tuple(target.shape)} does not match logits shape {tuple(logits.shape)}: "
+            "expected (B, 1, *spatial) or (B, *spatial)"
+        )
+    return target.long()
+
+
+class SoftDiceLoss(nn.Module):
+    """``1 - mean soft Dice`` over the included classes, on softmax probabilities.
+
+    Per class k: ``(2 * sum(p_k * g_k) + smooth) / (sum(p_k) + sum(g_k) + smooth)``, the sums
+    running over batch and spatial axes together (``batch_dice``) or over the spatial axes
+    of each sample (then the Dice values of all samples and classes are averaged). An
+    empty class predicted empty scores 1 thanks to ``smooth``.
+    """
+
+    def __init__(self, batch_dice: bool = True, include_background: bool = False, smooth: float = 1e-5):
+        super().__init__()
+        self.batch_dice = batch_dice
+        self.include_background = include_background
+        self.smooth = smooth
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        """``logits`` (B, K, *spatial), ``target`` (B, 1, *spatial) or (B, *spatial) -> scalar loss."""
+        labels = _label_indices(target, logits)
+        probs = torch.softmax(logits.float(), dim=1)
+        with torch.no_grad():
+            onehot = torch.zeros_like(probs).scatter_(1, labels, 1.0)
+        if not self.include_background:
+            if probs.shape[1] < 2:
+                raise ValueError("SoftDiceLoss without background needs at least 2 classes")
+            probs, onehot = probs[:, 1:], onehot[:, 1:]
+        axes = [0, *range(2, probs.ndim)] if self.batch_dice else list(range(2, probs.ndim))
+        intersection = (probs * onehot).sum(axes)
+        denominator = probs.sum(axes) + onehot.sum(axes)
+        dice = (2.0 * intersection + self.smooth) / (denominator + self.smooth).clamp_min(1e-8)
+        return 1.0 - dice.mean()
+
+
+class DiceCELoss(nn.Module):
+    """``weight_dice * SoftDiceLoss + weight_ce * cross-entropy`` on the same logits and labels."""
+
+    def __init__(
+        self,
+        weight_dice: float = 1.0,
+        weight_ce: float = 1.0,
+        batch_dice: bool = True,
+        include_background: bool = False,
+        smooth: float = 1e-5,
+    ):
+        super().__init__()
+        self.weight_dice = weight_dice
+        self.weight_ce = weight_ce
+        self.dice = SoftDiceLoss(batch_dice=batch_dice, include_background=include_background, smooth=smooth)
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        """``logits`` (B, K, *spatial), ``target`` (B, 1, *spatial) or (B, *spatial) -> scalar loss."""
+        labels = _label_indices(target, logits)
+        loss = logits.new_zeros((), dtype=torch.float32)
+        if self.weight_ce != 0:
+            loss = loss + self.weight_ce * F.cross_entropy(logits.float(), labels[:, 0])
+        if self.weight_dice != 0:
+            loss = loss + self.weight_dice * self.dice(logits, labels)
+        return loss
+
+
+def deep_supervision_weights(n_outputs: int) -> list[float]:
+    """Weights 1, 1/2, 1/4, ... for outputs ordered full resolution first, normalized to sum 1."""
+    if n_outputs < 1:
+        raise ValueError(f"n_outputs must be >= 1, got {n_outputs}")
+    raw = [0.5**i for i in range(n_outputs)]
+    total = sum(raw)
+    return [w / total for w in raw]
+
+
+def downsample_target(target: Tensor, scales: Sequence[Sequence[float]]) -> list[Tensor]:
+    """Nearest-neighbour downsampling of a label map to each scale (one list per output).
+
+    ``target`` is ``(B, 1, *spatial)`` or ``(B, *spatial)``; each result keeps that layout and
+    dtype, with spatial size ``round(size * scale)`` per axis. Output voxel ``i`` takes input
+    voxel ``floor(i * size / new_size)``: for an integer factor f that is every f-th voxel
+    starting at 0, the voxels on which the strided convs of the encoder are centred. An
+    axis with an integer factor is sliced (no copy); scale 1 on all axes returns ``target``.
+    """
+    n_spatial = len(scales[0]) if scales else 0
+    if any(len(s) != n_spatial for s in scales) or target.ndim < n_spatial + 1:
+        raise ValueError(f"scales {scales} do not fit target shape {tuple(target.shape)}")
+    first_axis = target.ndim - n_spatial
+    results = []
+    for scale in scales:
+        out = target
+        for axis, factor in enumerate(scale, start=first_axis):
+            size = target.shape[axis]
+            new_size = max(1, round(size * factor))
+            if new_size == size:
+                continue
+            if new_size > size:
+                raise ValueError(f"scale {factor} > 1 is not a downsampling")
+            if size % new_size == 0:
+                index = [slice(None)] * out.ndim
+                index[axis] = slice(None, None, size // new_size)
+                out = out[tuple(index)]
+            else:
+                positions = torch.arange(new_size, device=target.device) * size // new_size
+                out = out.index_select(axis, positions)
+        results.append(out)
+    return results
+
+
+class DeepSupervisionLoss(nn.Module):
+    """``sum_i weights[i] * base_loss(outputs[i], targets[i])`` over deep-supervision outputs.
+
+    ``outputs`` and ``targets`` are lists ordered full resolution first (as returned by the
+    network and :func:`downsample_target`), or a single logits tensor and a single target
+    (weight 1). Outputs with weight 0 are skipped.
+    """
+
+    def __init__(self, base_loss: nn.Module, weights: Sequence[float]):
+        super().__init__()
+        self.base_loss = base_loss
+        self.weights = [float(w) for w in weights]
+
+    def forward(self, outputs: Tensor | Sequence[Tensor], targets: Tensor | Sequence[Tensor]) -> Tensor:
+        """Scalar weighted loss; list lengths must equal ``len(weights)``."""
+        if isinstance(outputs, Tensor):
+            if not isinstance(targets, Tensor):
+                raise TypeError("a single output tensor needs a single target tensor")
+            return self.base_loss(outputs, targets)
+        if isinstance(targets, Tensor):
+            raise TypeError("a list of outputs needs a list of targets (see downsample_target)")
+        if not (len(outputs) == len(targets) == len(self.weights)):
+            raise ValueError(
+                f"got {len(outputs)} outputs and {len(targets)} targets for {len(self.weights)} weights"
+            )
+        total = None
+        for weight, output, target in zip(self.weights, outputs, targets):
+            if weight == 0:
+                continue
+            term = weight * self.base_loss(output, target)
+            total = term if total is None else total + term
+        if total is None:
+            raise ValueError("all deep-supervision weights are 0")
+        return total
