@@ -22,31 +22,41 @@ BYTES_PER_PARAMETER = 12
 
 
 def count_parameters(network: NetworkConfig, in_channels: int, num_classes: int) -> int:
-    """Number of trainable parameters of the network ``build_network`` makes from ``network``."""
-    total = 0
+    """Trainable parameters of the network ``build_network`` makes from ``network``.
+
+    Mirrors ``autoseg.training.network`` (a test checks they agree): convs followed by
+    a norm have no bias; each norm has a scale and a shift per channel.
+    """
     features = network.features_per_stage
-    channels = in_channels
-    residual = network.architecture == "residual_encoder_unet"
+    dimension = network.dimension
+
+    def conv_norm(channels_in: int, channels_out: int, kernel) -> int:
+        return channels_in * channels_out * math.prod(kernel) + 2 * channels_out
+
+    total = 0
     for stage, (out, kernel) in enumerate(zip(features, network.kernel_sizes)):
-        kernel_voxels = math.prod(kernel)
-        if residual:
-            total += channels * out * kernel_voxels + 3 * out  # stem or strided first conv
-            # two convs per residual block
-            total += network.n_blocks_per_stage_encoder[stage] * 2 * (out * out * kernel_voxels + 3 * out)
+        channels_in = in_channels if stage == 0 else features[stage - 1]
+        stride = network.strides[stage]
+        if network.architecture == "residual_encoder_unet":
+            if stage == 0:
+                total += conv_norm(in_channels, out, kernel)  # stem
+                channels_in = out
+            for block in range(network.n_blocks_per_stage_encoder[stage]):
+                block_in = channels_in if block == 0 else out
+                total += conv_norm(block_in, out, kernel) + conv_norm(out, out, kernel)
+                if block == 0 and (block_in != out or any(s != 1 for s in stride)):
+                    total += conv_norm(block_in, out, [1] * dimension)  # projection on the skip
         else:
             for block in range(network.n_blocks_per_stage_encoder[stage]):
-                block_in = channels if block == 0 else out
-                total += block_in * out * kernel_voxels + 3 * out  # conv weights + bias + norm affine
-        channels = out
+                total += conv_norm(channels_in if block == 0 else out, out, kernel)
     for depth, n_conv in enumerate(network.n_conv_per_stage_decoder):
-        stage = network.n_stages - 2 - depth
-        below, here = features[stage + 1], features[stage]
-        total += below * here * math.prod(network.strides[stage + 1]) + here  # transposed conv
-        kernel_voxels = math.prod(network.kernel_sizes[stage])
+        level = network.n_stages - 2 - depth
+        below, here = features[level + 1], features[level]
+        total += below * here * math.prod(network.strides[level + 1]) + here  # transposed conv with bias
         for block in range(n_conv):
-            block_in = 2 * here if block == 0 else here
-            total += block_in * here * kernel_voxels + 3 * here
-        total += here * num_classes + num_classes  # segmentation head
+            total += conv_norm(2 * here if block == 0 else here, here, network.kernel_sizes[level])
+    for level in range(max(1, network.n_stages - 2)):
+        total += features[level] * num_classes + num_classes  # 1x1 segmentation heads
     return total
 
 
