@@ -64,6 +64,70 @@ def _run_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_folds(text: list[str]) -> list[int]:
+    """``all`` -> 0..4; otherwise fold numbers (``0``, ``0 1 2`` or ``0,1``)."""
+    values = [part for item in text for part in item.split(",") if part]
+    if values == ["all"]:
+        return list(range(5))
+    try:
+        folds = [int(value) for value in values]
+    except ValueError:
+        raise AutosegInputError(f"-f/--folds: expected fold numbers 0-4 or 'all', got {' '.join(text)}") from None
+    if any(not 0 <= fold < 5 for fold in folds):
+        raise AutosegInputError(f"-f/--folds: folds are 0-4, got {folds}")
+    return folds
+
+
+def _add_train(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train a configuration with 5-fold cross-validation",
+        description=("Train one or more folds of a planned configuration from the preprocessed cache. Each fold "
+                     "writes checkpoints, a log, progress.png and its validation cases predicted in their "
+                     "original geometry (with probabilities, for `autoseg ensemble`) to "
+                     "WORKDIR/results/CONFIG/fold_K."))
+    parser.add_argument("work_dir", help="work folder made by `autoseg plan`")
+    parser.add_argument("-c", "--configuration", required=True,
+                        help="2d, 3d_fullres, 3d_lowres or 3d_cascade_fullres (as planned)")
+    parser.add_argument("-f", "--folds", nargs="+", default=["0"], help="fold(s) 0-4 or 'all' (default: 0)")
+    parser.add_argument("--epochs", type=int, default=None, help="number of epochs (default: from the plans)")
+    parser.add_argument("--iterations-per-epoch", type=int, default=None,
+                        help="training iterations per epoch (default: from the plans)")
+    parser.add_argument("--device", default=None, help="cuda, cpu or mps (default: detected)")
+    parser.add_argument("--num-workers", type=int, default=None,
+                        help="augmentation worker processes (default: cores - 1)")
+    parser.add_argument("--split-by", choices=["random", "spacing"], default="random",
+                        help="folds: seeded random K-fold, or by slice count/thickness so validation "
+                             "cases differ in acquisition from training cases")
+    parser.add_argument("--resume", action="store_true", help="continue from checkpoint_latest.pt")
+    parser.add_argument("--overwrite", action="store_true", help="discard existing checkpoints and start again")
+    parser.add_argument("--no-validation", action="store_true",
+                        help="skip predicting the validation cases at the end")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of sampling and initialisation")
+    parser.set_defaults(handler=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from autoseg.training.trainer import Trainer, TrainingOptions
+
+    folds = parse_folds(args.folds)
+    for option in ("epochs", "iterations_per_epoch"):
+        value = getattr(args, option)
+        if value is not None and value < 1:
+            raise AutosegInputError(f"--{option.replace('_', '-')} must be at least 1")
+    options = TrainingOptions(device=args.device, epochs=args.epochs, iterations_per_epoch=args.iterations_per_epoch,
+                              num_workers=args.num_workers, split_mode=args.split_by, seed=args.seed,
+                              validate=not args.no_validation)
+    for fold in folds:
+        start = time.perf_counter()
+        trainer = Trainer(args.work_dir, args.configuration, fold, options)
+        summary = trainer.run(resume=args.resume, overwrite=args.overwrite)
+        message = f"fold {fold} done in {(time.perf_counter() - start) / 60:.1f} min: {trainer.output_dir}"
+        if summary is not None:
+            message += f" (validation mean foreground Dice {summary['foreground_mean']['dice']:.4f})"
+        print(message)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autoseg", description="Self-configuring medical image segmentation for CT and MRI.")
@@ -72,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"autoseg {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_plan(subparsers)
+    _add_train(subparsers)
     return parser
 
 

@@ -53,3 +53,50 @@ def shared_dataset(name: str) -> Path:
     if not (path / "dataset.json").is_file():
         pytest.skip(f"{path} not available")
     return path
+
+
+def shrink_networks(work_dir: Path, base_features: int = 4, cap: int = 16) -> None:
+    """Make every planned network tiny (features base, 2*base, ... up to cap) so tests train in seconds."""
+    plans_path = work_dir / "plans.json"
+    plans = json.loads(plans_path.read_text())
+    for configuration in plans["configurations"].values():
+        stages = len(configuration["network"]["features_per_stage"])
+        configuration["network"]["features_per_stage"] = [min(base_features * 2**i, cap) for i in range(stages)]
+        configuration["batch_size"] = 2
+    plans_path.write_text(json.dumps(plans, indent=2))
+
+
+def make_tiny_work_dir(root: Path, num_training: int = 6, in_plane_shape=(24, 24), seed: int = 0,
+                       num_test: int = 0) -> tuple[Path, Path]:
+    """A planned and preprocessed synthetic CT dataset with tiny networks: (dataset dir, work dir)."""
+    from autoseg.planning.pipeline import run_planning
+    from autoseg.synthetic import SyntheticDatasetSpec, generate_synthetic_dataset
+
+    spec = SyntheticDatasetSpec(num_training=num_training, num_test=num_test, in_plane_shape=in_plane_shape,
+                                field_of_view_z_mm=(50.0, 70.0), seed=seed)
+    dataset = generate_synthetic_dataset(root, spec)
+    work = root / "work"
+    run_planning(dataset, work, num_workers=1, progress=False)
+    shrink_networks(work)
+    return dataset, work
+
+
+def make_easy_dataset(root: Path, num_cases: int = 8, shape=(16, 32, 32), seed: int = 0) -> Path:
+    """An easy task: a bright ellipsoid (label 1, ~15% of the volume) with a darker core (label 2), noise."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "dataset.json").write_text(json.dumps({
+        "name": root.name, "channel_names": {"0": "CT"}, "labels": {"background": 0, "organ": 1, "core": 2},
+        "numTraining": num_cases, "file_ending": ".nii.gz"}))
+    zz, yy, xx = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
+    for index in range(num_cases):
+        centre = [rng.uniform(0.35, 0.65) * s for s in shape]
+        radii = [rng.uniform(0.22, 0.3) * s for s in shape]
+        distance = sum(((grid - c) / r) ** 2 for grid, c, r in zip((zz, yy, xx), centre, radii))
+        label = np.zeros(shape, np.uint8)
+        label[distance < 1] = 1
+        label[distance < 0.3] = 2
+        image = (rng.normal(0, 30, shape) + np.select([label == 2, label == 1], [60, 200], -100)).astype(np.float32)
+        write_volume(root / "imagesTr" / f"case_{index:03d}_0000.nii.gz", image, (2.0, 1.0, 1.0))
+        write_volume(root / "labelsTr" / f"case_{index:03d}.nii.gz", label, (2.0, 1.0, 1.0))
+    return root

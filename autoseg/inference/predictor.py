@@ -1,0 +1,166 @@
+"""Predicting cases with trained networks: preprocessing, sliding window, fold averaging, export.
+
+The same :func:`autoseg.preprocessing.preprocess.preprocess_case` as training
+prepares each image; probabilities are averaged over windows, mirrors and folds,
+then mapped back to the original image (see ``export.py``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from autoseg.errors import AutosegInputError
+from autoseg.inference.export import probabilities_to_segmentation, restore_original_shape
+from autoseg.inference.sliding_window import predict_sliding_window, predict_volume_with_2d_network
+from autoseg.io.images import ImageGeometry
+from autoseg.planning.plans import ConfigurationPlan, Plans, load_plans
+from autoseg.preprocessing.crop import crop_to_box
+from autoseg.preprocessing.preprocess import preprocess_case
+from autoseg.preprocessing.resample import resample_label
+from autoseg.training.checkpoints import checkpoint_path, load_checkpoint
+from autoseg.training.network import build_network
+
+
+def results_dir(work_dir: str | os.PathLike, configuration: str, split_mode: str = "random") -> Path:
+    """Where a configuration's folds are trained: ``{work_dir}/results/{configuration}``."""
+    suffix = "" if split_mode == "random" else f"__split_{split_mode}"
+    return Path(work_dir) / "results" / f"{configuration}{suffix}"
+
+
+def fold_dir(work_dir: str | os.PathLike, configuration: str, fold: int, split_mode: str = "random") -> Path:
+    return results_dir(work_dir, configuration, split_mode) / f"fold_{fold}"
+
+
+def previous_stage_one_hot(segmentation: np.ndarray, foreground_labels: Sequence[int]) -> np.ndarray:
+    """``(z, y, x)`` label map -> ``(len(foreground_labels), z, y, x)`` float32 one-hot channels."""
+    return np.stack([(segmentation == label).astype(np.float32) for label in foreground_labels])
+
+
+def previous_stage_to_grid(segmentation: np.ndarray, properties: dict, label_mode: str) -> np.ndarray:
+    """A previous stage's segmentation in original geometry -> the preprocessed grid of ``properties``."""
+    cropped = crop_to_box(segmentation, properties["bounding_box"])
+    return resample_label(cropped, properties["shape_after_resampling"], properties["thick_axis"], label_mode)
+
+
+@dataclass
+class CasePrediction:
+    """Result for one case: label map and probabilities in the original image grid."""
+
+    segmentation: np.ndarray
+    probabilities: torch.Tensor
+    properties: dict
+
+
+class Predictor:
+    """Trained networks of one configuration (one per fold), ready to predict.
+
+    Args:
+        plans: the plans the networks were trained with.
+        configuration_name: e.g. ``"3d_fullres"``.
+        state_dicts: one network state dict per fold.
+        device: where the networks run.
+        use_mirroring: test-time augmentation over the axes mirrored during training.
+        step_size: sliding-window step as a fraction of the patch size.
+        previous_stage: for a cascade, the predictor of the configuration it refines
+            (needed by :meth:`predict_case`; :meth:`predict_preprocessed` takes the
+            previous stage's one-hot channels as part of its input).
+    """
+
+    def __init__(self, plans: Plans, configuration_name: str, state_dicts: Sequence[dict],
+                 device: torch.device | str = "cpu", use_mirroring: bool = True, step_size: float = 0.5,
+                 previous_stage: Predictor | None = None, show_progress: bool = False):
+        self.plans = plans
+        self.configuration: ConfigurationPlan = plans.configuration(configuration_name)
+        self.device = torch.device(device)
+        self.use_mirroring = use_mirroring
+        self.step_size = step_size
+        self.previous_stage = previous_stage
+        self.show_progress = show_progress
+        self.networks = []
+        for state in state_dicts:
+            network = build_network(self.configuration.network, plans.input_channels(configuration_name),
+                                    plans.num_classes)
+            network.load_state_dict(state)
+            network.deep_supervision = False
+            self.networks.append(network.to(self.device).eval())
+
+    @classmethod
+    def from_work_dir(cls, work_dir: str | os.PathLike, configuration_name: str, folds: Sequence[int] | None = None,
+                      checkpoint: str = "final", device: torch.device | str = "cpu", use_mirroring: bool = True,
+                      step_size: float = 0.5, show_progress: bool = False) -> Predictor:
+        """Load the trained folds of a configuration (default: every fold with that checkpoint)."""
+        plans = load_plans(Path(work_dir) / "plans.json")
+        plans.configuration(configuration_name)
+        if folds is None:
+            folds = [fold for fold in range(5)
+                     if checkpoint_path(fold_dir(work_dir, configuration_name, fold), checkpoint).is_file()]
+            if not folds:
+                raise AutosegInputError(f"{results_dir(work_dir, configuration_name)}: no trained fold has "
+                                        f"checkpoint_{checkpoint}.pt (train it first)")
+        states = [load_checkpoint(checkpoint_path(fold_dir(work_dir, configuration_name, fold), checkpoint),
+                                  map_location="cpu")["network"] for fold in folds]
+        previous = None
+        previous_name = plans.configurations[configuration_name].previous_stage
+        if previous_name:
+            previous = cls.from_work_dir(work_dir, previous_name, None, checkpoint, device, use_mirroring,
+                                         step_size, show_progress)
+        predictor = cls(plans, configuration_name, states, device, use_mirroring, step_size, previous, show_progress)
+        predictor.folds = list(folds)
+        return predictor
+
+    @property
+    def mirror_axes(self) -> list[int] | None:
+        if not self.use_mirroring:
+            return None
+        axes = [axis for axis in self.configuration.training.augmentation.mirror_axes
+                if axis < self.configuration.dimension]
+        return axes or None
+
+    def _accumulation_device(self, image: torch.Tensor) -> torch.device:
+        """Accumulate on the GPU when probabilities of the case use at most a quarter of its free memory."""
+        if self.device.type != "cuda":
+            return self.device
+        free, _ = torch.cuda.mem_get_info(self.device)
+        needed = 4 * (self.plans.num_classes + 1) * image[0].numel()
+        return self.device if needed < free / 4 else torch.device("cpu")
+
+    @torch.no_grad()
+    def predict_preprocessed(self, image: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Probabilities ``(K, z, y, x)`` for a preprocessed ``(C, z, y, x)`` image, averaged over folds."""
+        tensor = torch.from_numpy(np.array(image, dtype=np.float32))  # a writable copy (the cache is read-only)
+        accumulation_device = self._accumulation_device(tensor)
+        total = None
+        for network in self.networks:
+            kwargs = dict(num_classes=self.plans.num_classes, step_size=self.step_size,
+                          mirror_axes=self.mirror_axes, device=self.device,
+                          accumulation_device=accumulation_device, autocast=self.device.type == "cuda",
+                          show_progress=self.show_progress)
+            if self.configuration.dimension == 2:
+                probabilities = predict_volume_with_2d_network(network, tensor, self.configuration.patch_size,
+                                                               **kwargs)
+            else:
+                probabilities = predict_sliding_window(network, tensor, self.configuration.patch_size, **kwargs)
+            total = probabilities if total is None else total.add_(probabilities)
+        return total.div_(len(self.networks))
+
+    def predict_case(self, image: np.ndarray, geometry: ImageGeometry) -> CasePrediction:
+        """Predict a raw ``(C, z, y, x)`` image (as read from its files) in its own geometry."""
+        case = preprocess_case(image, geometry, self.plans, self.configuration)
+        network_input = case.image
+        if self.configuration.previous_stage:
+            if self.previous_stage is None:
+                raise ValueError(f"{self.configuration.name} needs the predictor of "
+                                 f"{self.configuration.previous_stage}")
+            previous = self.previous_stage.predict_case(image, geometry).segmentation
+            on_grid = previous_stage_to_grid(previous, case.properties, self.configuration.resampling.label_mode)
+            network_input = np.concatenate([network_input,
+                                            previous_stage_one_hot(on_grid, self.plans.foreground_labels)])
+        probabilities = self.predict_preprocessed(network_input)
+        restored = restore_original_shape(probabilities, case.properties)
+        return CasePrediction(probabilities_to_segmentation(restored), restored, case.properties)
