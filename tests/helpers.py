@@ -100,3 +100,33 @@ def make_easy_dataset(root: Path, num_cases: int = 8, shape=(16, 32, 32), seed: 
         write_volume(root / "imagesTr" / f"case_{index:03d}_0000.nii.gz", image, (2.0, 1.0, 1.0))
         write_volume(root / "labelsTr" / f"case_{index:03d}.nii.gz", label, (2.0, 1.0, 1.0))
     return root
+
+
+def add_cascade(work_dir: Path) -> None:
+    """Add 3d_lowres (half the in-plane resolution) and 3d_cascade_fullres to a tiny work folder's plans.
+
+    Tiny test images never need a cascade by the planner's rule; this builds the same
+    configurations it would make for large images, then preprocesses the lowres cache.
+    """
+    import copy
+
+    from autoseg.planning.planner import make_network_config
+    from autoseg.planning.plans import load_plans, save_plans
+    from autoseg.preprocessing.cache import preprocess_dataset
+
+    plans = load_plans(work_dir / "plans.json")
+    fullres = plans.configurations["3d_fullres"]
+    lowres = copy.deepcopy(fullres)
+    lowres.name = lowres.data_identifier = "3d_lowres"
+    lowres.target_spacing = [fullres.target_spacing[0]] + [2 * s for s in fullres.target_spacing[1:]]
+    lowres.median_image_shape = [fullres.median_image_shape[0]] + [max(8, s // 2) for s in
+                                                                   fullres.median_image_shape[1:]]
+    lowres.network, patch = make_network_config(lowres.target_spacing, lowres.median_image_shape, 3)
+    lowres.network.features_per_stage = [4] * lowres.network.n_stages
+    lowres.patch_size = list(patch)
+    cascade = copy.deepcopy(fullres)
+    cascade.name, cascade.previous_stage = "3d_cascade_fullres", "3d_lowres"
+    plans.configurations["3d_lowres"] = lowres
+    plans.configurations["3d_cascade_fullres"] = cascade
+    save_plans(plans, work_dir / "plans.json")
+    preprocess_dataset(plans, work_dir, ["3d_lowres"], num_workers=1, progress=False)

@@ -1,0 +1,203 @@
+"""``autoseg predict``: segment every case of a folder with trained models.
+
+Input: ``{case}_{XXXX}{ending}`` files (one per channel, as in ``imagesTr``), in
+any supported format; each output ``{case}{ending}`` has the input's format and
+geometry. Cases are independent: a bad case is reported and skipped, the others
+are predicted, and the caller gets the list of failures.
+
+Memory: one case at a time. Its probabilities live in the original image grid,
+``K x voxels x 4`` bytes per configuration being averaged (e.g. 0.9 GB for 3 classes
+on a 512x512x300 CT), plus the preprocessed image; the sliding-window
+accumulators live on the CPU whenever they would not comfortably fit the GPU.
+Writing a case's files runs in a background thread while the next case is predicted.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from autoseg.errors import AutosegInputError
+from autoseg.evaluation.postprocessing import apply_postprocessing
+from autoseg.inference.export import probabilities_to_segmentation, save_probabilities
+from autoseg.inference.predictor import Predictor
+from autoseg.io.dataset import SUPPORTED_FILE_ENDINGS
+from autoseg.io.images import read_case_images, write_segmentation
+from autoseg.planning.plans import Plans, load_plans
+from autoseg.utils.files import read_json
+
+INFERENCE_PLAN_FILE = "inference_plan.json"
+
+
+@dataclass
+class InferenceChoice:
+    """Which trained models predict, and how their output is post-processed."""
+
+    configurations: list[str]
+    folds: list[int] | None = None
+    checkpoint: str = "final"
+    postprocessing: list[dict] = field(default_factory=list)
+    source: str = ""
+
+
+@dataclass
+class PredictionReport:
+    predicted: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def choose_models(work_dir: str | os.PathLike, configurations: list[str] | None, folds: list[int] | None,
+                  checkpoint: str | None, use_postprocessing: bool = True) -> InferenceChoice:
+    """Models given on the command line, else those chosen by ``autoseg ensemble`` (inference_plan.json)."""
+    plan_path = Path(work_dir) / INFERENCE_PLAN_FILE
+    if configurations:
+        return InferenceChoice(configurations, folds, checkpoint or "final", [], "command line")
+    if plan_path.is_file():
+        plan = read_json(plan_path)
+        return InferenceChoice(list(plan["configurations"]), folds or plan.get("folds"),
+                               checkpoint or plan.get("checkpoint", "final"),
+                               list(plan.get("postprocessing", [])) if use_postprocessing else [], str(plan_path))
+    raise AutosegInputError(f"{plan_path}: not found; choose a configuration with -c (e.g. -c 3d_fullres) "
+                            "or run `autoseg ensemble` after cross-validation to pick one")
+
+
+def find_input_cases(input_dir: str | os.PathLike) -> dict[str, dict[int, Path]]:
+    """``{case: {channel: path}}`` for the image files of ``input_dir`` (any supported format).
+
+    A file without a ``_XXXX`` channel suffix is listed under channel -1 (reported later).
+    """
+    input_dir = Path(input_dir)
+    if not input_dir.is_dir():
+        raise AutosegInputError(f"{input_dir}: input folder not found")
+    cases: dict[str, dict[int, Path]] = {}
+    for path in sorted(input_dir.iterdir()):
+        ending = _ending_of(path)
+        if path.name.startswith(".") or ending not in SUPPORTED_FILE_ENDINGS:
+            continue
+        stem = path.name[: -len(ending)]
+        match = re.fullmatch(r"(?P<case>.+)_(?P<channel>\d{4})", stem)
+        if match is None:
+            cases.setdefault(stem, {})[-1] = path
+        else:
+            cases.setdefault(match["case"], {})[int(match["channel"])] = path
+    if not cases:
+        raise AutosegInputError(f"{input_dir}: no images named {{case}}_0000{{ending}} found")
+    return cases
+
+
+def check_channels(case_id: str, channels: dict[int, Path], num_channels: int) -> str | None:
+    """A one-line problem with a case's channel files, or None."""
+    if -1 in channels:
+        return f"{channels[-1]}: file name lacks the _XXXX channel suffix (expected {case_id}_0000...)"
+    missing = [c for c in range(num_channels) if c not in channels]
+    extra = sorted(c for c in channels if c >= num_channels)
+    if missing:
+        return f"{case_id}: missing channel file(s) {', '.join(f'_{c:04d}' for c in missing)} " \
+               f"(the model needs {num_channels})"
+    if extra:
+        return f"{channels[extra[0]]}: channel {extra[0]} is not used by the model (it has {num_channels})"
+    endings = {_ending_of(path) for path in channels.values()}
+    if len(endings) > 1:
+        return f"{case_id}: channel files have different formats {sorted(endings)}"
+    return None
+
+
+def _ending_of(path: Path) -> str:
+    for ending in sorted(SUPPORTED_FILE_ENDINGS, key=len, reverse=True):
+        if path.name.endswith(ending):
+            return ending
+    return path.suffix
+
+
+def _expects_3d(plans: Plans) -> bool:
+    return any(configuration.dimension == 3 for configuration in plans.configurations.values())
+
+
+class FolderPredictor:
+    """Predicts cases with one or several configurations (their probabilities averaged)."""
+
+    def __init__(self, work_dir: str | os.PathLike, choice: InferenceChoice, device: torch.device | str = "cpu",
+                 use_mirroring: bool = True, step_size: float = 0.5, show_progress: bool = False):
+        self.plans = load_plans(Path(work_dir) / "plans.json")
+        self.choice = choice
+        self.predictors = [Predictor.from_work_dir(work_dir, name, choice.folds, choice.checkpoint, device,
+                                                   use_mirroring, step_size, show_progress)
+                           for name in choice.configurations]
+
+    def predict_arrays(self, image: np.ndarray, geometry) -> tuple[np.ndarray, torch.Tensor, dict]:
+        """Segmentation and averaged probabilities of one raw ``(C, z, y, x)`` image in its geometry."""
+        total, properties = None, None
+        for predictor in self.predictors:
+            prediction = predictor.predict_case(image, geometry)
+            properties = prediction.properties
+            total = prediction.probabilities if total is None else total.add_(prediction.probabilities)
+        probabilities = total.div_(len(self.predictors))
+        segmentation = probabilities_to_segmentation(probabilities)
+        if self.choice.postprocessing:
+            segmentation = apply_postprocessing(segmentation, self.choice.postprocessing)
+        return segmentation, probabilities, properties
+
+
+def predict_folder(work_dir: str | os.PathLike, input_dir: str | os.PathLike, output_dir: str | os.PathLike,
+                   choice: InferenceChoice, device: torch.device | str = "cpu", use_mirroring: bool = True,
+                   step_size: float = 0.5, save_probabilities_too: bool = False, overwrite: bool = False,
+                   progress: bool = True) -> PredictionReport:
+    """Predict every case of ``input_dir`` into ``output_dir``; see the module docstring."""
+    cases = find_input_cases(input_dir)
+    output_dir = Path(output_dir)
+    report = PredictionReport()
+    predictor = FolderPredictor(work_dir, choice, device, use_mirroring, step_size)
+    plans = predictor.plans
+    todo = []
+    for case_id, channels in sorted(cases.items()):
+        problem = check_channels(case_id, channels, plans.num_channels)
+        if problem:
+            report.failed[case_id] = problem
+            continue
+        ending = _ending_of(channels[0])
+        target = output_dir / f"{case_id}{ending}"
+        if target.is_file() and not overwrite:
+            report.skipped.append(case_id)
+            continue
+        todo.append((case_id, [channels[c] for c in range(plans.num_channels)], target))
+    output_dir.mkdir(parents=True, exist_ok=True)
+    pending: Future | None = None
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        for case_id, files, target in tqdm(todo, desc="predict", unit="case", disable=not progress):
+            try:
+                image, geometry = read_case_images(files)
+                if geometry.file_dimension == 2 and _expects_3d(plans):
+                    raise AutosegInputError(f"{files[0]}: 2D image, but the model was trained on 3D images")
+                segmentation, probabilities, properties = predictor.predict_arrays(image, geometry)
+            except AutosegInputError as error:
+                report.failed[case_id] = str(error)
+                continue
+            if pending is not None:
+                _finish(pending, report)
+            pending = writer.submit(_write_case, case_id, segmentation, probabilities if save_probabilities_too
+                                    else None, properties, target, output_dir)
+        if pending is not None:
+            _finish(pending, report)
+    return report
+
+
+def _write_case(case_id: str, segmentation: np.ndarray, probabilities: torch.Tensor | None, properties: dict,
+                target: Path, output_dir: Path) -> str:
+    from autoseg.io.images import ImageGeometry
+
+    if probabilities is not None:
+        save_probabilities(probabilities, properties, output_dir / case_id)
+    write_segmentation(segmentation, ImageGeometry.from_dict(properties["geometry"]), target)
+    return case_id
+
+
+def _finish(pending: Future, report: PredictionReport) -> None:
+    report.predicted.append(pending.result())

@@ -1,0 +1,110 @@
+"""End-to-end prediction of folders: geometry, ensembles of folds, cascade, bad inputs, skipping."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from helpers import add_cascade, make_tiny_work_dir, write_volume
+
+from autoseg.cli import main
+from autoseg.errors import AutosegInputError
+from autoseg.inference.predict_folder import InferenceChoice, choose_models, predict_folder
+from autoseg.io.images import read_image, read_label
+from autoseg.training.trainer import Trainer, TrainingOptions
+
+pytestmark = pytest.mark.slow
+
+
+def quick(work, configuration, fold):
+    options = TrainingOptions(epochs=1, iterations_per_epoch=2, num_workers=0, progress=False, validate=False)
+    Trainer(work, configuration, fold, options).run()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    dataset, work = make_tiny_work_dir(tmp_path_factory.mktemp("predict"), num_training=6, num_test=3)
+    for fold in (0, 1):
+        quick(work, "3d_fullres", fold)
+    quick(work, "2d", 0)
+    return dataset, work
+
+
+def test_outputs_overlay_the_input_exactly(trained, tmp_path):
+    dataset, work = trained
+    report = predict_folder(work, dataset / "imagesTs", tmp_path / "out", InferenceChoice(["3d_fullres"]),
+                            progress=False)
+    assert len(report.predicted) == 3 and not report.failed
+    for image_path in sorted((dataset / "imagesTs").iterdir()):
+        case_id = image_path.name.replace("_0000.nii.gz", "")
+        _, image_geometry = read_image(image_path)
+        segmentation, geometry = read_label(tmp_path / "out" / f"{case_id}.nii.gz")
+        assert geometry == image_geometry  # shape, spacing, origin and direction
+        assert set(np.unique(segmentation)) <= {0, 1, 2}
+
+
+def test_folds_and_configurations_are_averaged(trained, tmp_path):
+    dataset, work = trained
+    choice = InferenceChoice(["3d_fullres", "2d"], folds=[0])
+    report = predict_folder(work, dataset / "imagesTs", tmp_path / "out", choice, save_probabilities_too=True,
+                            progress=False)
+    assert len(report.predicted) == 3
+    probabilities = np.load(tmp_path / "out" / "case_006.npz")["probabilities"].astype(np.float32)
+    np.testing.assert_allclose(probabilities.sum(0), 1, atol=5e-3)
+    assert (tmp_path / "out" / "case_006.json").is_file()
+
+
+def test_rerun_skips_done_cases_unless_overwrite(trained, tmp_path):
+    dataset, work = trained
+    choice = InferenceChoice(["3d_fullres"], folds=[0])
+    predict_folder(work, dataset / "imagesTs", tmp_path / "out", choice, progress=False)
+    again = predict_folder(work, dataset / "imagesTs", tmp_path / "out", choice, progress=False)
+    assert len(again.skipped) == 3 and not again.predicted
+    forced = predict_folder(work, dataset / "imagesTs", tmp_path / "out", choice, overwrite=True, progress=False)
+    assert len(forced.predicted) == 3
+
+
+def test_bad_cases_are_reported_and_the_others_predicted(trained, tmp_path):
+    dataset, work = trained
+    inputs = tmp_path / "in"
+    shutil.copytree(dataset / "imagesTs", inputs)
+    (inputs / "case_007_0000.nii.gz").write_bytes(b"not an image")  # unreadable
+    shutil.copy(inputs / "case_006_0000.nii.gz", inputs / "case_006_0001.nii.gz")  # extra channel
+    write_volume(inputs / "flat_0000.nii.gz", np.zeros((4, 4), np.float32), (1.0, 1.0))  # 2D image, 3D model
+    shutil.copy(inputs / "case_008_0000.nii.gz", inputs / "nochannel.nii.gz")
+    out = tmp_path / "out"
+    code = main(["predict", "-i", str(inputs), "-o", str(out), "-m", str(work), "-c", "3d_fullres", "-f", "0",
+                 "--no-tta"])
+    assert code == 1
+    report = predict_folder(work, inputs, tmp_path / "out2", InferenceChoice(["3d_fullres"], folds=[0]),
+                            progress=False)
+    assert report.predicted == ["case_008"]
+    assert "cannot be read" in report.failed["case_007"]
+    assert "channel 1" in report.failed["case_006"]
+    assert "2D image" in report.failed["flat"]
+    assert "_XXXX" in report.failed["nochannel"]
+    assert sorted(p.name for p in (tmp_path / "out2").iterdir()) == ["case_008.nii.gz"]  # nothing partial
+
+
+def test_without_inference_plan_a_configuration_is_required(trained):
+    _, work = trained
+    with pytest.raises(AutosegInputError, match="-c"):
+        choose_models(work, None, None, None)
+
+
+def test_cascade_runs_end_to_end(tmp_path):
+    dataset, work = make_tiny_work_dir(tmp_path, num_training=5, num_test=1)
+    add_cascade(work)
+    options = TrainingOptions(epochs=1, iterations_per_epoch=1, num_workers=0, progress=False)
+    with pytest.raises(AutosegInputError, match="-f all"):
+        Trainer(work, "3d_cascade_fullres", 0, options)
+    for fold in range(5):
+        Trainer(work, "3d_lowres", fold, options).run()  # validation outputs feed the cascade
+    Trainer(work, "3d_cascade_fullres", 0, options).run()
+    assert (work / "preprocessed" / "3d_fullres__from_3d_lowres" / "case_000.npy").is_file()
+    report = predict_folder(work, dataset / "imagesTs", tmp_path / "out", InferenceChoice(["3d_cascade_fullres"]),
+                            progress=False)
+    assert report.predicted == ["case_005"]
+    _, geometry = read_label(tmp_path / "out" / "case_005.nii.gz")
+    assert geometry == read_image(dataset / "imagesTs" / "case_005_0000.nii.gz")[1]
