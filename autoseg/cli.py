@@ -190,6 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plan(subparsers)
     _add_train(subparsers)
     _add_predict(subparsers)
+    from autoseg.evaluation.commands import add_ensemble_parser, add_evaluate_parser
+
+    add_ensemble_parser(subparsers)
+    add_evaluate_parser(subparsers)
     return parser
 
 

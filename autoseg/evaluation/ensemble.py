@@ -1,0 +1,225 @@
+"""Ensembling saved class probabilities: average, argmax, postprocess, write.
+
+A probability file pair ``{case}.npz`` + ``{case}.json`` is what ``autoseg train``
+(validation cases) and ``autoseg predict --save-probabilities`` write through
+:func:`autoseg.inference.export.save_probabilities`: the npz holds ``"probabilities"``,
+float16 ``(K, z, y, x)`` in the original image grid (K classes including background),
+and the JSON ``{"geometry": ImageGeometry.to_dict(), "num_classes": K}``.
+
+Memory: one case at a time per worker, ``2 x K x voxels x 4`` bytes (the float32 sum
+and the file being added), e.g. 0.6 GB for 3 classes on a 512x512x100 CT.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from autoseg.errors import AutosegInputError
+from autoseg.evaluation.postprocessing import OPERATIONS, apply_postprocessing
+from autoseg.io.dataset import SUPPORTED_FILE_ENDINGS
+from autoseg.io.images import ImageGeometry, geometry_mismatch, write_segmentation
+from autoseg.utils.files import read_json
+
+#: How many missing cases an error message lists.
+MAX_LISTED_CASES = 5
+
+
+def probability_paths(base_path: str | os.PathLike) -> tuple[Path, Path]:
+    """``({base}.npz, {base}.json)`` for a base path without ending (names may contain dots)."""
+    base = Path(base_path)
+    return base.with_name(base.name + ".npz"), base.with_name(base.name + ".json")
+
+
+def load_probabilities(base_path: str | os.PathLike, dtype: type = np.float32) -> tuple[np.ndarray, ImageGeometry]:
+    """Read ``{base}.npz`` + ``{base}.json``: ``(K, z, y, x)`` probabilities and their geometry.
+
+    ``dtype`` is float32 by default; ``np.float16`` keeps the stored precision at half the memory.
+
+    Raises:
+        AutosegInputError: a file is missing or unreadable, or the array does not match
+            the geometry's shape or the declared number of classes.
+    """
+    npz_path, json_path = probability_paths(base_path)
+    for path in (npz_path, json_path):
+        if not path.is_file():
+            raise AutosegInputError(f"{path}: file not found")
+    try:
+        with np.load(npz_path) as data:
+            if "probabilities" not in data:
+                raise AutosegInputError(f"{npz_path}: no 'probabilities' array (found {', '.join(data.files)})")
+            probabilities = data["probabilities"].astype(dtype, copy=False)
+    except (OSError, ValueError) as error:
+        raise AutosegInputError(f"{npz_path}: cannot be read ({error})") from None
+    try:
+        metadata = read_json(json_path)
+        geometry = ImageGeometry.from_dict(metadata["geometry"])
+        num_classes = int(metadata.get("num_classes", probabilities.shape[0]))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise AutosegInputError(f"{json_path}: invalid probability metadata ({error})") from None
+    if probabilities.ndim != len(geometry.shape) + 1 or tuple(probabilities.shape[1:]) != geometry.shape:
+        raise AutosegInputError(f"{npz_path}: probabilities of shape {list(probabilities.shape)} do not match "
+                                f"the image shape {list(geometry.shape)} in {json_path.name}")
+    if probabilities.shape[0] != num_classes:
+        raise AutosegInputError(f"{npz_path}: {probabilities.shape[0]} classes, {json_path.name} "
+                                f"declares {num_classes}")
+    return probabilities, geometry
+
+
+def argmax_segmentation(probabilities: np.ndarray) -> np.ndarray:
+    """Argmax over the class axis of ``(K, z, y, x)`` -> uint8 (uint16 for > 256 classes) ``(z, y, x)``.
+
+    Ties go to the lower class index.
+    """
+    dtype = np.uint8 if probabilities.shape[0] <= 256 else np.uint16
+    return np.argmax(probabilities, axis=0).astype(dtype)
+
+
+def list_probability_cases(folder: str | os.PathLike) -> list[str]:
+    """Case names of the ``*.npz`` files of ``folder`` (hidden temporary files are skipped), sorted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise AutosegInputError(f"{folder}: folder not found")
+    return sorted(path.name[: -len(".npz")] for path in folder.iterdir()
+                  if path.is_file() and path.name.endswith(".npz") and not path.name.startswith(".")
+                  and len(path.name) > len(".npz"))
+
+
+def check_postprocessing_steps(steps: Sequence[Mapping[str, Any]], source: str) -> list[dict[str, Any]]:
+    """Validate a postprocessing plan (list of steps) before any work; errors name ``source``."""
+    if not isinstance(steps, (list, tuple)):
+        raise AutosegInputError(f"{source}: postprocessing must be a list of steps")
+    checked = []
+    for index, step in enumerate(steps):
+        if not isinstance(step, Mapping) or step.get("operation") not in OPERATIONS:
+            raise AutosegInputError(f"{source}: postprocessing step {index} is not one of "
+                                    f"{', '.join(OPERATIONS)}: {step!r}")
+        labels = step.get("labels")
+        if labels is not None and (not isinstance(labels, (list, tuple))
+                                   or not all(isinstance(v, int) and not isinstance(v, bool) for v in labels)):
+            raise AutosegInputError(f"{source}: postprocessing step {index}: 'labels' must be null or a list "
+                                    f"of label values, got {labels!r}")
+        checked.append(dict(step))
+    return checked
+
+
+def average_probabilities(bases: Sequence[Path]) -> tuple[np.ndarray, ImageGeometry]:
+    """Mean of the probabilities of several files of one case, float32 ``(K, z, y, x)``.
+
+    Every file must have the first one's geometry and number of classes. Only the
+    running sum and the file being added are in memory.
+    """
+    total, geometry = load_probabilities(bases[0])
+    first_npz = probability_paths(bases[0])[0]
+    for base in bases[1:]:
+        probabilities, other = load_probabilities(base)
+        npz_path = probability_paths(base)[0]
+        mismatch = geometry_mismatch(geometry, other)
+        if mismatch is not None:
+            raise AutosegInputError(f"{npz_path}: {mismatch} (compared with {first_npz})")
+        if probabilities.shape[0] != total.shape[0]:
+            raise AutosegInputError(f"{npz_path}: {probabilities.shape[0]} classes, {first_npz} has "
+                                    f"{total.shape[0]}")
+        total += probabilities
+        del probabilities
+    if len(bases) > 1:
+        total /= np.float32(len(bases))
+    return total, geometry
+
+
+def _ensemble_case(task: tuple[str, list[Path], Path, bool, list[dict], str]) -> str:
+    case, bases, output_dir, keep_probabilities, postprocessing, file_ending = task
+    probabilities, geometry = average_probabilities(bases)
+    segmentation = argmax_segmentation(probabilities)
+    if postprocessing:
+        segmentation = apply_postprocessing(segmentation, postprocessing)
+    write_segmentation(segmentation, geometry, output_dir / f"{case}{file_ending}")
+    if keep_probabilities:
+        # Imported here: autoseg.inference imports torch, which worker processes otherwise never need.
+        from autoseg.inference.export import save_probabilities as write_probabilities
+
+        write_probabilities(probabilities, {"geometry": geometry.to_dict()}, output_dir / case)
+    return case
+
+
+def _check_same_cases(input_dirs: Sequence[Path]) -> list[str]:
+    listed = {folder: set(list_probability_cases(folder)) for folder in input_dirs}
+    every = set().union(*listed.values())
+    if not every:
+        raise AutosegInputError(f"{', '.join(str(f) for f in input_dirs)}: no *.npz probability files "
+                                "(write them with --save-probabilities)")
+    problems = []
+    for folder, cases in listed.items():
+        missing = sorted(every - cases)
+        if missing:
+            shown = ", ".join(missing[:MAX_LISTED_CASES])
+            more = len(missing) - MAX_LISTED_CASES
+            problems.append(f"{folder}: no probabilities for {len(missing)} case(s) present in other folders: "
+                            f"{shown}" + (f" and {more} more" if more > 0 else ""))
+    if problems:
+        raise AutosegInputError("; ".join(problems))
+    return sorted(every)
+
+
+def ensemble_folders(input_dirs: Sequence[str | os.PathLike], output_dir: str | os.PathLike,
+                     save_probabilities: bool = False, postprocessing: list[dict] | None = None,
+                     file_ending: str = ".nii.gz", num_workers: int = 1) -> list[str]:
+    """Average the saved probabilities of the same cases in several folders and write segmentations.
+
+    Per case ``{case}.npz``/``.json`` of every folder: probabilities averaged (float32),
+    argmax, ``postprocessing`` steps applied (see
+    :mod:`autoseg.evaluation.postprocessing`), ``{case}{file_ending}`` written in the
+    case's geometry; with ``save_probabilities`` also the averaged ``{case}.npz``/``.json``.
+    A single folder is allowed (argmax + postprocessing of its probabilities).
+
+    Args:
+        input_dirs: folders with ``*.npz`` + ``*.json`` probability files.
+        output_dir: folder for the results (created; must not be an input folder).
+        save_probabilities: also write the averaged probabilities (float16 npz).
+        postprocessing: steps to apply to each segmentation (None = none).
+        file_ending: format of the written segmentations, e.g. ``".nii.gz"``.
+        num_workers: worker processes (1 = this process).
+
+    Returns:
+        The ensembled case names, sorted.
+
+    Raises:
+        AutosegInputError: no folder given, folders hold different cases, or a case's
+            files differ in geometry or number of classes (the message names both files).
+    """
+    input_dirs = [Path(folder) for folder in input_dirs]
+    output_dir = Path(output_dir)
+    if not input_dirs:
+        raise AutosegInputError("ensemble: no input folders given")
+    if len({folder.resolve() for folder in input_dirs}) != len(input_dirs):
+        raise AutosegInputError(f"ensemble: an input folder is given twice ({', '.join(map(str, input_dirs))})")
+    if any(output_dir.resolve() == folder.resolve() for folder in input_dirs):
+        raise AutosegInputError(f"{output_dir}: the output folder must not be one of the input folders")
+    if file_ending.lower() not in SUPPORTED_FILE_ENDINGS:
+        raise AutosegInputError(f"--file-ending {file_ending!r} is not supported "
+                                f"(one of {', '.join(SUPPORTED_FILE_ENDINGS)})")
+    steps = check_postprocessing_steps(postprocessing or [], "postprocessing")
+    cases = _check_same_cases(input_dirs)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    tasks = [(case, [folder / case for folder in input_dirs], output_dir, save_probabilities, steps, file_ending)
+             for case in cases]
+    progress = {"total": len(tasks), "desc": "ensembling", "unit": "case"}
+    if num_workers > 1 and len(tasks) > 1:
+        context = multiprocessing.get_context("spawn")
+        pool = ProcessPoolExecutor(max_workers=min(num_workers, len(tasks)), mp_context=context)
+        try:
+            for _ in tqdm(pool.map(_ensemble_case, tasks), **progress):
+                pass
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    else:
+        for task in tqdm(tasks, **progress):
+            _ensemble_case(task)
+    return cases
