@@ -89,7 +89,14 @@ def _add_train(subparsers) -> None:
     parser.add_argument("-c", "--configuration", required=True,
                         help="2d, 3d_fullres, 3d_lowres or 3d_cascade_fullres (as planned)")
     parser.add_argument("-f", "--folds", nargs="+", default=["0"], help="fold(s) 0-4 or 'all' (default: 0)")
-    parser.add_argument("--epochs", type=int, default=None, help="number of epochs (default: from the plans)")
+    parser.add_argument("--time-budget", default=None,
+                        help="training time per fold, e.g. 45m, 2h, 1h30m or seconds: the speed is measured, the "
+                             "iterations and learning-rate schedule fit the budget, and a network too slow for it is "
+                             "scaled down (default: none on a GPU; 30m on a CPU)")
+    parser.add_argument("--keep-network", action="store_true",
+                        help="with a time budget, never scale the planned network down")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="number of epochs (default: from the plans, or from the time budget)")
     parser.add_argument("--iterations-per-epoch", type=int, default=None,
                         help="training iterations per epoch (default: from the plans)")
     parser.add_argument("--device", default=None, help="cuda, cpu or mps (default: detected)")
@@ -107,20 +114,23 @@ def _add_train(subparsers) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from autoseg.training.trainer import Trainer, TrainingOptions
+    from autoseg.training.budget import parse_duration, train_fold
+    from autoseg.training.trainer import TrainingOptions
 
     folds = parse_folds(args.folds)
     for option in ("epochs", "iterations_per_epoch"):
         value = getattr(args, option)
         if value is not None and value < 1:
             raise AutosegInputError(f"--{option.replace('_', '-')} must be at least 1")
+    budget = parse_duration(args.time_budget) if args.time_budget else None
     options = TrainingOptions(device=args.device, epochs=args.epochs, iterations_per_epoch=args.iterations_per_epoch,
                               num_workers=args.num_workers, split_mode=args.split_by, seed=args.seed,
-                              validate=not args.no_validation)
+                              validate=not args.no_validation, time_budget_seconds=budget,
+                              scale_to_budget=not args.keep_network)
     for fold in folds:
         start = time.perf_counter()
-        trainer = Trainer(args.work_dir, args.configuration, fold, options)
-        summary = trainer.run(resume=args.resume, overwrite=args.overwrite)
+        trainer, summary = train_fold(args.work_dir, args.configuration, fold, options, resume=args.resume,
+                                      overwrite=args.overwrite)
         message = f"fold {fold} done in {(time.perf_counter() - start) / 60:.1f} min: {trainer.output_dir}"
         if summary is not None:
             message += f" (validation mean foreground Dice {summary['foreground_mean']['dice']:.4f})"

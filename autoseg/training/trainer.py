@@ -36,7 +36,7 @@ from autoseg.inference.export import (
 )
 from autoseg.inference.predictor import Predictor, fold_dir, previous_stage_one_hot, previous_stage_to_grid
 from autoseg.io.images import read_label
-from autoseg.planning.plans import Plans, load_plans
+from autoseg.planning.plans import ConfigurationPlan, Plans, load_plans
 from autoseg.preprocessing.cache import PREPROCESSED_FOLDER, cache_folder, load_cached_case
 from autoseg.training.checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
 from autoseg.training.config import TrainingConfig
@@ -50,6 +50,8 @@ from autoseg.utils.files import read_json, save_npy
 
 #: Smoothing of the validation pseudo-Dice that selects checkpoint_best.
 PSEUDO_DICE_EMA = 0.9
+#: checkpoint_latest.pt is also written when the last one is older than this (long CPU epochs).
+LATEST_CHECKPOINT_MAX_AGE_SECONDS = 600
 
 
 @dataclass
@@ -64,6 +66,8 @@ class TrainingOptions:
     seed: int = 0
     progress: bool = True
     validate: bool = True
+    time_budget_seconds: float | None = None
+    scale_to_budget: bool = True
 
 
 def polynomial_lr(initial_lr: float, step: int, total_steps: int, exponent: float) -> float:
@@ -93,12 +97,13 @@ class Trainer:
     """Trains one fold of one configuration from the preprocessed cache of a work folder."""
 
     def __init__(self, work_dir: str | os.PathLike, configuration_name: str, fold: int,
-                 options: TrainingOptions | None = None):
+                 options: TrainingOptions | None = None, configuration: ConfigurationPlan | None = None):
         self.work_dir = Path(work_dir)
         self.options = options or TrainingOptions()
         self.plans: Plans = load_plans(self.work_dir / "plans.json")
         self.configuration_name = configuration_name
-        self.configuration = self.plans.configuration(configuration_name)
+        # ``configuration`` overrides the planned one (used to measure scaled-down variants).
+        self.configuration = configuration or self.plans.configuration(configuration_name)
         self.fold = fold
         self.config: TrainingConfig = copy.deepcopy(self.configuration.training)
         if self.options.epochs is not None:
@@ -126,6 +131,11 @@ class Trainer:
         torch.manual_seed(self.options.seed + fold)
         self.network = build_network(self.configuration.network, self.plans.input_channels(configuration_name),
                                      self.plans.num_classes).to(self.device)
+        # channels-last convolutions are 12-20% faster on CPU (measured, see BENCHMARKS.md)
+        self.memory_format = None
+        if self.device.type == "cpu":
+            self.memory_format = torch.channels_last_3d if self.configuration.dimension == 3 else torch.channels_last
+            self.network = self.network.to(memory_format=self.memory_format)
         self.optimizer = torch.optim.SGD(self.network.parameters(), lr=self.config.initial_lr,
                                          momentum=self.config.momentum, weight_decay=self.config.weight_decay,
                                          nesterov=True)
@@ -135,6 +145,10 @@ class Trainer:
         self.curves = TrainingCurves()
         self.epoch = 0
         self.best_ema = -math.inf
+        # Time budget: training stops (with its learning-rate schedule adjusted) by the deadline.
+        self.deadline: float | None = None
+        self.training_seconds = 0.0
+        self._last_latest_save = time.time()
         self.log = TrainingLog(self.output_dir / "training_log.txt", echo=self.options.progress)
 
     # ------------------------------------------------------------------ checkpoints
@@ -144,7 +158,7 @@ class Trainer:
             "grad_scaler": self.grad_scaler.state_dict() if self.grad_scaler else None,
             "epoch": self.epoch, "curves": self.curves.to_dict(), "best_ema": self.best_ema,
             "configuration": self.configuration_name, "fold": self.fold,
-            "training_config": self.config.to_dict(),
+            "training_config": self.config.to_dict(), "training_seconds": self.training_seconds,
         }
 
     def save(self, which: str) -> None:
@@ -159,13 +173,24 @@ class Trainer:
         self.epoch = int(content["epoch"])
         self.curves = TrainingCurves.from_dict(content["curves"])
         self.best_ema = float(content["best_ema"])
+        self.training_seconds = float(content.get("training_seconds", 0.0))
+        saved = content.get("training_config", {})
+        overrides = {"epochs": self.options.epochs, "iterations_per_epoch": self.options.iterations_per_epoch,
+                     "validation_iterations_per_epoch": None}
+        for key, override in overrides.items():
+            if key in saved and override is None:  # the schedule of the interrupted run, unless given now
+                setattr(self.config, key, int(saved[key]))
 
     # ------------------------------------------------------------------ steps
     def _targets(self, target: torch.Tensor):
         return downsample_target(target, self.network.output_scales()) if self.network.deep_supervision else target
 
-    def train_step(self, batch: dict) -> float:
+    def _input(self, batch: dict) -> torch.Tensor:
         data = batch["data"].to(self.device, non_blocking=True)
+        return data if self.memory_format is None else data.contiguous(memory_format=self.memory_format)
+
+    def train_step(self, batch: dict) -> float:
+        data = self._input(batch)
         target = batch["target"].to(self.device, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
@@ -184,7 +209,7 @@ class Trainer:
 
     @torch.no_grad()
     def validation_step(self, batch: dict) -> tuple[float, np.ndarray]:
-        data = batch["data"].to(self.device, non_blocking=True)
+        data = self._input(batch)
         target = batch["target"].to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
             outputs = self.network(data)
@@ -196,20 +221,28 @@ class Trainer:
     def total_steps(self) -> int:
         return self.config.epochs * self.config.iterations_per_epoch
 
-    def run(self, resume: bool = False, overwrite: bool = False) -> dict | None:
-        """Train (or resume) to the last epoch, then predict and score the validation cases."""
-        final = checkpoint_path(self.output_dir, "final")
-        latest = checkpoint_path(self.output_dir, "latest")
-        if resume:
-            if final.is_file():
-                self.load("final")
-            elif latest.is_file():
-                self.load("latest")
-            else:
-                self.log(f"no checkpoint in {self.output_dir} to resume from: starting from scratch")
-        elif (final.is_file() or latest.is_file()) and not overwrite:
+    def has_checkpoints(self) -> bool:
+        return any(checkpoint_path(self.output_dir, which).is_file() for which in ("latest", "final"))
+
+    def check_can_start(self, resume: bool, overwrite: bool) -> None:
+        """Refuse to silently overwrite a trained or interrupted fold."""
+        if self.has_checkpoints() and not resume and not overwrite:
             raise AutosegInputError(f"{self.output_dir}: already has checkpoints; use --resume to continue "
                                     "or --overwrite to start again")
+
+    def load_resume_point(self) -> bool:
+        """Load checkpoint_final (else checkpoint_latest); False when there is none."""
+        for which in ("final", "latest"):
+            if checkpoint_path(self.output_dir, which).is_file():
+                self.load(which)
+                return True
+        return False
+
+    def run(self, resume: bool = False, overwrite: bool = False, already_loaded: bool = False) -> dict | None:
+        """Train (or resume) to the last epoch, then predict and score the validation cases."""
+        self.check_can_start(resume or already_loaded, overwrite)
+        if resume and not already_loaded and not self.load_resume_point():
+            self.log(f"no checkpoint in {self.output_dir} to resume from: starting from scratch")
         if self.device.type == "cpu":
             threads = use_all_cores()
         else:
@@ -241,6 +274,7 @@ class Trainer:
         try:
             while self.epoch < config.epochs:
                 self._one_epoch(train_batches, val_batches, n_val)
+                self._fit_epochs_to_deadline()
         except KeyboardInterrupt:
             self.save("latest")
             self.log(f"interrupted: saved {checkpoint_path(self.output_dir, 'latest')} at epoch {self.epoch}; "
@@ -249,6 +283,22 @@ class Trainer:
         finally:
             train_batches.close()
             val_batches.close()
+
+    def _fit_epochs_to_deadline(self) -> None:
+        """With a time budget, set the number of epochs to what still fits before the deadline.
+
+        The learning-rate schedule follows, so it still ends at (nearly) zero when
+        the budget runs out, whether training runs slower or faster than measured.
+        """
+        if self.deadline is None or not self.curves.epoch_seconds:
+            return
+        epoch_seconds = float(np.mean(self.curves.epoch_seconds[-3:]))
+        remaining = self.deadline - time.time()
+        fitting = self.epoch + max(0, int(remaining // epoch_seconds))
+        if fitting != self.config.epochs:
+            self.log(f"time budget: {remaining / 60:.1f} min left at {epoch_seconds:.1f} s per epoch: "
+                     f"{fitting} epochs in total instead of {self.config.epochs}")
+            self.config.epochs = fitting
 
     def _one_epoch(self, train_batches, val_batches, n_val: int) -> None:
         config = self.config
@@ -285,7 +335,8 @@ class Trainer:
         curves.ema_pseudo_dice.append(float(ema))
         curves.learning_rate.append(float(self.optimizer.param_groups[0]["lr"]))
         curves.epoch_seconds.append(time.perf_counter() - start)
-        remaining = (config.epochs - self.epoch) * float(np.mean(curves.epoch_seconds[-5:]))
+        self.training_seconds += curves.epoch_seconds[-1]
+        remaining = (config.epochs - self.epoch) * float(np.mean(curves.epoch_seconds[-3:]))
         self.log(f"epoch {self.epoch}/{config.epochs}: train loss {curves.train_loss[-1]:.4f}, "
                  f"val loss {curves.val_loss[-1]:.4f}, pseudo Dice {[round(d, 4) for d in dice]}, "
                  f"EMA {ema:.4f}, lr {curves.learning_rate[-1]:.2e}, {curves.epoch_seconds[-1]:.1f} s, "
@@ -293,8 +344,10 @@ class Trainer:
         if ema > self.best_ema:
             self.best_ema = ema
             self.save("best")
-        if self.epoch % config.checkpoint_every_epochs == 0 or self.epoch == config.epochs:
+        if (self.epoch % config.checkpoint_every_epochs == 0 or self.epoch == config.epochs
+                or time.time() - self._last_latest_save > LATEST_CHECKPOINT_MAX_AGE_SECONDS):
             self.save("latest")
+            self._last_latest_save = time.time()
         plot_progress(curves, self.output_dir / "progress.png",
                       f"{self.plans.dataset_name} {self.configuration_name} fold {self.fold}")
 
