@@ -21,12 +21,14 @@ from autoseg.planning.topology import features_per_stage
 
 #: Below this many iterations a U-Net trained with the nnU-Net schedule is still far
 #: from converged (measured on Task04: see BENCHMARKS.md, "iterations vs Dice").
-MIN_USEFUL_ITERATIONS = 2000
+MIN_USEFUL_ITERATIONS = 700
 #: Default training time per fold on a CPU (seconds) when no budget is given.
 DEFAULT_CPU_BUDGET_SECONDS = 30 * 60
 #: Iterations per epoch under a time budget (shorter epochs than nnU-Net's 250 give
 #: the pseudo-Dice, checkpoints and the deadline check more often).
 BUDGET_ITERATIONS_PER_EPOCH = 50
+#: Measuring the planned network's speed may take at most this fraction of the budget.
+MEASUREMENT_BUDGET_FRACTION = 0.05
 #: A validation iteration (forward only) costs about this fraction of a training iteration.
 VALIDATION_COST_FRACTION = 0.35
 
@@ -132,8 +134,15 @@ def device_name(device) -> str:
         return platform.processor() or "cpu"
 
 
-def measure_speed(trainer, iterations: int = 3, warmup: int = 2) -> SpeedMeasurement:
-    """Time ``iterations`` real training steps of ``trainer`` (after ``warmup`` steps), loader included."""
+def measure_speed(trainer, iterations: int = 5, warmup: int = 3, time_limit: float | None = None) -> SpeedMeasurement:
+    """Median time of ``iterations`` real training steps of ``trainer``, loader included.
+
+    The first ``warmup`` steps are not timed: they include the augmentation workers'
+    start-up and the one-off set-up of the convolution kernels for these shapes.
+    With ``time_limit`` (seconds), measuring stops early once it is exceeded (a slow
+    network is recognised as too slow without spending the budget on it).
+    """
+    import statistics
     import time
 
     import torch
@@ -144,22 +153,24 @@ def measure_speed(trainer, iterations: int = 3, warmup: int = 2) -> SpeedMeasure
     batches = make_training_batches(trainer.cache, trainer.train_cases, trainer.configuration, trainer.config,
                                     trainer.plans.num_classes, trainer.plans.foreground_labels,
                                     trainer.previous_stage_folder, seed=12345, num_workers=workers)
+    times, began = [], time.perf_counter()
     try:
         trainer.network.train()
-        for _ in range(warmup):
+        for index in range(warmup + iterations):
+            start = time.perf_counter()
             trainer.train_step(next(batches))
-        if trainer.device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(iterations):
-            trainer.train_step(next(batches))
-        if trainer.device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds = (time.perf_counter() - start) / iterations
+            if trainer.device.type == "cuda":
+                torch.cuda.synchronize()
+            step = time.perf_counter() - start
+            if index >= warmup:
+                times.append(step)
+            if time_limit is not None and time.perf_counter() - began > time_limit and index >= 1:
+                times = times or [step]
+                break
     finally:
         batches.close()
-    return SpeedMeasurement(seconds, trainer.device.type, device_name(trainer.device), torch.get_num_threads(),
-                            workers, iterations)
+    return SpeedMeasurement(statistics.median(times), trainer.device.type, device_name(trainer.device),
+                            torch.get_num_threads(), workers, len(times))
 
 
 def fold_has_checkpoints(work_dir, configuration_name: str) -> bool:
@@ -200,21 +211,23 @@ def train_fold(work_dir, configuration_name: str, fold: int, options, resume: bo
         trainer.deadline = start + max(0.0, budget - trainer.training_seconds)
         trainer.log(f"time budget: resuming with {(trainer.deadline - start) / 60:.1f} of {budget / 60:.1f} min left")
         return trainer, trainer.run(already_loaded=True)
-    speed = measure_speed(trainer)
+    speed = measure_speed(trainer, time_limit=max(5.0, MEASUREMENT_BUDGET_FRACTION * budget))
     chosen_name, reason = "planned", ""
     plan = iterations_for_budget(budget, speed.seconds_per_iteration)
     trainer.log(f"measured {speed.seconds_per_iteration:.2f} s per iteration on {speed.device_name} "
                 f"({speed.threads} threads, {speed.augmentation_workers} augmentation workers): "
                 f"{plan.total_iterations} iterations fit {budget / 60:.1f} min")
+    smaller = budget_variants(trainer.configuration)[1:]
     if plan.total_iterations < MIN_USEFUL_ITERATIONS:
-        if fold_has_checkpoints(work_dir, configuration_name) or not options.scale_to_budget:
-            why = "other folds were trained with it" if options.scale_to_budget else "--keep-network"
+        if fold_has_checkpoints(work_dir, configuration_name) or not options.scale_to_budget or not smaller:
+            why = ("other folds were trained with it" if fold_has_checkpoints(work_dir, configuration_name)
+                   else "--keep-network" if not options.scale_to_budget else "it is already the smallest variant")
             trainer.log(f"WARNING: only {plan.total_iterations} iterations fit the budget (< "
                         f"{MIN_USEFUL_ITERATIONS}), but the network is kept: {why}")
         else:
-            for chosen_name, variant in budget_variants(trainer.configuration)[1:]:
+            for chosen_name, variant in smaller:
                 trainer = Trainer(work_dir, configuration_name, fold, options, configuration=variant)
-                speed = measure_speed(trainer)
+                speed = measure_speed(trainer, time_limit=max(5.0, MEASUREMENT_BUDGET_FRACTION * budget))
                 plan = iterations_for_budget(budget - (time.time() - start), speed.seconds_per_iteration)
                 trainer.log(f"variant '{chosen_name}': {speed.seconds_per_iteration:.3f} s per iteration, "
                             f"{plan.total_iterations} iterations fit")
@@ -236,10 +249,16 @@ def train_fold(work_dir, configuration_name: str, fold: int, options, resume: bo
         trainer.config.iterations_per_epoch = plan.iterations_per_epoch
         trainer.config.validation_iterations_per_epoch = plan.validation_iterations_per_epoch
     trainer.deadline = start + budget
-    write_json(trainer.output_dir / "run.json", {
+    record = {
         "time_budget_seconds": budget, "measured_speed": speed.to_dict(), "variant": chosen_name,
-        "variant_reason": reason, "epochs": trainer.config.epochs,
+        "variant_reason": reason, "planned_epochs": trainer.config.epochs,
         "iterations_per_epoch": trainer.config.iterations_per_epoch,
         "patch_size": trainer.configuration.patch_size, "batch_size": trainer.configuration.batch_size,
-        "features_per_stage": trainer.configuration.network.features_per_stage})
-    return trainer, trainer.run(overwrite=True)
+        "features_per_stage": trainer.configuration.network.features_per_stage}
+    write_json(trainer.output_dir / "run.json", record)
+    summary = trainer.run(overwrite=True)
+    record.update(epochs=trainer.epoch, iterations=trainer.epoch * trainer.config.iterations_per_epoch,
+                  training_seconds=trainer.training_seconds,
+                  seconds_from_start_to_final_checkpoint=trainer.finished_at - start)
+    write_json(trainer.output_dir / "run.json", record)
+    return trainer, summary

@@ -255,6 +255,7 @@ class Trainer:
         if self.epoch < self.config.epochs:
             self._train_epochs()
         self.save("final")
+        self.finished_at = time.time()
         summary = None
         if self.options.validate:
             summary = self.predict_validation()
