@@ -70,7 +70,7 @@ def run_planning(dataset_dir: str | os.PathLike, work_dir: str | os.PathLike, *,
                  gpu_memory_gb: float | None = None, num_workers: int | None = None,
                  configurations: list[str] | None = None, preprocess: bool = True, replan: bool = False,
                  ct_window: tuple[float, float] | None = None, architecture: str = "unet",
-                 progress: bool = True) -> PlanningResult:
+                 benchmark: bool = False, device: str | None = None, progress: bool = True) -> PlanningResult:
     """Verify + fingerprint (reused when the raw files are unchanged), plan (an existing
     plans.json, possibly edited by the user, is kept unless ``replan``), preprocess."""
     description = load_dataset_description(dataset_dir)
@@ -113,4 +113,29 @@ def run_planning(dataset_dir: str | os.PathLike, work_dir: str | os.PathLike, *,
     report = {}
     if preprocess:
         report = preprocess_dataset(plans, work_dir, names, num_workers, progress=progress)
+    if benchmark:
+        if not preprocess:
+            raise AutosegInputError("--benchmark needs the preprocessed data (drop --no-preprocess)")
+        benchmark_speed(plans, work_dir, names, device, messages)
     return PlanningResult(plans, fingerprint_reused, plans_reused, report, messages)
+
+
+def benchmark_speed(plans: Plans, work_dir: Path, names: list[str], device: str | None,
+                    messages: list[str]) -> None:
+    """Time a few training iterations of each configuration on ``device``; store them in plans.json."""
+    from autoseg.training.budget import measure_speed
+    from autoseg.training.trainer import Trainer, TrainingOptions
+    from autoseg.utils.device import use_all_cores
+
+    use_all_cores()
+    for name in names:
+        if plans.configurations[name].previous_stage:
+            messages.append(f"{name}: not benchmarked (a cascade needs its previous stage trained first)")
+            continue
+        trainer = Trainer(work_dir, name, 0, TrainingOptions(device=device, progress=False, validate=False))
+        speed = measure_speed(trainer)
+        plans.configurations[name].measured_speed = speed.to_dict()
+        messages.append(f"{name}: {speed.seconds_per_iteration:.2f} s per training iteration on "
+                        f"{speed.device_name} ({speed.threads} threads) = "
+                        f"{3600 / speed.seconds_per_iteration:.0f} iterations per hour")
+    save_plans(plans, work_dir / PLANS_FILE)

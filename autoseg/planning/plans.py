@@ -97,6 +97,8 @@ class ConfigurationPlan:
         estimated_memory_bytes: the memory model's estimate of one training step.
         previous_stage: for a cascade, the configuration whose predictions are extra inputs.
         training: optimisation, sampling and augmentation settings.
+        measured_speed: seconds per training iteration measured on a device
+            (``autoseg plan --benchmark``), with the device name and thread count.
         reasons: why each value was chosen.
     """
 
@@ -112,6 +114,7 @@ class ConfigurationPlan:
     estimated_memory_bytes: int = 0
     previous_stage: str | None = None
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    measured_speed: dict | None = None
     reasons: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

@@ -94,3 +94,15 @@ def test_plan_on_a_synthetic_anisotropic_ct_dataset(tmp_path):
     image, label, properties = load_cached_case(work / "preprocessed" / "3d_fullres", "case_001")
     assert properties["thick_axis"] == 0
     assert abs(float(np.mean(image[0][label > 0]))) < 3  # CT z-scored with foreground statistics
+
+
+def test_benchmark_stores_measured_speed(tmp_path, capsys):
+    from helpers import make_tiny_work_dir
+
+    dataset, work = make_tiny_work_dir(tmp_path)
+    capsys.readouterr()
+    assert main(["plan", str(dataset), "-o", str(work), "-j", "1", "--benchmark"]) == 0
+    assert "iterations per hour" in capsys.readouterr().out
+    for configuration in load_plans(work / "plans.json").configurations.values():
+        speed = configuration.measured_speed
+        assert speed["seconds_per_iteration"] > 0 and speed["threads"] >= 1 and speed["device"] == "cpu"
