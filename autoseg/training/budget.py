@@ -19,9 +19,11 @@ from autoseg.errors import AutosegInputError
 from autoseg.planning.plans import ConfigurationPlan
 from autoseg.planning.topology import features_per_stage
 
-#: Below this many iterations a U-Net trained with the nnU-Net schedule is still far
-#: from converged (measured on Task04: see BENCHMARKS.md, "iterations vs Dice").
-MIN_USEFUL_ITERATIONS = 700
+#: The smallest number of iterations worth training for. Measured on Task04 (BENCHMARKS.md,
+#: "network size for a CPU budget"): 100-250 iterations leave the network near chance
+#: (Dice 0.0-0.38), 700-1500 reach 0.82-0.85, and at 30 minutes 2,750 iterations of a
+#: half-width network beat 800 of the full-width one. Below this, the network is scaled down.
+MIN_USEFUL_ITERATIONS = 1000
 #: Default training time per fold on a CPU (seconds) when no budget is given.
 DEFAULT_CPU_BUDGET_SECONDS = 30 * 60
 #: Iterations per epoch under a time budget (shorter epochs than nnU-Net's 250 give
