@@ -48,6 +48,22 @@ def previous_stage_to_grid(segmentation: np.ndarray, properties: dict, label_mod
     return resample_label(cropped, properties["shape_after_resampling"], properties["thick_axis"], label_mode)
 
 
+class ChannelsLastNetwork(torch.nn.Module):
+    """Runs a network in the ``channels_last_3d`` memory format (inputs converted on the way in).
+
+    3D inference on the CPU is about 12% faster this way (1.86 vs 2.10 s for the eight
+    mirrored passes of a 40x56x40 window, 2 threads); 2D inference is slower (0.73 vs
+    0.65 s per case) and keeps the default layout (see BENCHMARKS.md).
+    """
+
+    def __init__(self, network: torch.nn.Module):
+        super().__init__()
+        self.network = network.to(memory_format=torch.channels_last_3d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(x.contiguous(memory_format=torch.channels_last_3d))
+
+
 @dataclass
 class CasePrediction:
     """Result for one case: label map and probabilities in the original image grid."""
@@ -88,7 +104,10 @@ class Predictor:
                                     plans.num_classes)
             network.load_state_dict(state)
             network.deep_supervision = False
-            self.networks.append(network.to(self.device).eval())
+            network = network.to(self.device).eval()
+            if self.device.type == "cpu" and self.configuration.dimension == 3:
+                network = ChannelsLastNetwork(network).eval()
+            self.networks.append(network)
 
     @classmethod
     def from_work_dir(cls, work_dir: str | os.PathLike, configuration_name: str, folds: Sequence[int] | None = None,

@@ -108,3 +108,20 @@ def test_cascade_runs_end_to_end(tmp_path):
     assert report.predicted == ["case_005"]
     _, geometry = read_label(tmp_path / "out" / "case_005.nii.gz")
     assert geometry == read_image(dataset / "imagesTs" / "case_005_0000.nii.gz")[1]
+
+
+def test_channels_last_wrapper_gives_the_same_probabilities():
+    import torch
+
+    from autoseg.inference.predictor import ChannelsLastNetwork
+
+    torch.manual_seed(0)
+    network = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3, padding=1), torch.nn.GroupNorm(4, 4),
+                                  torch.nn.LeakyReLU(), torch.nn.Conv3d(4, 3, 1)).eval()
+    x = torch.randn(2, 1, 6, 8, 5)
+    with torch.no_grad():
+        expected = network(x)
+        wrapped = ChannelsLastNetwork(network)
+        result = wrapped(x)
+    assert next(wrapped.parameters()).is_contiguous(memory_format=torch.channels_last_3d)
+    torch.testing.assert_close(result, expected, rtol=1e-4, atol=1e-5)
