@@ -106,7 +106,8 @@ def _add_train(subparsers) -> None:
                         help="training iterations per epoch (default: from the plans)")
     parser.add_argument("--device", default=None, help="cuda, cpu or mps (default: detected)")
     parser.add_argument("--num-workers", type=int, default=None,
-                        help="augmentation worker processes (default: cores - 1)")
+                        help="augmentation worker processes (default: cores - 1 on a GPU; 0 on the CPU, "
+                             "where augmentation runs between steps, measured faster)")
     parser.add_argument("--split-by", choices=["random", "spacing"], default="random",
                         help="folds: seeded random K-fold, or by slice count/thickness so validation "
                              "cases differ in acquisition from training cases")

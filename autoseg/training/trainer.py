@@ -40,7 +40,7 @@ from autoseg.planning.plans import ConfigurationPlan, Plans, load_plans
 from autoseg.preprocessing.cache import PREPROCESSED_FOLDER, cache_folder, load_cached_case
 from autoseg.training.checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
 from autoseg.training.config import TrainingConfig
-from autoseg.training.dataloader import make_training_batches, make_validation_batches
+from autoseg.training.dataloader import default_num_workers, make_training_batches, make_validation_batches
 from autoseg.training.loss import DeepSupervisionLoss, DiceCELoss, deep_supervision_weights, downsample_target
 from autoseg.training.network import build_network
 from autoseg.training.progress import TrainingCurves, TrainingLog, plot_progress
@@ -113,6 +113,8 @@ class Trainer:
         if self.options.num_workers is not None:
             self.config.num_workers = self.options.num_workers
         self.device = resolve_device(self.options.device)
+        if self.config.num_workers is None:
+            self.config.num_workers = default_num_workers(self.device.type)
         self.output_dir = fold_dir(self.work_dir, configuration_name, fold, self.options.split_mode)
         self.cache = cache_folder(self.work_dir, self.configuration.data_identifier)
         cache_index = self.cache / "cache.json"

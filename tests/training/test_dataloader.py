@@ -112,9 +112,13 @@ def test_unclosed_loader_is_cleaned_up_by_the_garbage_collector(cache):
     assert not any(worker.is_alive() for worker in workers)
 
 
-def test_default_num_workers_leaves_a_core_for_training():
-    assert default_num_workers() >= 1
-    assert default_num_workers() <= max(1, (multiprocessing.cpu_count() or 1) - 1)
+def test_default_num_workers_leaves_a_core_for_training_on_a_gpu():
+    assert default_num_workers("cuda") >= 1
+    assert default_num_workers("cuda") <= max(1, (multiprocessing.cpu_count() or 1) - 1)
+
+
+def test_default_num_workers_augments_in_process_when_training_on_the_cpu():
+    assert default_num_workers("cpu") == 0
 
 
 def configuration(dimension: int, patch, previous_stage: str | None = None) -> ConfigurationPlan:
