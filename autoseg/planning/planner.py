@@ -158,6 +158,14 @@ def _ints(values: Sequence[float]) -> list[int]:
     return [int(round(v)) for v in values]
 
 
+RESAMPLING_REASON = (
+    "images: cubic convolution (image_order 3) instead of nnU-Net's third-order B-spline, because it is "
+    "about 40x faster (0.23 s vs 8.9 s for a 512x512x100 CT on one core) for a similar interpolant; "
+    "labels: each class interpolated linearly, then argmax; when a case or the target spacing has one "
+    "axis more than 3x coarser than the finest, that axis is resampled on its own with nearest neighbour "
+    "(thick_axis_order 0): interpolating across thick slices invents anatomy")
+
+
 def choose_normalization(channel_names: dict[int, str], channel_statistics: dict[int, dict],
                          median_relative_size_after_crop: float) -> list[ChannelNormalization]:
     """Normalization per channel from its name: CT is physical (HU), anything else is z-scored per image."""
@@ -196,7 +204,8 @@ def _configuration(name: str, dimension: int, data_identifier: str, target_spaci
         batch_size=patch_plan.batch_size, median_image_shape=_ints(median_shape),
         network=patch_plan.network, resampling=ResamplingConfig(),
         estimated_memory_bytes=patch_plan.estimated_memory_bytes, previous_stage=previous_stage,
-        training=training, reasons={**reasons, **patch_plan.reasons, "augmentation": training_reason})
+        training=training, reasons={**reasons, **patch_plan.reasons, "resampling": RESAMPLING_REASON,
+                                    "augmentation": training_reason})
 
 
 def plan_experiment(fingerprint: dict, raw_dataset: str, budget: MemoryBudget,

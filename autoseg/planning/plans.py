@@ -64,14 +64,17 @@ class ResamplingConfig:
     """How cases are resampled to the target spacing.
 
     Attributes:
-        image_order: spline order for images (3 = cubic).
+        image_order: interpolation order for images: 3 = cubic (cubic convolution, not
+            nnU-Net's B-spline: ~40x faster, see ``preprocessing/resample.py``),
+            1 = linear, 0 = nearest.
         label_mode: ``"per_class_linear"`` (each class resampled linearly as a
             one-hot map, then argmax: smoother borders) or ``"nearest"``.
         anisotropy_threshold: a case whose largest/smallest spacing (or the target's)
             exceeds this is resampled in-plane first and along its thick axis
             separately, with ``thick_axis_order`` (0 = nearest: interpolating across
             thick slices invents anatomy).
-        thick_axis_order: interpolation order along the thick axis.
+        thick_axis_order: interpolation order of images along the thick axis (0 =
+            nearest, 1 = linear); labels and probabilities always use nearest there.
     """
 
     image_order: int = 3

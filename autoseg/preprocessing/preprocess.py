@@ -84,7 +84,8 @@ def preprocess_case(image: np.ndarray, geometry: ImageGeometry, plans: Plans, co
     new_shape = shape_after_resampling(cropped.shape[1:], spacing, target_spacing).tolist()
     thick_axis = thick_axis_for_resampling(spacing, target_spacing,
                                            configuration.resampling.anisotropy_threshold)
-    resampled = resample_image(normalized, new_shape, thick_axis)
+    resampled = resample_image(normalized, new_shape, thick_axis, configuration.resampling.image_order,
+                               configuration.resampling.thick_axis_order)
     properties = {
         "geometry": geometry.to_dict(),
         "bounding_box": box,

@@ -34,16 +34,29 @@ def thick_axis_for_resampling(spacing: Sequence[float], target_spacing: Sequence
     return None
 
 
+#: Interpolation of images by spline order (``ResamplingConfig.image_order``).
+IMAGE_MODE_BY_ORDER = {0: "nearest", 1: "linear", 3: "cubic"}
+_PLANE_MODES = {"cubic": "bicubic", "linear": "bilinear", "nearest": "nearest-exact"}
+
+
+def _plane_interpolate(planes: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    if mode == "nearest":
+        return F.interpolate(planes, size=size, mode="nearest-exact")
+    return F.interpolate(planes, size=size, mode=_PLANE_MODES[mode], align_corners=False)
+
+
 def _interpolate_axis_pairs(volume: torch.Tensor, new_shape: Sequence[int], mode: str,
-                            thick_axis: int | None) -> torch.Tensor:
+                            thick_axis: int | None, thick_axis_linear: bool = False) -> torch.Tensor:
     """Resample ``volume`` (N, z, y, x) to ``new_shape`` (z, y, x).
 
-    ``mode`` is ``"cubic"`` or ``"linear"``. Along ``thick_axis`` (if any) nearest neighbour.
+    ``mode`` is ``"cubic"``, ``"linear"`` or ``"nearest"``. Along ``thick_axis`` (if
+    any) nearest neighbour, or linear with ``thick_axis_linear``.
     """
+    if mode not in _PLANE_MODES:
+        raise ValueError(f"unknown interpolation mode {mode!r}")
     n = volume.shape[0]
     z, y, x = volume.shape[1:]
     new_z, new_y, new_x = (int(v) for v in new_shape)
-    two_d = "bicubic" if mode == "cubic" else "bilinear"
     if thick_axis is None and mode == "linear":
         return F.interpolate(volume[:, None], size=(new_z, new_y, new_x), mode="trilinear",
                              align_corners=False)[:, 0]
@@ -56,27 +69,38 @@ def _interpolate_axis_pairs(volume: torch.Tensor, new_shape: Sequence[int], mode
     (b, new_b), (c, new_c) = [sizes[axis] for axis in range(3) if axis != first]
     if (b, c) != (new_b, new_c):
         planes = moved.reshape(n * a, 1, b, c)
-        planes = F.interpolate(planes, size=(new_b, new_c), mode=two_d, align_corners=False)
+        planes = _plane_interpolate(planes, (new_b, new_c), mode)
         moved = planes.reshape(n, a, new_b, new_c)
     if a != new_a:
-        if thick_axis is not None:
+        if thick_axis is not None and not thick_axis_linear:
             index = torch.clamp(((torch.arange(new_a, dtype=torch.float64) + 0.5) * (a / new_a)).floor().long(),
                                 max=a - 1)
             moved = moved.index_select(1, index.to(moved.device))
         else:
             columns = moved.reshape(n, 1, a, new_b * new_c)
-            columns = F.interpolate(columns, size=(new_a, new_b * new_c), mode=two_d, align_corners=False)
+            column_mode = "linear" if thick_axis is not None else mode
+            columns = _plane_interpolate(columns, (new_a, new_b * new_c), column_mode)
             moved = columns.reshape(n, new_a, new_b, new_c)
     inverse = np.argsort(order).tolist()
     return moved.permute(*inverse).contiguous()
 
 
-def resample_image(image: np.ndarray, new_shape: Sequence[int], thick_axis: int | None = None) -> np.ndarray:
-    """Resample a ``(C, z, y, x)`` float image with cubic interpolation (nearest along ``thick_axis``)."""
+def resample_image(image: np.ndarray, new_shape: Sequence[int], thick_axis: int | None = None,
+                   order: int = 3, thick_axis_order: int = 0) -> np.ndarray:
+    """Resample a ``(C, z, y, x)`` float image.
+
+    ``order``: 3 = cubic convolution, 1 = linear, 0 = nearest. Along ``thick_axis`` (if
+    any) ``thick_axis_order``: 0 = nearest, 1 = linear.
+    """
+    if order not in IMAGE_MODE_BY_ORDER:
+        raise ValueError(f"image interpolation order must be one of {sorted(IMAGE_MODE_BY_ORDER)}, got {order}")
+    if thick_axis_order not in (0, 1):
+        raise ValueError(f"thick-axis interpolation order must be 0 or 1, got {thick_axis_order}")
     if tuple(image.shape[1:]) == tuple(int(v) for v in new_shape):
         return image
     volume = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
-    return _interpolate_axis_pairs(volume, new_shape, "cubic", thick_axis).numpy()
+    return _interpolate_axis_pairs(volume, new_shape, IMAGE_MODE_BY_ORDER[order], thick_axis,
+                                   thick_axis_linear=thick_axis_order == 1).numpy()
 
 
 def resample_label(label: np.ndarray, new_shape: Sequence[int], thick_axis: int | None = None,

@@ -66,6 +66,32 @@ def test_thick_axis_uses_nearest_neighbour():
     np.testing.assert_array_equal(result[0, :, 0, 0], [0, 0, 1, 1, 2, 2, 3, 3])
 
 
+def test_thick_axis_order_1_interpolates_linearly_between_slices():
+    image = np.arange(4, dtype=np.float32)[None, :, None, None] * np.ones((1, 4, 6, 6), np.float32)
+    result = resample_image(image, (8, 6, 6), thick_axis=0, thick_axis_order=1)
+    # half-voxel convention: new slice centres at 0.25, 0.75, ... old slices (clamped at the ends)
+    np.testing.assert_allclose(result[0, :, 0, 0], [0, 0.25, 0.75, 1.25, 1.75, 2.25, 2.75, 3], atol=1e-6)
+
+
+@pytest.mark.parametrize("order", [0, 1, 3])
+def test_image_order_selects_the_interpolation(order):
+    image = np.zeros((1, 4, 4, 4), np.float32)
+    image[0, :, :, 2:] = 1.0  # a step along x
+    result = resample_image(image, (4, 4, 8), order=order)
+    profile = result[0, 0, 0]
+    if order == 0:
+        assert set(np.unique(result).tolist()) == {0.0, 1.0}
+    elif order == 1:
+        assert profile.min() >= 0 and profile.max() <= 1 and len(np.unique(profile)) > 2
+    else:  # cubic convolution overshoots at a step
+        assert profile.min() < 0 or profile.max() > 1
+
+
+def test_unknown_image_order_is_refused():
+    with pytest.raises(ValueError, match="order"):
+        resample_image(np.zeros((1, 2, 2, 2), np.float32), (4, 4, 4), order=2)
+
+
 def test_identity_resampling_returns_the_input():
     image = np.ones((1, 3, 4, 5), np.float32)
     assert resample_image(image, (3, 4, 5)) is image
