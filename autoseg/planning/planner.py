@@ -160,7 +160,8 @@ def _ints(values: Sequence[float]) -> list[int]:
 
 RESAMPLING_REASON = (
     "images: cubic convolution (image_order 3) instead of nnU-Net's third-order B-spline, because it is "
-    "about 40x faster (0.23 s vs 8.9 s for a 512x512x100 CT on one core) for a similar interpolant; "
+    "about 15x faster (0.48 s vs 7.2 s for a 100x512x512 CT resampled to 125x410x410 on one core, "
+    "benchmarks/bench_resample.py) for a similar interpolant; "
     "labels: each class interpolated linearly, then argmax; when a case or the target spacing has one "
     "axis more than 3x coarser than the finest, that axis is resampled on its own with nearest neighbour "
     "(thick_axis_order 0): interpolating across thick slices invents anatomy")

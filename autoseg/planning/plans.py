@@ -65,7 +65,7 @@ class ResamplingConfig:
 
     Attributes:
         image_order: interpolation order for images: 3 = cubic (cubic convolution, not
-            nnU-Net's B-spline: ~40x faster, see ``preprocessing/resample.py``),
+            nnU-Net's B-spline: ~15x faster, see ``preprocessing/resample.py``),
             1 = linear, 0 = nearest.
         label_mode: ``"per_class_linear"`` (each class resampled linearly as a
             one-hot map, then argmax: smoother borders) or ``"nearest"``.

@@ -6,8 +6,9 @@ input and output cover the same physical extent (half-pixel convention,
 ``align_corners=False``), so resampling there and back returns to the same grid.
 
 Implemented with ``torch.nn.functional.interpolate`` (separable cubic convolution
-for images, linear for one-hot labels and probabilities): about 40x faster than
-scipy's spline ``zoom`` on a 512x512x100 CT on one core, and usable on a GPU.
+for images, linear for one-hot labels and probabilities): about 15x faster than
+scipy's third-order spline ``zoom`` on a 100x512x512 CT on one core
+(``benchmarks/bench_resample.py``), and usable on a GPU.
 
 Thick-slice data: when a case (or the target) has one axis more than
 ``anisotropy_threshold`` times coarser than the finest, that axis is resampled
