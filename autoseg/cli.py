@@ -207,7 +207,8 @@ def _add_demo(subparsers) -> None:
     parser.add_argument("-o", "--output", default="autoseg_demo", help="output folder (default: ./autoseg_demo)")
     parser.add_argument("--data", default=None, help="a raw dataset folder to use instead of the synthetic one")
     parser.add_argument("-c", "--configuration", default="3d_fullres", help="configuration to train")
-    parser.add_argument("--time-budget", default="4m", help="training time (default 4m)")
+    parser.add_argument("--time-budget", default="8m",
+                        help="training time (default 8m: enough for the synthetic lesion; 4m learns only the organ)")
     parser.add_argument("--device", default=None, help="cuda, cpu or mps (default: detected)")
     parser.add_argument("--num-workers", type=int, default=None, help="worker processes")
     parser.add_argument("--overwrite", action="store_true", help="train again even if the demo model exists")
