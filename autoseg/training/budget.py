@@ -149,9 +149,9 @@ def measure_speed(trainer, iterations: int = 5, warmup: int = 3, time_limit: flo
 
     import torch
 
-    from autoseg.training.dataloader import default_num_workers, make_training_batches
+    from autoseg.training.dataloader import make_training_batches
 
-    workers = trainer.config.num_workers if trainer.config.num_workers is not None else default_num_workers()
+    workers = trainer.config.num_workers  # the trainer resolved it for its device
     batches = make_training_batches(trainer.cache, trainer.train_cases, trainer.configuration, trainer.config,
                                     trainer.plans.num_classes, trainer.plans.foreground_labels,
                                     trainer.previous_stage_folder, seed=12345, num_workers=workers)
@@ -213,7 +213,8 @@ def train_fold(work_dir, configuration_name: str, fold: int, options, resume: bo
         trainer.deadline = start + max(0.0, budget - trainer.training_seconds)
         trainer.log(f"time budget: resuming with {(trainer.deadline - start) / 60:.1f} of {budget / 60:.1f} min left")
         return trainer, trainer.run(already_loaded=True)
-    speed = measure_speed(trainer, time_limit=max(5.0, MEASUREMENT_BUDGET_FRACTION * budget))
+    measurement_limit = max(5.0, MEASUREMENT_BUDGET_FRACTION * budget)
+    speed = measure_speed(trainer, time_limit=measurement_limit)
     chosen_name, reason = "planned", ""
     plan = iterations_for_budget(budget, speed.seconds_per_iteration)
     trainer.log(f"measured {speed.seconds_per_iteration:.2f} s per iteration on {speed.device_name} "
@@ -221,15 +222,21 @@ def train_fold(work_dir, configuration_name: str, fold: int, options, resume: bo
                 f"{plan.total_iterations} iterations fit {budget / 60:.1f} min")
     smaller = budget_variants(trainer.configuration)[1:]
     if plan.total_iterations < MIN_USEFUL_ITERATIONS:
-        if fold_has_checkpoints(work_dir, configuration_name) or not options.scale_to_budget or not smaller:
-            why = ("other folds were trained with it" if fold_has_checkpoints(work_dir, configuration_name)
-                   else "--keep-network" if not options.scale_to_budget else "it is already the smallest variant")
+        if fold_has_checkpoints(work_dir, configuration_name):
+            why = "other folds were trained with it"
+        elif not options.scale_to_budget:
+            why = "--keep-network"
+        elif not smaller:
+            why = "it is already the smallest variant"
+        else:
+            why = None
+        if why is not None:
             trainer.log(f"WARNING: only {plan.total_iterations} iterations fit the budget (< "
                         f"{MIN_USEFUL_ITERATIONS}), but the network is kept: {why}")
         else:
             for chosen_name, variant in smaller:
                 trainer = Trainer(work_dir, configuration_name, fold, options, configuration=variant)
-                speed = measure_speed(trainer, time_limit=max(5.0, MEASUREMENT_BUDGET_FRACTION * budget))
+                speed = measure_speed(trainer, time_limit=measurement_limit)
                 plan = iterations_for_budget(budget - (time.time() - start), speed.seconds_per_iteration)
                 trainer.log(f"variant '{chosen_name}': {speed.seconds_per_iteration:.3f} s per iteration, "
                             f"{plan.total_iterations} iterations fit")

@@ -272,7 +272,7 @@ class Trainer:
         val_batches = make_validation_batches(
             self.cache, self.val_cases, self.configuration, config, self.plans.num_classes,
             self.plans.foreground_labels, self.previous_stage_folder, seed=seed + 1,
-            num_workers=min(1, config.num_workers if config.num_workers is not None else 1))
+            num_workers=min(1, config.num_workers))
         n_val = validation_iterations(config)
         try:
             while self.epoch < config.epochs:
