@@ -22,9 +22,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import require_shared, run_measured, save_results  # noqa: E402
 
-from autoseg.planning.pipeline import run_planning  # noqa: E402
-from autoseg.planning.plans import load_plans, save_plans  # noqa: E402
-from autoseg.training.budget import scaled_configuration  # noqa: E402
+from autoseg.commands.plan import run_planning  # noqa: E402
+from autoseg.planning.variants import scaled_configuration  # noqa: E402
+from autoseg.workdir import WorkDir  # noqa: E402
 
 
 def prepare_variant(base: Path, root: Path, configuration: str, variant: str) -> Path:
@@ -38,9 +38,9 @@ def prepare_variant(base: Path, root: Path, configuration: str, variant: str) ->
     (work / "preprocessed").symlink_to(base / "preprocessed")
     if variant not in ("planned", "auto"):
         features, batch = (int(v) for v in variant.split("x"))
-        plans = load_plans(work / "plans.json")
+        plans = WorkDir(work).load_plans()
         plans.configurations[configuration] = scaled_configuration(plans.configurations[configuration], features, batch)
-        save_plans(plans, work / "plans.json")
+        WorkDir(work).save_plans(plans)
     return work
 
 
@@ -65,7 +65,10 @@ def main() -> None:
             command.append("--keep-network")
         started = time.time()
         measured = run_measured(command, env={"TQDM_DISABLE": "1"})
-        fold = work / "results" / args.configuration / "fold_0"
+        plans = WorkDir(work).load_plans()  # `auto` may have trained a budget variant under its own name
+        trained = next(name for name in [args.configuration] + plans.variants_of(args.configuration)
+                       if WorkDir(work).trained_folds(name))
+        fold = WorkDir(work).fold_dir(trained, 0)
         if measured["exit_code"] != 0:
             print(measured["output_tail"])
             raise SystemExit(f"variant {variant} failed")

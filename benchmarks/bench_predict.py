@@ -19,11 +19,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import require_shared, run_measured, save_results  # noqa: E402
 
-from autoseg.inference.predictor import fold_dir  # noqa: E402
-from autoseg.planning.pipeline import run_planning  # noqa: E402
-from autoseg.planning.plans import load_plans  # noqa: E402
-from autoseg.training.checkpoints import save_checkpoint  # noqa: E402
-from autoseg.training.network import build_network  # noqa: E402
+from autoseg.commands.plan import run_planning  # noqa: E402
+from autoseg.model.builders import build_network  # noqa: E402
+from autoseg.model.checkpoints import save_checkpoint  # noqa: E402
+from autoseg.workdir import WorkDir  # noqa: E402
 
 
 def main() -> None:
@@ -39,12 +38,12 @@ def main() -> None:
     try:
         for name in ("plans.json", "dataset_fingerprint.json"):
             shutil.copy(Path(args.work) / name, work / name)
-        plans = load_plans(work / "plans.json")
+        plans = WorkDir(work).load_plans()
         for configuration in args.configurations:
             for fold in range(5):
                 network = build_network(plans.configurations[configuration].network, plans.num_channels,
                                         plans.num_classes)
-                save_checkpoint(fold_dir(work, configuration, fold) / "checkpoint_final.pt",
+                save_checkpoint(WorkDir(work).checkpoint_path(configuration, fold, "final"),
                                 {"network": network.state_dict(), "epoch": 0})
         inputs = scratch / "in"
         inputs.mkdir()

@@ -27,12 +27,11 @@ import SimpleITK as sitk
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import require_shared, run_measured, save_results  # noqa: E402
 
-from autoseg.inference.predictor import fold_dir  # noqa: E402
-from autoseg.planning.pipeline import run_planning  # noqa: E402
-from autoseg.planning.plans import load_plans, save_plans  # noqa: E402
-from autoseg.training.budget import scaled_configuration  # noqa: E402
-from autoseg.training.checkpoints import save_checkpoint  # noqa: E402
-from autoseg.training.network import build_network  # noqa: E402
+from autoseg.commands.plan import run_planning  # noqa: E402
+from autoseg.model.builders import build_network  # noqa: E402
+from autoseg.model.checkpoints import save_checkpoint  # noqa: E402
+from autoseg.planning.variants import scaled_configuration  # noqa: E402
+from autoseg.workdir import WorkDir  # noqa: E402
 
 
 def synthetic_volume(shape: tuple[int, int, int], spacing_zyx: list[float], path: Path) -> None:
@@ -57,12 +56,12 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="autoseg_bench_large_"))
     try:
         shutil.copy(Path(args.work) / "dataset_fingerprint.json", work / "dataset_fingerprint.json")
-        plans = load_plans(Path(args.work) / "plans.json")
+        plans = WorkDir(args.work).load_plans()
         configuration = scaled_configuration(plans.configurations["3d_fullres"], args.features, 2)
         plans.configurations["3d_fullres"] = configuration
-        save_plans(plans, work / "plans.json")
+        WorkDir(work).save_plans(plans)
         network = build_network(configuration.network, plans.num_channels, plans.num_classes)
-        save_checkpoint(fold_dir(work, "3d_fullres", 0) / "checkpoint_final.pt",
+        save_checkpoint(WorkDir(work).checkpoint_path("3d_fullres", 0, "final"),
                         {"network": network.state_dict(), "epoch": 0})
         results = []
         for size in args.sizes:

@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import require_shared, save_results  # noqa: E402
 
-from autoseg.planning.pipeline import run_planning  # noqa: E402
+from autoseg.commands.plan import run_planning  # noqa: E402
 from autoseg.training.dataloader import make_training_batches  # noqa: E402
 from autoseg.training.trainer import Trainer, TrainingOptions  # noqa: E402
 
@@ -47,7 +47,7 @@ def time_steps(step, batches, iterations: int) -> list[float]:
 
 def bench_configuration(work: Path, name: str, iterations: int, workers: int, threads: int) -> dict:
     torch.set_num_threads(threads)
-    trainer = Trainer(work, name, 0, TrainingOptions(num_workers=workers, progress=False, validate=False))
+    trainer = Trainer(work, name, 0, TrainingOptions(num_workers=workers, progress=False))
     torch.set_num_threads(threads)
     configuration, config = trainer.configuration, trainer.config
     batches = make_training_batches(trainer.cache, trainer.train_cases, configuration, config,

@@ -22,7 +22,7 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import require_shared, save_results  # noqa: E402
 
-from autoseg.planning.pipeline import run_planning  # noqa: E402
+from autoseg.commands.plan import run_planning  # noqa: E402
 from autoseg.training.dataloader import make_training_batches  # noqa: E402
 from autoseg.training.trainer import Trainer, TrainingOptions  # noqa: E402
 
@@ -60,7 +60,7 @@ def main() -> None:
     dataset = require_shared("Dataset004_Hippocampus")
     run_planning(dataset, args.work, num_workers=2, progress=False)
     trainer = Trainer(Path(args.work), args.configuration, 0,
-                      TrainingOptions(num_workers=0, progress=False, validate=False))
+                      TrainingOptions(num_workers=0, progress=False))
     torch.set_num_threads(args.threads)
     batches = make_training_batches(trainer.cache, trainer.train_cases, trainer.configuration, trainer.config,
                                     trainer.plans.num_classes, trainer.plans.foreground_labels, num_workers=0,

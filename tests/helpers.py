@@ -69,7 +69,7 @@ def shrink_networks(work_dir: Path, base_features: int = 4, cap: int = 16) -> No
 def make_tiny_work_dir(root: Path, num_training: int = 6, in_plane_shape=(24, 24), seed: int = 0,
                        num_test: int = 0) -> tuple[Path, Path]:
     """A planned and preprocessed synthetic CT dataset with tiny networks: (dataset dir, work dir)."""
-    from autoseg.planning.pipeline import run_planning
+    from autoseg.commands.plan import run_planning
     from autoseg.synthetic import SyntheticDatasetSpec, generate_synthetic_dataset
 
     spec = SyntheticDatasetSpec(num_training=num_training, num_test=num_test, in_plane_shape=in_plane_shape,
@@ -111,10 +111,10 @@ def add_cascade(work_dir: Path) -> None:
     import copy
 
     from autoseg.planning.planner import make_network_config
-    from autoseg.planning.plans import load_plans, save_plans
     from autoseg.preprocessing.cache import preprocess_dataset
+    from autoseg.workdir import WorkDir
 
-    plans = load_plans(work_dir / "plans.json")
+    plans = WorkDir(work_dir).load_plans()
     fullres = plans.configurations["3d_fullres"]
     lowres = copy.deepcopy(fullres)
     lowres.name = lowres.data_identifier = "3d_lowres"
@@ -128,5 +128,5 @@ def add_cascade(work_dir: Path) -> None:
     cascade.name, cascade.previous_stage = "3d_cascade_fullres", "3d_lowres"
     plans.configurations["3d_lowres"] = lowres
     plans.configurations["3d_cascade_fullres"] = cascade
-    save_plans(plans, work_dir / "plans.json")
+    WorkDir(work_dir).save_plans(plans)
     preprocess_dataset(plans, work_dir, ["3d_lowres"], num_workers=1, progress=False)

@@ -2,9 +2,9 @@
 
 A probability file pair ``{case}.npz`` + ``{case}.json`` is what ``autoseg train``
 (validation cases) and ``autoseg predict --save-probabilities`` write through
-:func:`autoseg.inference.export.save_probabilities`: the npz holds ``"probabilities"``,
-float16 ``(K, z, y, x)`` in the original image grid (K classes including background),
-and the JSON ``{"geometry": ImageGeometry.to_dict(), "num_classes": K}``.
+:mod:`autoseg.io.probabilities`: the npz holds ``"probabilities"``, float16
+``(K, z, y, x)`` in the original image grid (K classes including background), and the
+JSON ``{"geometry": ImageGeometry.to_dict(), "num_classes": K}``.
 
 Memory: one case at a time per worker, ``2 x K x voxels x 4`` bytes (the float32 sum
 and the file being added), e.g. 0.6 GB for 3 classes on a 512x512x100 CT.
@@ -14,63 +14,22 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
 from autoseg.errors import AutosegInputError
-from autoseg.evaluation.postprocessing import OPERATIONS, apply_postprocessing
-from autoseg.io.dataset import SUPPORTED_FILE_ENDINGS
-from autoseg.io.images import ImageGeometry, geometry_mismatch, write_segmentation
-from autoseg.utils.files import read_json
+from autoseg.io.formats import known_file_endings
+from autoseg.io.geometry import ImageGeometry, geometry_mismatch
+from autoseg.io.images import write_segmentation
+from autoseg.io.probabilities import list_probability_cases, load_probabilities, probability_paths, save_probabilities
+from autoseg.postprocessing.components import apply_postprocessing, check_postprocessing_steps
 
 #: How many missing cases an error message lists.
 MAX_LISTED_CASES = 5
-
-
-def probability_paths(base_path: str | os.PathLike) -> tuple[Path, Path]:
-    """``({base}.npz, {base}.json)`` for a base path without ending (names may contain dots)."""
-    base = Path(base_path)
-    return base.with_name(base.name + ".npz"), base.with_name(base.name + ".json")
-
-
-def load_probabilities(base_path: str | os.PathLike, dtype: type = np.float32) -> tuple[np.ndarray, ImageGeometry]:
-    """Read ``{base}.npz`` + ``{base}.json``: ``(K, z, y, x)`` probabilities and their geometry.
-
-    ``dtype`` is float32 by default; ``np.float16`` keeps the stored precision at half the memory.
-
-    Raises:
-        AutosegInputError: a file is missing or unreadable, or the array does not match
-            the geometry's shape or the declared number of classes.
-    """
-    npz_path, json_path = probability_paths(base_path)
-    for path in (npz_path, json_path):
-        if not path.is_file():
-            raise AutosegInputError(f"{path}: file not found")
-    try:
-        with np.load(npz_path) as data:
-            if "probabilities" not in data:
-                raise AutosegInputError(f"{npz_path}: no 'probabilities' array (found {', '.join(data.files)})")
-            probabilities = data["probabilities"].astype(dtype, copy=False)
-    except (OSError, ValueError) as error:
-        raise AutosegInputError(f"{npz_path}: cannot be read ({error})") from None
-    try:
-        metadata = read_json(json_path)
-        geometry = ImageGeometry.from_dict(metadata["geometry"])
-        num_classes = int(metadata.get("num_classes", probabilities.shape[0]))
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise AutosegInputError(f"{json_path}: invalid probability metadata ({error})") from None
-    if probabilities.ndim != len(geometry.shape) + 1 or tuple(probabilities.shape[1:]) != geometry.shape:
-        raise AutosegInputError(f"{npz_path}: probabilities of shape {list(probabilities.shape)} do not match "
-                                f"the image shape {list(geometry.shape)} in {json_path.name}")
-    if probabilities.shape[0] != num_classes:
-        raise AutosegInputError(f"{npz_path}: {probabilities.shape[0]} classes, {json_path.name} "
-                                f"declares {num_classes}")
-    return probabilities, geometry
 
 
 def argmax_segmentation(probabilities: np.ndarray) -> np.ndarray:
@@ -80,34 +39,6 @@ def argmax_segmentation(probabilities: np.ndarray) -> np.ndarray:
     """
     dtype = np.uint8 if probabilities.shape[0] <= 256 else np.uint16
     return np.argmax(probabilities, axis=0).astype(dtype)
-
-
-def list_probability_cases(folder: str | os.PathLike) -> list[str]:
-    """Case names of the ``*.npz`` files of ``folder`` (hidden temporary files are skipped), sorted."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise AutosegInputError(f"{folder}: folder not found")
-    return sorted(path.name[: -len(".npz")] for path in folder.iterdir()
-                  if path.is_file() and path.name.endswith(".npz") and not path.name.startswith(".")
-                  and len(path.name) > len(".npz"))
-
-
-def check_postprocessing_steps(steps: Sequence[Mapping[str, Any]], source: str) -> list[dict[str, Any]]:
-    """Validate a postprocessing plan (list of steps) before any work; errors name ``source``."""
-    if not isinstance(steps, (list, tuple)):
-        raise AutosegInputError(f"{source}: postprocessing must be a list of steps")
-    checked = []
-    for index, step in enumerate(steps):
-        if not isinstance(step, Mapping) or step.get("operation") not in OPERATIONS:
-            raise AutosegInputError(f"{source}: postprocessing step {index} is not one of "
-                                    f"{', '.join(OPERATIONS)}: {step!r}")
-        labels = step.get("labels")
-        if labels is not None and (not isinstance(labels, (list, tuple))
-                                   or not all(isinstance(v, int) and not isinstance(v, bool) for v in labels)):
-            raise AutosegInputError(f"{source}: postprocessing step {index}: 'labels' must be null or a list "
-                                    f"of label values, got {labels!r}")
-        checked.append(dict(step))
-    return checked
 
 
 def average_probabilities(bases: Sequence[Path]) -> tuple[np.ndarray, ImageGeometry]:
@@ -142,10 +73,7 @@ def _ensemble_case(task: tuple[str, list[Path], Path, bool, list[dict], str]) ->
         segmentation = apply_postprocessing(segmentation, postprocessing)
     write_segmentation(segmentation, geometry, output_dir / f"{case}{file_ending}")
     if keep_probabilities:
-        # Imported here: autoseg.inference imports torch, which worker processes otherwise never need.
-        from autoseg.inference.export import save_probabilities as write_probabilities
-
-        write_probabilities(probabilities, {"geometry": geometry.to_dict()}, output_dir / case)
+        save_probabilities(probabilities, geometry, output_dir / case)
     return case
 
 
@@ -202,9 +130,9 @@ def ensemble_folders(input_dirs: Sequence[str | os.PathLike], output_dir: str | 
         raise AutosegInputError(f"ensemble: an input folder is given twice ({', '.join(map(str, input_dirs))})")
     if any(output_dir.resolve() == folder.resolve() for folder in input_dirs):
         raise AutosegInputError(f"{output_dir}: the output folder must not be one of the input folders")
-    if file_ending.lower() not in SUPPORTED_FILE_ENDINGS:
+    if file_ending.lower() not in known_file_endings():
         raise AutosegInputError(f"--file-ending {file_ending!r} is not supported "
-                                f"(one of {', '.join(SUPPORTED_FILE_ENDINGS)})")
+                                f"(one of {', '.join(known_file_endings())})")
     steps = check_postprocessing_steps(postprocessing or [], "postprocessing")
     cases = _check_same_cases(input_dirs)
     output_dir.mkdir(parents=True, exist_ok=True)

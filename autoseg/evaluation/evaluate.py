@@ -26,7 +26,8 @@ from tqdm import tqdm
 from autoseg.errors import AutosegInputError
 from autoseg.evaluation.metrics import compute_case_metrics
 from autoseg.evaluation.summary import summarize, write_results
-from autoseg.io.images import geometry_mismatch, read_label
+from autoseg.io.geometry import geometry_mismatch
+from autoseg.io.images import read_label
 
 #: How many missing file names an error message lists before "and N more".
 MAX_LISTED_FILES = 5

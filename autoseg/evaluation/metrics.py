@@ -55,6 +55,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
+from autoseg.postprocessing.components import component_structure
+
 #: Names of the per-label metrics, in the order they are reported.
 METRIC_NAMES = (
     "dice", "iou", "tp", "fp", "fn", "hd95_mm", "msd_mm", "nsd",
@@ -63,14 +65,6 @@ METRIC_NAMES = (
 )
 
 MetricValue = float | int | None
-
-
-def component_structure(ndim: int, connectivity: int | None = None) -> np.ndarray:
-    """Structuring element for connected components: full connectivity when ``connectivity`` is None."""
-    rank = ndim if connectivity is None else int(connectivity)
-    if not 1 <= rank <= ndim:
-        raise ValueError(f"connectivity must be between 1 and {ndim} for {ndim}D arrays, got {connectivity}")
-    return ndimage.generate_binary_structure(ndim, rank)
 
 
 def dice_score(reference_mask: np.ndarray, prediction_mask: np.ndarray) -> float:

@@ -39,16 +39,16 @@ import numpy as np
 from tqdm import tqdm
 
 from autoseg.errors import AutosegInputError
-from autoseg.evaluation.ensemble import argmax_segmentation, load_probabilities, probability_paths
+from autoseg.evaluation.ensemble import argmax_segmentation
+from autoseg.evaluation.learn_postprocessing import learn_postprocessing
 from autoseg.evaluation.metrics import bounding_box, dice_score
-from autoseg.evaluation.postprocessing import learn_postprocessing
 from autoseg.io.images import read_label
-from autoseg.planning.plans import Plans, load_plans
-from autoseg.utils.files import read_json, to_json_text, write_json
+from autoseg.io.probabilities import load_probabilities, probability_paths
+from autoseg.plans.schema import Plans
+from autoseg.utils.files import to_json_text
+from autoseg.workdir import WorkDir
 
-INFERENCE_PLAN_FILE = "inference_plan.json"
 INFERENCE_PLAN_VERSION = 1
-SPLITS_FILE = "splits.json"
 #: Mean-Dice differences up to this are ties (resolved towards the simpler candidate).
 TIE_TOLERANCE = 1e-6
 #: Checkpoint whose validation predictions are scored (the trainer validates the final one).
@@ -56,27 +56,19 @@ SELECTED_CHECKPOINT = "final"
 
 
 # ---------------------------------------------------------------------- inputs
-def load_folds(work_dir: str | os.PathLike) -> list[dict]:
-    """The random cross-validation folds of ``WORK/splits.json`` (``[{"train": [...], "val": [...]}, ...]``)."""
-    path = Path(work_dir) / SPLITS_FILE
-    if not path.is_file():
-        raise AutosegInputError(f"{path}: not found; train the configurations first "
+def load_folds(work_dir: str | os.PathLike | WorkDir) -> list[dict]:
+    """The random cross-validation folds (``[{"train": [...], "val": [...]}, ...]``); an error when none exist."""
+    work = WorkDir.of(work_dir)
+    folds = work.read_splits("random")
+    if folds is None:
+        raise AutosegInputError(f"{work.splits_path('random')}: not found; train the configurations first "
                                 "(`autoseg train WORK -c CONFIG -f all`)")
-    try:
-        folds = read_json(path)["folds"]
-        if not folds or not all(isinstance(fold["val"], list) for fold in folds):
-            raise ValueError("empty or malformed folds")
-    except (ValueError, KeyError, TypeError) as error:
-        raise AutosegInputError(f"{path}: invalid splits ({error})") from None
     return folds
 
 
 def _validation_base(work_dir: Path, configuration: str, fold: int, case: str) -> Path:
     """``{fold folder}/validation/{case}`` (random splits), the base path of a case's probability files."""
-    # Imported here: autoseg.inference imports torch, which worker processes otherwise never need.
-    from autoseg.inference.predictor import fold_dir
-
-    return fold_dir(work_dir, configuration, fold) / "validation" / case
+    return WorkDir(work_dir).validation_dir(configuration, fold) / case
 
 
 def missing_validation(work_dir: str | os.PathLike, configuration: str, folds: Sequence[dict]) -> dict[int, int]:
@@ -96,7 +88,7 @@ def missing_validation(work_dir: str | os.PathLike, configuration: str, folds: S
 
 def complete_configurations(work_dir: str | os.PathLike) -> list[str]:
     """Configurations (plans order) with validation probabilities for every case of all their folds."""
-    plans = load_plans(Path(work_dir) / "plans.json")
+    plans = WorkDir.of(work_dir).load_plans()
     folds = load_folds(work_dir)
     return [name for name in plans.configurations if not missing_validation(work_dir, name, folds)]
 
@@ -272,9 +264,10 @@ def select_model(work_dir: str | os.PathLike, configurations: Sequence[str] | No
         AutosegInputError: plans, splits or labels are missing, a requested configuration
             is incomplete, no configuration is complete, or files do not match.
     """
-    work_dir = Path(work_dir)
-    plans = load_plans(work_dir / "plans.json")
-    folds = load_folds(work_dir)
+    work = WorkDir.of(work_dir)
+    work_dir = work.root
+    plans = work.load_plans()
+    folds = load_folds(work)
     complete = _check_configurations(work_dir, plans, folds, configurations)
     labels = plans.foreground_labels
     names = {value: name for name, value in plans.labels.items()}
@@ -287,7 +280,7 @@ def select_model(work_dir: str | os.PathLike, configurations: Sequence[str] | No
     for index, fold in enumerate(folds):
         for case in fold["val"]:
             if case in fold_of:
-                raise AutosegInputError(f"{work_dir / SPLITS_FILE}: case {case} is a validation case of folds "
+                raise AutosegInputError(f"{work.splits_path('random')}: case {case} is a validation case of folds "
                                         f"{fold_of[case]} and {index}")
             fold_of[case] = index
     cases = sorted(fold_of)
@@ -330,7 +323,7 @@ def select_model(work_dir: str | os.PathLike, configurations: Sequence[str] | No
         "postprocessing_report": report,
     }
     plan = json.loads(to_json_text(plan, indent=None))  # exactly what a reader of the file gets
-    write_json(work_dir / INFERENCE_PLAN_FILE, plan)
+    work.write_inference_plan(plan)
     return plan
 
 

@@ -7,14 +7,13 @@ returns (geometry of the raw image, crop box, shapes, thick axis).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from autoseg.io.images import ImageGeometry, write_segmentation
+from autoseg.io.geometry import ImageGeometry
+from autoseg.io.images import write_segmentation
 from autoseg.preprocessing.resample import resample_probabilities
-from autoseg.utils.files import save_npz_compressed, write_json
 
 
 def restore_original_shape(probabilities: torch.Tensor, properties: dict) -> torch.Tensor:
@@ -46,17 +45,3 @@ def probabilities_to_segmentation(probabilities: torch.Tensor) -> np.ndarray:
 def export_segmentation(segmentation: np.ndarray, properties: dict, path: str | os.PathLike) -> None:
     """Write a ``(z, y, x)`` label map in the raw image's own geometry (atomic)."""
     write_segmentation(segmentation, ImageGeometry.from_dict(properties["geometry"]), path)
-
-
-def save_probabilities(probabilities: torch.Tensor | np.ndarray, properties: dict,
-                       path_without_ending: str | os.PathLike) -> tuple[Path, Path]:
-    """Save ``(K, z, y, x)`` probabilities in original geometry as ``.npz`` (float16) + ``.json``.
-
-    The JSON holds the geometry, so ensembles can check that folders match.
-    """
-    base = Path(path_without_ending)
-    array = probabilities.cpu().numpy() if isinstance(probabilities, torch.Tensor) else probabilities
-    npz_path, json_path = base.with_name(base.name + ".npz"), base.with_name(base.name + ".json")
-    save_npz_compressed(npz_path, probabilities=array.astype(np.float16))
-    write_json(json_path, {"geometry": properties["geometry"], "num_classes": int(array.shape[0])})
-    return npz_path, json_path

@@ -25,15 +25,15 @@ import torch
 from tqdm import tqdm
 
 from autoseg.errors import AutosegInputError
-from autoseg.evaluation.postprocessing import apply_postprocessing
-from autoseg.inference.export import probabilities_to_segmentation, save_probabilities
+from autoseg.inference.export import probabilities_to_segmentation
 from autoseg.inference.predictor import Predictor
-from autoseg.io.dataset import SUPPORTED_FILE_ENDINGS
+from autoseg.io.formats import ending_of, known_file_endings
+from autoseg.io.geometry import ImageGeometry
 from autoseg.io.images import read_case_images, write_segmentation
-from autoseg.planning.plans import Plans, load_plans
-from autoseg.utils.files import read_json
-
-INFERENCE_PLAN_FILE = "inference_plan.json"
+from autoseg.io.probabilities import save_probabilities
+from autoseg.plans.schema import Plans
+from autoseg.postprocessing.components import apply_postprocessing
+from autoseg.workdir import WorkDir
 
 
 @dataclass
@@ -54,19 +54,20 @@ class PredictionReport:
     failed: dict[str, str] = field(default_factory=dict)
 
 
-def choose_models(work_dir: str | os.PathLike, configurations: list[str] | None, folds: list[int] | None,
+def choose_models(work_dir: str | os.PathLike | WorkDir, configurations: list[str] | None, folds: list[int] | None,
                   checkpoint: str | None, use_postprocessing: bool = True) -> InferenceChoice:
     """Models given on the command line, else those chosen by ``autoseg ensemble`` (inference_plan.json)."""
-    plan_path = Path(work_dir) / INFERENCE_PLAN_FILE
+    work = WorkDir.of(work_dir)
     if configurations:
         return InferenceChoice(configurations, folds, checkpoint or "final", [], "command line")
-    if plan_path.is_file():
-        plan = read_json(plan_path)
+    plan = work.read_inference_plan()
+    if plan is not None:
         return InferenceChoice(list(plan["configurations"]), folds or plan.get("folds"),
                                checkpoint or plan.get("checkpoint", "final"),
-                               list(plan.get("postprocessing", [])) if use_postprocessing else [], str(plan_path))
-    raise AutosegInputError(f"{plan_path}: not found; choose a configuration with -c (e.g. -c 3d_fullres) "
-                            "or run `autoseg ensemble` after cross-validation to pick one")
+                               list(plan.get("postprocessing", [])) if use_postprocessing else [],
+                               str(work.inference_plan_path))
+    raise AutosegInputError(f"{work.inference_plan_path}: not found; choose a configuration with -c "
+                            "(e.g. -c 3d_fullres) or run `autoseg ensemble` after cross-validation to pick one")
 
 
 def find_input_cases(input_dir: str | os.PathLike) -> dict[str, dict[int, Path]]:
@@ -78,9 +79,10 @@ def find_input_cases(input_dir: str | os.PathLike) -> dict[str, dict[int, Path]]
     if not input_dir.is_dir():
         raise AutosegInputError(f"{input_dir}: input folder not found")
     cases: dict[str, dict[int, Path]] = {}
+    endings = {ending.lower() for ending in known_file_endings()}
     for path in sorted(input_dir.iterdir()):
-        ending = _ending_of(path)
-        if path.name.startswith(".") or ending not in SUPPORTED_FILE_ENDINGS:
+        ending = ending_of(path)
+        if path.name.startswith(".") or ending.lower() not in endings:
             continue
         stem = path.name[: -len(ending)]
         match = re.fullmatch(r"(?P<case>.+)_(?P<channel>\d{4})", stem)
@@ -104,17 +106,10 @@ def check_channels(case_id: str, channels: dict[int, Path], num_channels: int) -
                f"(the model needs {num_channels})"
     if extra:
         return f"{channels[extra[0]]}: channel {extra[0]} is not used by the model (it has {num_channels})"
-    endings = {_ending_of(path) for path in channels.values()}
+    endings = {ending_of(path) for path in channels.values()}
     if len(endings) > 1:
         return f"{case_id}: channel files have different formats {sorted(endings)}"
     return None
-
-
-def _ending_of(path: Path) -> str:
-    for ending in sorted(SUPPORTED_FILE_ENDINGS, key=len, reverse=True):
-        if path.name.endswith(ending):
-            return ending
-    return path.suffix
 
 
 def _expects_3d(plans: Plans) -> bool:
@@ -124,9 +119,10 @@ def _expects_3d(plans: Plans) -> bool:
 class FolderPredictor:
     """Predicts cases with one or several configurations (their probabilities averaged)."""
 
-    def __init__(self, work_dir: str | os.PathLike, choice: InferenceChoice, device: torch.device | str = "cpu",
-                 use_mirroring: bool = True, step_size: float = 0.5, show_progress: bool = False):
-        self.plans = load_plans(Path(work_dir) / "plans.json")
+    def __init__(self, work_dir: str | os.PathLike | WorkDir, choice: InferenceChoice,
+                 device: torch.device | str = "cpu", use_mirroring: bool = True, step_size: float = 0.5,
+                 show_progress: bool = False):
+        self.plans = WorkDir.of(work_dir).load_plans()
         self.choice = choice
         self.predictors = [Predictor.from_work_dir(work_dir, name, choice.folds, choice.checkpoint, device,
                                                    use_mirroring, step_size, show_progress)
@@ -162,7 +158,7 @@ def predict_folder(work_dir: str | os.PathLike, input_dir: str | os.PathLike, ou
         if problem:
             report.failed[case_id] = problem
             continue
-        ending = _ending_of(channels[0])
+        ending = ending_of(channels[0])
         target = output_dir / f"{case_id}{ending}"
         if target.is_file() and not overwrite:
             report.skipped.append(case_id)
@@ -191,10 +187,8 @@ def predict_folder(work_dir: str | os.PathLike, input_dir: str | os.PathLike, ou
 
 def _write_case(case_id: str, segmentation: np.ndarray, probabilities: torch.Tensor | None, properties: dict,
                 target: Path, output_dir: Path) -> str:
-    from autoseg.io.images import ImageGeometry
-
     if probabilities is not None:
-        save_probabilities(probabilities, properties, output_dir / case_id)
+        save_probabilities(probabilities.cpu().numpy(), properties["geometry"], output_dir / case_id)
     write_segmentation(segmentation, ImageGeometry.from_dict(properties["geometry"]), target)
     return case_id
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,34 +17,17 @@ import torch
 from autoseg.errors import AutosegInputError
 from autoseg.inference.export import probabilities_to_segmentation, restore_original_shape
 from autoseg.inference.sliding_window import predict_sliding_window, predict_volume_with_2d_network
-from autoseg.io.images import ImageGeometry
-from autoseg.planning.plans import ConfigurationPlan, Plans, load_plans
-from autoseg.preprocessing.crop import crop_to_box
+from autoseg.io.geometry import ImageGeometry
+from autoseg.model.builders import build_network
+from autoseg.model.checkpoints import load_checkpoint
+from autoseg.plans.schema import ConfigurationPlan, Plans
 from autoseg.preprocessing.preprocess import preprocess_case
-from autoseg.preprocessing.resample import resample_label
-from autoseg.training.checkpoints import checkpoint_path, load_checkpoint
-from autoseg.training.network import build_network
-
-
-def results_dir(work_dir: str | os.PathLike, configuration: str, split_mode: str = "random") -> Path:
-    """Where a configuration's folds are trained: ``{work_dir}/results/{configuration}``."""
-    suffix = "" if split_mode == "random" else f"__split_{split_mode}"
-    return Path(work_dir) / "results" / f"{configuration}{suffix}"
-
-
-def fold_dir(work_dir: str | os.PathLike, configuration: str, fold: int, split_mode: str = "random") -> Path:
-    return results_dir(work_dir, configuration, split_mode) / f"fold_{fold}"
-
-
-def previous_stage_one_hot(segmentation: np.ndarray, foreground_labels: Sequence[int]) -> np.ndarray:
-    """``(z, y, x)`` label map -> ``(len(foreground_labels), z, y, x)`` float32 one-hot channels."""
-    return np.stack([(segmentation == label).astype(np.float32) for label in foreground_labels])
-
-
-def previous_stage_to_grid(segmentation: np.ndarray, properties: dict, label_mode: str) -> np.ndarray:
-    """A previous stage's segmentation in original geometry -> the preprocessed grid of ``properties``."""
-    cropped = crop_to_box(segmentation, properties["bounding_box"])
-    return resample_label(cropped, properties["shape_after_resampling"], properties["thick_axis"], label_mode)
+from autoseg.preprocessing.previous_stage import (
+    previous_stage_one_hot,
+    previous_stage_to_grid,
+    trained_previous_stage,
+)
+from autoseg.workdir import WorkDir
 
 
 class ChannelsLastNetwork(torch.nn.Module):
@@ -110,25 +92,29 @@ class Predictor:
             self.networks.append(network)
 
     @classmethod
-    def from_work_dir(cls, work_dir: str | os.PathLike, configuration_name: str, folds: Sequence[int] | None = None,
-                      checkpoint: str = "final", device: torch.device | str = "cpu", use_mirroring: bool = True,
-                      step_size: float = 0.5, show_progress: bool = False) -> Predictor:
+    def from_work_dir(cls, work_dir: str | os.PathLike | WorkDir, configuration_name: str,
+                      folds: Sequence[int] | None = None, checkpoint: str = "final",
+                      device: torch.device | str = "cpu", use_mirroring: bool = True, step_size: float = 0.5,
+                      show_progress: bool = False) -> Predictor:
         """Load the trained folds of a configuration (default: every fold with that checkpoint)."""
-        plans = load_plans(Path(work_dir) / "plans.json")
+        work = WorkDir.of(work_dir)
+        plans = work.load_plans()
         plans.configuration(configuration_name)
         if folds is None:
-            folds = [fold for fold in range(5)
-                     if checkpoint_path(fold_dir(work_dir, configuration_name, fold), checkpoint).is_file()]
+            folds = work.trained_folds(configuration_name, checkpoint)
             if not folds:
-                raise AutosegInputError(f"{results_dir(work_dir, configuration_name)}: no trained fold has "
-                                        f"checkpoint_{checkpoint}.pt (train it first)")
-        states = [load_checkpoint(checkpoint_path(fold_dir(work_dir, configuration_name, fold), checkpoint),
+                variants = [name for name in plans.variants_of(configuration_name) if work.trained_folds(name)]
+                hint = (f"; it was trained as its budget variant {variants[0]} (use -c {variants[0]})"
+                        if variants else " (train it first)")
+                raise AutosegInputError(f"{work.results_dir(configuration_name)}: no trained fold has "
+                                        f"checkpoint_{checkpoint}.pt{hint}")
+        states = [load_checkpoint(work.checkpoint_path(configuration_name, fold, checkpoint),
                                   map_location="cpu")["network"] for fold in folds]
         previous = None
         previous_name = plans.configurations[configuration_name].previous_stage
         if previous_name:
-            previous = cls.from_work_dir(work_dir, previous_name, None, checkpoint, device, use_mirroring,
-                                         step_size, show_progress)
+            previous = cls.from_work_dir(work, trained_previous_stage(plans, work, previous_name), None, checkpoint,
+                                         device, use_mirroring, step_size, show_progress)
         predictor = cls(plans, configuration_name, states, device, use_mirroring, step_size, previous, show_progress)
         predictor.folds = list(folds)
         return predictor

@@ -14,10 +14,6 @@ from pathlib import Path
 
 from autoseg.errors import AutosegInputError
 
-#: File endings SimpleITK reads that autoseg accepts for datasets.
-SUPPORTED_FILE_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".png", ".tif", ".tiff",
-                          ".bmp", ".jpg", ".jpeg", ".gipl", ".gipl.gz", ".hdr", ".img")
-
 
 @dataclass(frozen=True)
 class DatasetDescription:

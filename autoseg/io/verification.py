@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
 from autoseg.errors import AutosegInputError
 from autoseg.io.dataset import DatasetDescription, RawCase, group_channel_files
-from autoseg.io.images import ImageGeometry, geometry_mismatch, geometry_of, read_sitk_image, sitk_to_array
+from autoseg.io.geometry import ImageGeometry, geometry_mismatch
+from autoseg.io.images import read_raw
 
 #: Relative tolerance on spacing/direction and (scaled) origin between image channels and label.
 GEOMETRY_TOLERANCE = 1e-3
@@ -70,21 +70,13 @@ def verify_structure(description: DatasetDescription, cases: list[RawCase]) -> l
     return problems
 
 
-def _read(path: Path, problems: list[str]) -> sitk.Image | None:
+def _read(path: Path, problems: list[str]) -> tuple[np.ndarray, ImageGeometry] | None:
+    """The stored voxels and geometry of ``path``, or None with its problem appended."""
     try:
-        image = read_sitk_image(path)
+        return read_raw(path)
     except AutosegInputError as error:
         problems.append(str(error))
         return None
-    if image.GetDimension() not in (2, 3):
-        problems.append(f"{path}: image is {image.GetDimension()}D, expected 3D (or 2D); "
-                        "store each channel of a 4D series as its own _XXXX file")
-        return None
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        problems.append(f"{path}: {image.GetNumberOfComponentsPerPixel()} components per voxel "
-                        "(e.g. RGB); store each channel as its own _XXXX file")
-        return None
-    return image
 
 
 def verify_case(case: RawCase, description: DatasetDescription) -> tuple[list[str], LoadedCase | None]:
@@ -93,10 +85,10 @@ def verify_case(case: RawCase, description: DatasetDescription) -> tuple[list[st
     channels = []
     reference_geometry = None
     for path in case.image_files:
-        image = _read(path, problems)
-        if image is None:
+        loaded = _read(path, problems)
+        if loaded is None:
             continue
-        geometry = geometry_of(image)
+        stored, geometry = loaded
         if reference_geometry is None:
             reference_geometry = geometry
         else:
@@ -104,7 +96,7 @@ def verify_case(case: RawCase, description: DatasetDescription) -> tuple[list[st
             if mismatch:
                 problems.append(f"{path}: {mismatch} (channel 0: {case.image_files[0].name})")
                 continue
-        array = sitk_to_array(image, np.float32)
+        array = stored.astype(np.float32, copy=False)
         if not np.isfinite(array).all():
             problems.append(f"{path}: contains {int(np.count_nonzero(~np.isfinite(array)))} NaN/Inf voxels")
         if np.any(np.asarray(geometry.sitk_spacing) <= 0):
@@ -113,16 +105,14 @@ def verify_case(case: RawCase, description: DatasetDescription) -> tuple[list[st
     if (case.label_file is None or reference_geometry is None or problems
             or len(case.image_files) != description.num_channels):
         return problems, None  # missing files are reported by verify_structure
-    label_image = _read(case.label_file, problems)
-    if label_image is None:
+    loaded_label = _read(case.label_file, problems)
+    if loaded_label is None:
         return problems, None
-    mismatch = geometry_mismatch(reference_geometry, geometry_of(label_image), GEOMETRY_TOLERANCE)
+    raw_label, label_geometry = loaded_label
+    mismatch = geometry_mismatch(reference_geometry, label_geometry, GEOMETRY_TOLERANCE)
     if mismatch:
         problems.append(f"{case.label_file}: {mismatch} (image {case.image_files[0].name})")
         return problems, None
-    raw_label = sitk.GetArrayFromImage(label_image)
-    if label_image.GetDimension() == 2:
-        raw_label = raw_label[None]
     if np.issubdtype(raw_label.dtype, np.floating):
         if not np.isfinite(raw_label).all() or not np.array_equal(raw_label, np.rint(raw_label)):
             problems.append(f"{case.label_file}: label map has non-integer values")

@@ -12,9 +12,6 @@ bounded by ``num_workers`` cases however large the dataset.
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -23,7 +20,8 @@ from tqdm import tqdm
 from autoseg.errors import DatasetVerificationError
 from autoseg.io.dataset import DatasetDescription, RawCase, list_training_cases
 from autoseg.io.verification import LoadedCase, verify_case, verify_structure
-from autoseg.preprocessing.crop import bounding_box, nonzero_mask
+from autoseg.utils.crop import bounding_box, nonzero_mask
+from autoseg.utils.parallel import default_case_workers, process_pool
 
 FINGERPRINT_VERSION = 1
 #: Foreground voxels sampled per case for the intensity statistics.
@@ -107,16 +105,6 @@ def _analyze(arguments: tuple[RawCase, DatasetDescription, int]) -> tuple[str, l
     return case.case_id, problems, record, samples
 
 
-def process_pool(num_workers: int):
-    """A process pool (fork where available: workers start fast and inherit imports)."""
-    method = "fork" if sys.platform.startswith("linux") else "spawn"
-    return multiprocessing.get_context(method).Pool(num_workers)
-
-
-def default_num_workers() -> int:
-    return max(1, min(os.cpu_count() or 1, 8))
-
-
 def extract_fingerprint(description: DatasetDescription, num_workers: int | None = None,
                         seed: int = 1234, progress: bool = True) -> dict:
     """Verify every training case and compute the fingerprint.
@@ -128,7 +116,7 @@ def extract_fingerprint(description: DatasetDescription, num_workers: int | None
     problems = verify_structure(description, cases)
     if not cases:
         raise DatasetVerificationError(problems)
-    num_workers = num_workers or default_num_workers()
+    num_workers = num_workers or default_case_workers()
     jobs = [(case, description, seed + index) for index, case in enumerate(cases)]
     records: dict[str, dict] = {}
     samples_per_channel: list[list[np.ndarray]] = [[] for _ in range(description.num_channels)]

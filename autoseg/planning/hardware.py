@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 
+from autoseg.errors import AutosegInputError
+
 #: Keep this fraction of GPU memory free for the CUDA context, cuDNN workspaces and fragmentation.
 GPU_MARGIN_FRACTION = 0.15
 #: ... but at least this many bytes.
@@ -78,8 +80,10 @@ def detect_memory_budget(gpu_memory_gb: float | None = None) -> MemoryBudget:
     """
     if gpu_memory_gb is not None:
         if gpu_memory_gb <= 0:
-            raise ValueError("--gpu-memory-gb must be positive")
+            raise AutosegInputError("--gpu-memory-gb must be positive")
         return gpu_budget(int(gpu_memory_gb * 2**30), "cuda (given)", f"--gpu-memory-gb {gpu_memory_gb:g}")
+    # Deferred for start-up time: the rest of planning is torch-free, and importing torch
+    # takes about a second; it is only needed here, to ask for a GPU.
     import torch
 
     if torch.cuda.is_available():

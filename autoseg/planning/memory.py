@@ -13,51 +13,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from autoseg.planning.network_config import NetworkConfig
+from autoseg.plans.architectures import ARCHITECTURES, count_parameters
+from autoseg.plans.network import NetworkConfig
 
 #: Tensors autograd keeps per conv block: conv output, norm output, activation output.
 TENSORS_PER_CONV_BLOCK = 3
 #: fp32 weight + gradient + momentum.
 BYTES_PER_PARAMETER = 12
-
-
-def count_parameters(network: NetworkConfig, in_channels: int, num_classes: int) -> int:
-    """Trainable parameters of the network ``build_network`` makes from ``network``.
-
-    Mirrors ``autoseg.training.network`` (a test checks they agree): convs followed by
-    a norm have no bias; each norm has a scale and a shift per channel.
-    """
-    features = network.features_per_stage
-    dimension = network.dimension
-
-    def conv_norm(channels_in: int, channels_out: int, kernel) -> int:
-        return channels_in * channels_out * math.prod(kernel) + 2 * channels_out
-
-    total = 0
-    for stage, (out, kernel) in enumerate(zip(features, network.kernel_sizes)):
-        channels_in = in_channels if stage == 0 else features[stage - 1]
-        stride = network.strides[stage]
-        if network.architecture == "residual_encoder_unet":
-            if stage == 0:
-                total += conv_norm(in_channels, out, kernel)  # stem
-                channels_in = out
-            for block in range(network.n_blocks_per_stage_encoder[stage]):
-                block_in = channels_in if block == 0 else out
-                total += conv_norm(block_in, out, kernel) + conv_norm(out, out, kernel)
-                if block == 0 and (block_in != out or any(s != 1 for s in stride)):
-                    total += conv_norm(block_in, out, [1] * dimension)  # projection on the skip
-        else:
-            for block in range(network.n_blocks_per_stage_encoder[stage]):
-                total += conv_norm(channels_in if block == 0 else out, out, kernel)
-    for depth, n_conv in enumerate(network.n_conv_per_stage_decoder):
-        level = network.n_stages - 2 - depth
-        below, here = features[level + 1], features[level]
-        total += below * here * math.prod(network.strides[level + 1]) + here  # transposed conv with bias
-        for block in range(n_conv):
-            total += conv_norm(2 * here if block == 0 else here, here, network.kernel_sizes[level])
-    for level in range(max(1, network.n_stages - 2)):
-        total += features[level] * num_classes + num_classes  # 1x1 segmentation heads
-    return total
 
 
 def activation_elements_per_sample(network: NetworkConfig, patch_size: Sequence[int],
@@ -68,7 +30,7 @@ def activation_elements_per_sample(network: NetworkConfig, patch_size: Sequence[
     for stride in network.strides:
         shape = [s / st for s, st in zip(shape, stride)]
         voxels_per_stage.append(math.prod(shape))
-    convs_per_block = 2 if network.architecture == "residual_encoder_unet" else 1
+    convs_per_block = ARCHITECTURES.get(network.architecture).convs_per_encoder_block
     elements = in_channels * voxels_per_stage[0]
     for stage, features in enumerate(network.features_per_stage):
         n_convs = network.n_blocks_per_stage_encoder[stage] * convs_per_block

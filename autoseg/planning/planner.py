@@ -14,11 +14,13 @@ import numpy as np
 
 from autoseg.planning.hardware import MemoryBudget
 from autoseg.planning.memory import estimate_training_memory_bytes
-from autoseg.planning.network_config import NetworkConfig
-from autoseg.planning.plans import ChannelNormalization, ConfigurationPlan, Plans, ResamplingConfig
 from autoseg.planning.spacing import choose_target_spacing
 from autoseg.planning.topology import features_per_stage, topology_for_patch
-from autoseg.training.config import AugmentationConfig, TrainingConfig
+from autoseg.plans.architectures import ARCHITECTURES
+from autoseg.plans.network import NetworkConfig
+from autoseg.plans.normalization import ChannelNormalization
+from autoseg.plans.schema import ConfigurationPlan, Plans, ResamplingConfig
+from autoseg.plans.training import AugmentationConfig, TrainingConfig
 
 #: One batch may cover at most this fraction of all voxels of the dataset.
 MAX_BATCH_FRACTION_OF_DATASET = 0.05
@@ -68,13 +70,10 @@ class PatchPlan:
 def make_network_config(spacing: Sequence[float], patch_size: Sequence[float], dimension: int,
                         architecture: str = "unet") -> tuple[NetworkConfig, tuple[int, ...]]:
     """U-Net topology for a patch at ``spacing`` and the patch rounded to be divisible by it."""
+    spec = ARCHITECTURES.get(architecture)
     topology, patch = topology_for_patch(spacing, patch_size)
     n_stages = topology.n_stages
-    if architecture == "residual_encoder_unet":
-        # Residual encoders use more blocks in deeper stages (1, 3, 4, 6, 6, ...).
-        blocks = [min(6, value) for value in (1, 3, 4, 6)][:n_stages] + [6] * max(0, n_stages - 4)
-    else:
-        blocks = [2] * n_stages
+    blocks = spec.encoder_blocks(n_stages)
     network = NetworkConfig(
         architecture=architecture, dimension=dimension,
         features_per_stage=features_per_stage(n_stages, dimension),

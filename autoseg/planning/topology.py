@@ -10,6 +10,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from autoseg.plans.network import total_downsampling
+
 #: Downsample an axis only while its feature map stays at least this many voxels.
 MIN_FEATURE_MAP_SIZE = 4
 #: An axis is pooled only while its spacing is at most this many times the finest.
@@ -33,7 +35,7 @@ class Topology:
 
     def total_downsampling(self) -> tuple[int, ...]:
         """Product of all strides per axis; patch sizes must be divisible by it."""
-        return tuple(math.prod(stride[axis] for stride in self.strides) for axis in range(len(self.strides[0])))
+        return tuple(total_downsampling(self.strides))
 
     def pooling_steps(self) -> tuple[int, ...]:
         """Number of times each axis is halved."""

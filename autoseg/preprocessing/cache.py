@@ -17,20 +17,16 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from autoseg.io.dataset import RawCase, list_training_cases, load_dataset_description
 from autoseg.io.images import read_case_images, read_label
-from autoseg.planning.fingerprint import default_num_workers, process_pool
-from autoseg.planning.plans import Plans
+from autoseg.plans.schema import Plans
 from autoseg.preprocessing.preprocess import preprocess_case
 from autoseg.utils.files import read_json, save_npy, write_json
-
-PREPROCESSED_FOLDER = "preprocessed"
-
-
-def cache_folder(work_dir: str | os.PathLike, data_identifier: str) -> Path:
-    return Path(work_dir) / PREPROCESSED_FOLDER / data_identifier
+from autoseg.utils.parallel import default_case_workers, process_pool
+from autoseg.workdir import WorkDir, cached_case_paths
 
 
 def cache_key(plans: Plans, configuration_name: str) -> str:
@@ -47,13 +43,8 @@ def cache_key(plans: Plans, configuration_name: str) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def case_paths(folder: Path, case_id: str) -> tuple[Path, Path, Path]:
-    """(image .npy, label .npy, properties .json) of a cached case."""
-    return folder / f"{case_id}.npy", folder / f"{case_id}_seg.npy", folder / f"{case_id}.json"
-
-
 def is_case_done(folder: Path, case_id: str, key: str) -> bool:
-    image_path, label_path, properties_path = case_paths(folder, case_id)
+    image_path, label_path, properties_path = cached_case_paths(folder, case_id)
     if not (properties_path.is_file() and image_path.is_file() and label_path.is_file()):
         return False
     try:
@@ -64,29 +55,27 @@ def is_case_done(folder: Path, case_id: str, key: str) -> bool:
 
 def load_cached_case(folder: Path, case_id: str, memory_map: bool = True) -> tuple[np.ndarray, np.ndarray, dict]:
     """Image ``(C, z, y, x)``, label ``(z, y, x)`` (memory-mapped by default) and properties."""
-    image_path, label_path, properties_path = case_paths(folder, case_id)
+    image_path, label_path, properties_path = cached_case_paths(folder, case_id)
     mode = "r" if memory_map else None
     return np.load(image_path, mmap_mode=mode), np.load(label_path, mmap_mode=mode), read_json(properties_path)
 
 
 def _preprocess_one(job: tuple) -> str:
     raw_case, plans_dict, configuration_name, folder, key, seed = job
-    import torch
-
     torch.set_num_threads(1)  # parallelism comes from the worker processes
     plans = Plans.from_dict(plans_dict)
     configuration = plans.configuration(configuration_name)
     image, geometry = read_case_images(raw_case.image_files)
     label, _ = read_label(raw_case.label_file)
     case = preprocess_case(image, geometry, plans, configuration, label, seed=seed)
-    image_path, label_path, properties_path = case_paths(Path(folder), raw_case.case_id)
+    image_path, label_path, properties_path = cached_case_paths(Path(folder), raw_case.case_id)
     save_npy(image_path, case.image)
     save_npy(label_path, case.label)
     write_json(properties_path, {"case_id": raw_case.case_id, "cache_key": key, **case.properties}, indent=None)
     return raw_case.case_id
 
 
-def preprocess_dataset(plans: Plans, work_dir: str | os.PathLike, configuration_names: list[str],
+def preprocess_dataset(plans: Plans, work_dir: str | os.PathLike | WorkDir, configuration_names: list[str],
                        num_workers: int | None = None, progress: bool = True,
                        cases: list[RawCase] | None = None) -> dict[str, dict]:
     """Fill the cache of every data identifier the given configurations use.
@@ -95,7 +84,8 @@ def preprocess_dataset(plans: Plans, work_dir: str | os.PathLike, configuration_
     """
     if cases is None:
         cases = list_training_cases(load_dataset_description(plans.raw_dataset))
-    num_workers = num_workers or default_num_workers()
+    work = WorkDir.of(work_dir)
+    num_workers = num_workers or default_case_workers()
     report = {}
     done_identifiers = set()
     for name in configuration_names:
@@ -107,7 +97,7 @@ def preprocess_dataset(plans: Plans, work_dir: str | os.PathLike, configuration_
         # The configuration owning the identifier defines its preprocessing.
         owner = identifier if identifier in plans.configurations else name
         key = cache_key(plans, owner)
-        folder = cache_folder(work_dir, identifier)
+        folder = work.cache_folder(identifier)
         folder.mkdir(parents=True, exist_ok=True)
         todo = [case for case in cases if not is_case_done(folder, case.case_id, key)]
         jobs = [(case, plans.to_dict(), owner, str(folder), key, index)
@@ -122,8 +112,8 @@ def preprocess_dataset(plans: Plans, work_dir: str | os.PathLike, configuration_
                 _preprocess_one(job)
                 bar.update(1)
         bar.close()
-        write_json(folder / "cache.json", {"data_identifier": identifier, "cache_key": key,
-                                          "configuration": owner,
-                                          "cases": sorted(case.case_id for case in cases)})
+        work.write_cache_index(identifier, {"data_identifier": identifier, "cache_key": key,
+                                            "configuration": owner,
+                                            "cases": sorted(case.case_id for case in cases)})
         report[identifier] = {"preprocessed": len(todo), "skipped": len(cases) - len(todo)}
     return report

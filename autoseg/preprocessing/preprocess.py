@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from autoseg.io.images import ImageGeometry
-from autoseg.planning.plans import ConfigurationPlan, Plans
+from autoseg.io.geometry import ImageGeometry
 from autoseg.planning.spacing import shape_after_resampling
-from autoseg.preprocessing.crop import BoundingBox, bounding_box, crop_to_box, nonzero_mask
-from autoseg.preprocessing.normalize import normalize_image
+from autoseg.plans.normalization import normalize_image
+from autoseg.plans.schema import ConfigurationPlan, Plans
 from autoseg.preprocessing.resample import resample_image, resample_label, thick_axis_for_resampling
+from autoseg.utils.crop import BoundingBox, bounding_box, crop_to_box, nonzero_mask
 
 #: Foreground voxel locations stored per class for foreground oversampling.
 CLASS_LOCATIONS_PER_CLASS = 1000

@@ -41,7 +41,7 @@ from batchgenerators.transforms.noise_transforms import GaussianBlurTransform, G
 from batchgenerators.transforms.resample_transforms import SimulateLowResolutionTransform
 from batchgenerators.transforms.spatial_transforms import MirrorTransform, SpatialTransform
 
-from autoseg.training.config import AugmentationConfig
+from autoseg.plans.training import AugmentationConfig
 
 __all__ = [
     "IntensityShiftTransform",

@@ -1,23 +1,31 @@
-"""Training within a time budget: measured speed, iteration count, and scaling the network down.
+"""Training within a time budget: measured speed, the iteration plan, and scaling the network down.
 
-A GPU-sized plan is unusable on a CPU: on a 2-core machine the nnU-Net-sized
-3d_fullres network of Task04 Hippocampus takes ~9 s per iteration, so 30 minutes
-buy ~200 iterations — far too few to learn (see BENCHMARKS.md). Given a budget,
-autoseg measures the seconds per iteration on the actual device, and, when the
-budget allows fewer than :data:`MIN_USEFUL_ITERATIONS`, scales the configuration
-down along :func:`budget_variants` until it does.
+The decision is made here; the Trainer only runs it. Given a budget, the planned
+network's seconds per iteration are measured on the actual device (or taken from
+``autoseg plan --benchmark`` when it measured this device), the iterations that fit
+the budget are computed, and, when they are fewer than :data:`MIN_USEFUL_ITERATIONS`,
+the smaller variants of :func:`autoseg.planning.variants.budget_variants` are measured
+until one allows enough. A chosen variant is recorded in plans.json as a configuration
+of its own (the planned one is left as it is) and every fold of the configuration
+then trains as that variant.
 """
 
 from __future__ import annotations
 
-import copy
-import math
-import re
-from dataclasses import dataclass
+import os
+import statistics
+import time
+from dataclasses import asdict, dataclass
 
-from autoseg.errors import AutosegInputError
-from autoseg.planning.plans import ConfigurationPlan
-from autoseg.planning.topology import features_per_stage
+import torch
+
+from autoseg.model.device import device_name, prepare_device
+from autoseg.planning.variants import add_budget_variant, budget_variants
+from autoseg.plans.schema import ConfigurationPlan, Plans
+from autoseg.plans.training import IterationPlan, validation_iterations
+from autoseg.training.trainer import TRAINERS, TimeBudget, Trainer, TrainingOptions
+from autoseg.utils.files import write_json
+from autoseg.workdir import WorkDir
 
 #: The smallest number of iterations worth training for. Measured on Task04 (BENCHMARKS.md,
 #: "network size for a CPU budget"): 100-250 iterations leave the network near chance
@@ -35,76 +43,44 @@ MEASUREMENT_BUDGET_FRACTION = 0.05
 VALIDATION_COST_FRACTION = 0.35
 
 
-def parse_duration(text: str) -> float:
-    """Seconds in ``"45m"``, ``"2h"``, ``"1h30m"``, ``"90s"`` or a plain number of seconds."""
-    value = str(text).strip().lower()
-    if re.fullmatch(r"\d+(\.\d+)?", value):
-        seconds = float(value)
-    else:
-        parts = re.findall(r"(\d+(?:\.\d+)?)\s*([hms])", value)
-        if not parts or "".join(f"{n}{u}" for n, u in parts) != value.replace(" ", ""):
-            raise AutosegInputError(f"--time-budget: cannot read {text!r} (use e.g. 45m, 2h, 1h30m or seconds)")
-        seconds = sum(float(number) * {"h": 3600, "m": 60, "s": 1}[unit] for number, unit in parts)
-    if seconds <= 0:
-        raise AutosegInputError(f"--time-budget must be positive, got {text!r}")
-    return seconds
+@dataclass
+class TrainingLength:
+    """How long to train, as asked on the command line.
 
+    Attributes:
+        epochs, iterations_per_epoch: fixed length (override the plans and the budget's choice).
+        time_budget_seconds: training time per fold; None on a GPU means the plans' length,
+            on a CPU :data:`DEFAULT_CPU_BUDGET_SECONDS` (unless ``epochs`` is given).
+        scale_to_budget: allow a smaller variant when the planned network is too slow.
+    """
 
-@dataclass(frozen=True)
-class IterationPlan:
-    """How a budget is spent: ``epochs x iterations_per_epoch`` training iterations."""
-
-    epochs: int
-    iterations_per_epoch: int
-    validation_iterations_per_epoch: int
-
-    @property
-    def total_iterations(self) -> int:
-        return self.epochs * self.iterations_per_epoch
+    epochs: int | None = None
+    iterations_per_epoch: int | None = None
+    time_budget_seconds: float | None = None
+    scale_to_budget: bool = True
 
 
 def iterations_for_budget(budget_seconds: float, seconds_per_iteration: float,
                           iterations_per_epoch: int = BUDGET_ITERATIONS_PER_EPOCH,
-                          validation_iterations: int | None = None) -> IterationPlan:
+                          validation_batches: int | None = None) -> IterationPlan:
     """Epochs that fit ``budget_seconds`` at ``seconds_per_iteration``, validation batches included.
 
-    Each epoch costs ``iterations_per_epoch`` training iterations plus
-    ``validation_iterations`` forward-only batches (default: a fifth of the training
-    iterations) at :data:`VALIDATION_COST_FRACTION` of the cost. At least one epoch.
+    Each epoch costs ``iterations_per_epoch`` training iterations plus its validation
+    batches (default: the trainer's rule, a fifth of the training iterations) at
+    :data:`VALIDATION_COST_FRACTION` of the cost. At least one epoch.
     """
-    if validation_iterations is None:
-        validation_iterations = max(1, math.ceil(iterations_per_epoch / 5))
-    epoch_seconds = seconds_per_iteration * (iterations_per_epoch + VALIDATION_COST_FRACTION * validation_iterations)
+    if validation_batches is None:
+        validation_batches = validation_iterations(iterations_per_epoch)
+    epoch_seconds = seconds_per_iteration * (iterations_per_epoch + VALIDATION_COST_FRACTION * validation_batches)
     epochs = max(1, int(budget_seconds // epoch_seconds))
-    return IterationPlan(epochs, iterations_per_epoch, validation_iterations)
+    return IterationPlan(epochs, iterations_per_epoch, validation_batches)
 
 
-def scaled_configuration(configuration: ConfigurationPlan, base_features: int, batch_size: int) -> ConfigurationPlan:
-    """``configuration`` with ``base_features`` doubling per stage (same cap ratio) and ``batch_size``."""
-    scaled = copy.deepcopy(configuration)
-    network = scaled.network
-    cap = max(network.features_per_stage) * base_features // network.features_per_stage[0]
-    network.features_per_stage = features_per_stage(network.n_stages, network.dimension, base_features, cap)
-    scaled.batch_size = batch_size
-    return scaled
-
-
-def budget_variants(configuration: ConfigurationPlan) -> list[tuple[str, ConfigurationPlan]]:
-    """Smaller versions of a configuration, from the planned one down, for short budgets.
-
-    Order (see BENCHMARKS.md for the measurements behind it): the batch size goes to
-    2 first (on a CPU, more iterations beat bigger batches), then the features per
-    stage halve (32 -> 16 -> 8 at the first stage). The patch is never shrunk: it is
-    the context the network sees, and the planner sized it to the images.
-    """
-    base = configuration.network.features_per_stage[0]
-    variants = [("planned", configuration)]
-    if configuration.batch_size > 2:
-        variants.append((f"batch 2, {base} base features", scaled_configuration(configuration, base, 2)))
-    for features in (base // 2, base // 4):
-        if features >= 4:
-            variants.append((f"batch 2, {features} base features", scaled_configuration(configuration, features, 2)))
-    return variants
+def with_length_overrides(plan: IterationPlan, length: TrainingLength) -> IterationPlan:
+    """``plan`` with the epochs / iterations per epoch given on the command line."""
+    iterations = length.iterations_per_epoch or plan.iterations_per_epoch
+    return IterationPlan(length.epochs or plan.epochs, iterations,
+                         validation_iterations(iterations, plan.validation_iterations_per_epoch))
 
 
 @dataclass
@@ -119,24 +95,11 @@ class SpeedMeasurement:
     iterations_timed: int
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        return asdict(self)
 
 
-def device_name(device) -> str:
-    import platform
-
-    import torch
-
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo") as handle:
-            return next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "cpu"
-
-
-def measure_speed(trainer, iterations: int = 5, warmup: int = 3, time_limit: float | None = None) -> SpeedMeasurement:
+def measure_speed(trainer: Trainer, iterations: int = 5, warmup: int = 3,
+                  time_limit: float | None = None) -> SpeedMeasurement:
     """Median time of ``iterations`` real training steps of ``trainer``, loader included.
 
     The first ``warmup`` steps are not timed: they include the augmentation workers'
@@ -144,17 +107,7 @@ def measure_speed(trainer, iterations: int = 5, warmup: int = 3, time_limit: flo
     With ``time_limit`` (seconds), measuring stops early once it is exceeded (a slow
     network is recognised as too slow without spending the budget on it).
     """
-    import statistics
-    import time
-
-    import torch
-
-    from autoseg.training.dataloader import make_training_batches
-
-    workers = trainer.config.num_workers  # the trainer resolved it for its device
-    batches = make_training_batches(trainer.cache, trainer.train_cases, trainer.configuration, trainer.config,
-                                    trainer.plans.num_classes, trainer.plans.foreground_labels,
-                                    trainer.previous_stage_folder, seed=12345, num_workers=workers)
+    batches = trainer.training_batches(seed=12345)
     times, began = [], time.perf_counter()
     try:
         trainer.network.train()
@@ -172,102 +125,140 @@ def measure_speed(trainer, iterations: int = 5, warmup: int = 3, time_limit: flo
     finally:
         batches.close()
     return SpeedMeasurement(statistics.median(times), trainer.device.type, device_name(trainer.device),
-                            torch.get_num_threads(), workers, len(times))
+                            torch.get_num_threads(), trainer.config.num_workers, len(times))
 
 
-def fold_has_checkpoints(work_dir, configuration_name: str) -> bool:
-    from autoseg.inference.predictor import results_dir
+def stored_speed(configuration: ConfigurationPlan, trainer: Trainer) -> SpeedMeasurement | None:
+    """The speed ``autoseg plan --benchmark`` stored for ``configuration``, if it was measured on
+    this device with the same threads and augmentation workers (else None: measure again)."""
+    stored = configuration.measured_speed
+    if not stored:
+        return None
+    try:
+        speed = SpeedMeasurement(**stored)
+    except TypeError:
+        return None
+    same = (speed.device == trainer.device.type and speed.device_name == device_name(trainer.device)
+            and speed.threads == torch.get_num_threads() and speed.augmentation_workers == trainer.config.num_workers)
+    return speed if same else None
 
-    folder = results_dir(work_dir, configuration_name)
-    return folder.is_dir() and any(folder.glob("fold_*/checkpoint_*.pt"))
+
+def trainer_class(plans: Plans, configuration_name: str, options: TrainingOptions) -> type[Trainer]:
+    """The trainer named by ``--trainer``, else by the configuration's ``training.trainer``."""
+    return TRAINERS.get(options.trainer or plans.configuration(configuration_name).training.trainer)
 
 
-def train_fold(work_dir, configuration_name: str, fold: int, options, resume: bool = False,
-               overwrite: bool = False) -> tuple[object, dict | None]:
-    """Train one fold; with a time budget (given, or the CPU default) fit the plan to it first.
+def configuration_to_train(plans: Plans, work: WorkDir, configuration_name: str, split_mode: str) -> str:
+    """A planned configuration trains as its recorded budget variant when an earlier fold chose one."""
+    for variant in plans.variants_of(configuration_name):
+        if work.has_checkpoints(variant, split_mode):
+            return variant
+    return configuration_name
 
-    Returns the trainer and the validation summary.
+
+def train_fold(work_dir: str | os.PathLike | WorkDir, configuration_name: str, fold: int,
+               options: TrainingOptions | None = None, length: TrainingLength | None = None,
+               resume: bool = False, overwrite: bool = False) -> Trainer:
+    """Train one fold; with a time budget (given, or the CPU default) decide its length and network first.
+
+    Returns the trainer after training (``trainer.configuration_name`` is what was
+    trained: the planned configuration or its budget variant). Each decision and its
+    reason is logged before training starts and written to ``run.json``.
     """
-    import time
-
-    from autoseg.planning.plans import save_plans
-    from autoseg.training.trainer import Trainer
-    from autoseg.utils.device import resolve_device, use_all_cores
-    from autoseg.utils.files import write_json
-
-    device = resolve_device(options.device)
-    budget = options.time_budget_seconds
-    if budget is None and device.type == "cpu" and options.epochs is None:
+    work = WorkDir.of(work_dir)
+    options = options or TrainingOptions()
+    length = length or TrainingLength()
+    plans = work.load_plans()
+    trainer_type = trainer_class(plans, configuration_name, options)
+    device = prepare_device(options.device)
+    budget = length.time_budget_seconds
+    if budget is None and device.type == "cpu" and length.epochs is None:
         budget = DEFAULT_CPU_BUDGET_SECONDS
         print(f"no GPU: training within the default CPU budget of {budget / 60:.0f} minutes per fold "
               "(--time-budget to change it; --epochs for a fixed length)")
     if budget is None:
-        trainer = Trainer(work_dir, configuration_name, fold, options)
-        return trainer, trainer.run(resume=resume, overwrite=overwrite)
-    if device.type == "cpu":
-        use_all_cores()
+        plan = None
+        if length.epochs or length.iterations_per_epoch:
+            plan = with_length_overrides(plans.configuration(configuration_name).training.iteration_plan(), length)
+        trainer = trainer_type(work, configuration_name, fold, options, iteration_plan=plan)
+        trainer.run(resume=resume, overwrite=overwrite)
+        return trainer
+
     start = time.time()
-    trainer = Trainer(work_dir, configuration_name, fold, options)
+    time_budget = TimeBudget(budget, start)
+    name = configuration_to_train(plans, work, configuration_name, options.split_mode)
+    trainer = trainer_type(work, name, fold, options)
     trainer.check_can_start(resume, overwrite)
-    if resume and trainer.load_resume_point():
-        trainer.deadline = start + max(0.0, budget - trainer.training_seconds)
-        trainer.log(f"time budget: resuming with {(trainer.deadline - start) / 60:.1f} of {budget / 60:.1f} min left")
-        return trainer, trainer.run(already_loaded=True)
+    if resume and trainer.has_checkpoints():
+        resumed = trainer_type(work, name, fold, options, time_budget=time_budget)
+        resumed.run(resume=True)
+        return resumed
+
+    decisions = [f"chosen configuration {name}" + (f" (the budget variant of {configuration_name} chosen by an "
+                                                   "earlier fold)" if name != configuration_name else "")]
     measurement_limit = max(5.0, MEASUREMENT_BUDGET_FRACTION * budget)
-    speed = measure_speed(trainer, time_limit=measurement_limit)
-    chosen_name, reason = "planned", ""
+    speed = stored_speed(trainer.configuration, trainer)
+    if speed is not None:
+        decisions.append(f"speed {speed.seconds_per_iteration:.3f} s per iteration, measured by "
+                         "`autoseg plan --benchmark` on this device")
+    else:
+        speed = measure_speed(trainer, time_limit=measurement_limit)
+        decisions.append(f"measured {speed.seconds_per_iteration:.3f} s per iteration on {speed.device_name} "
+                         f"({speed.threads} threads, {speed.augmentation_workers} augmentation workers)")
     plan = iterations_for_budget(budget, speed.seconds_per_iteration)
-    trainer.log(f"measured {speed.seconds_per_iteration:.2f} s per iteration on {speed.device_name} "
-                f"({speed.threads} threads, {speed.augmentation_workers} augmentation workers): "
-                f"{plan.total_iterations} iterations fit {budget / 60:.1f} min")
-    smaller = budget_variants(trainer.configuration)[1:]
+    decisions.append(f"{plan.total_iterations} iterations fit {budget / 60:.1f} min")
+    variant_reason = ""
     if plan.total_iterations < MIN_USEFUL_ITERATIONS:
-        if fold_has_checkpoints(work_dir, configuration_name):
+        smaller = budget_variants(trainer.configuration)
+        if work.has_checkpoints(name, options.split_mode):
             why = "other folds were trained with it"
-        elif not options.scale_to_budget:
+        elif not length.scale_to_budget:
             why = "--keep-network"
+        elif trainer.configuration.variant_of:
+            why = f"it is already a budget variant of {trainer.configuration.variant_of}"
         elif not smaller:
             why = "it is already the smallest variant"
         else:
             why = None
         if why is not None:
-            trainer.log(f"WARNING: only {plan.total_iterations} iterations fit the budget (< "
-                        f"{MIN_USEFUL_ITERATIONS}), but the network is kept: {why}")
+            decisions.append(f"WARNING: only {plan.total_iterations} iterations fit the budget (< "
+                             f"{MIN_USEFUL_ITERATIONS}), but the network is kept: {why}")
         else:
-            for chosen_name, variant in smaller:
-                trainer = Trainer(work_dir, configuration_name, fold, options, configuration=variant)
-                speed = measure_speed(trainer, time_limit=measurement_limit)
+            for variant in smaller:
+                candidate = trainer_type(work, name, fold, options, configuration=variant)
+                speed = measure_speed(candidate, time_limit=measurement_limit)
                 plan = iterations_for_budget(budget - (time.time() - start), speed.seconds_per_iteration)
-                trainer.log(f"variant '{chosen_name}': {speed.seconds_per_iteration:.3f} s per iteration, "
-                            f"{plan.total_iterations} iterations fit")
+                decisions.append(f"variant {variant.name}: {speed.seconds_per_iteration:.3f} s per iteration, "
+                                 f"{plan.total_iterations} iterations fit")
                 if plan.total_iterations >= MIN_USEFUL_ITERATIONS:
                     break
-            reason = (f"time budget {budget / 60:.1f} min on {speed.device_name} ({speed.threads} threads): the "
-                      f"planned network allowed fewer than {MIN_USEFUL_ITERATIONS} iterations, so it was scaled "
-                      f"down to '{chosen_name}' (measured {speed.seconds_per_iteration:.3f} s per iteration, "
-                      f"{plan.total_iterations} iterations)")
-            plans = trainer.plans
-            configuration = trainer.configuration
-            configuration.reasons["time_budget"] = reason
-            configuration.estimated_memory_bytes = 0
-            plans.configurations[configuration_name] = configuration
-            save_plans(plans, trainer.work_dir / "plans.json")
-            trainer.log(reason)
-    if options.epochs is None:
-        trainer.config.epochs = plan.epochs
-        trainer.config.iterations_per_epoch = plan.iterations_per_epoch
-        trainer.config.validation_iterations_per_epoch = plan.validation_iterations_per_epoch
-    trainer.deadline = start + budget
+            variant_reason = (
+                f"time budget {budget / 60:.1f} min on {speed.device_name} ({speed.threads} threads): "
+                f"{configuration_name} as planned allowed fewer than {MIN_USEFUL_ITERATIONS} iterations, so it is "
+                f"trained as {variant.name} ({variant.network.features_per_stage[0]} base features, batch "
+                f"{variant.batch_size}; measured {speed.seconds_per_iteration:.3f} s per iteration, "
+                f"{plan.total_iterations} iterations)")
+            plans = work.load_plans()
+            add_budget_variant(plans, variant, variant_reason)
+            work.save_plans(plans)
+            name = variant.name
+            decisions.append(variant_reason + f"; recorded in plans.json as {name}")
+    plan = with_length_overrides(plan, length)
+    trainer = trainer_type(work, name, fold, options, iteration_plan=plan, time_budget=time_budget)
+    for line in decisions:
+        trainer.log(line)
+    configuration = trainer.configuration
     record = {
-        "time_budget_seconds": budget, "measured_speed": speed.to_dict(), "variant": chosen_name,
-        "variant_reason": reason, "planned_epochs": trainer.config.epochs,
-        "iterations_per_epoch": trainer.config.iterations_per_epoch,
-        "patch_size": trainer.configuration.patch_size, "batch_size": trainer.configuration.batch_size,
-        "features_per_stage": trainer.configuration.network.features_per_stage}
-    write_json(trainer.output_dir / "run.json", record)
-    summary = trainer.run(overwrite=True)
-    record.update(epochs=trainer.epoch, iterations=trainer.epoch * trainer.config.iterations_per_epoch,
+        "time_budget_seconds": budget, "measured_speed": speed.to_dict(), "configuration": name,
+        "variant_of": configuration.variant_of, "variant_reason": variant_reason, "decisions": decisions,
+        "planned_epochs": plan.epochs, "iterations_per_epoch": plan.iterations_per_epoch,
+        "patch_size": configuration.patch_size, "batch_size": configuration.batch_size,
+        "features_per_stage": configuration.network.features_per_stage}
+    record_path = work.run_record_path(name, fold, options.split_mode)
+    write_json(record_path, record)
+    trainer.run(overwrite=overwrite)
+    record.update(epochs=trainer.epoch, iterations=trainer.epoch * trainer.iterations_per_epoch,
                   training_seconds=trainer.training_seconds,
                   seconds_from_start_to_final_checkpoint=trainer.finished_at - start)
-    write_json(trainer.output_dir / "run.json", record)
-    return trainer, summary
+    write_json(record_path, record)
+    return trainer

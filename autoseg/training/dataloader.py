@@ -16,7 +16,6 @@ round-robin from the workers, so the sequence is reproducible for a fixed worker
 
 from __future__ import annotations
 
-import os
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,27 +26,20 @@ import torch
 from batchgenerators.dataloading.multi_threaded_augmenter import MultiThreadedAugmenter
 from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
 
-from autoseg.planning.plans import ConfigurationPlan
+from autoseg.plans.schema import ConfigurationPlan
+from autoseg.plans.training import TrainingConfig
 from autoseg.training.augmentation import (
     augmentation_patch_size,
     build_training_transforms,
     build_validation_transforms,
 )
-from autoseg.training.config import TrainingConfig
 from autoseg.training.sampling import PatchSampler
+from autoseg.utils.parallel import available_cores
 
 __all__ = ["TrainingBatches", "default_num_workers", "make_training_batches", "make_validation_batches"]
 
 #: Batches each worker keeps ready (batchgenerators found 2 to be enough).
 CACHED_BATCHES_PER_WORKER = 2
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on (affinity / container limits where visible)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def default_num_workers(device_type: str = "cuda") -> int:

@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from autoseg.errors import AutosegInputError
-from autoseg.preprocessing.cache import case_paths
 from autoseg.utils.files import read_json
+from autoseg.workdir import cached_case_paths
 
 __all__ = ["PatchSampler", "num_foreground_samples"]
 
@@ -95,7 +95,7 @@ class PatchSampler:
         # Foreground voxel lists per case: {case: [(class value, (N, 3) int array), ...]} (non-empty only).
         self.foreground: dict[str, list[tuple[int, np.ndarray]]] = {}
         for case_id in self.case_ids:
-            properties_path = case_paths(self.folder, case_id)[2]
+            properties_path = cached_case_paths(self.folder, case_id)[2]
             try:
                 properties = read_json(properties_path)
             except (OSError, ValueError) as error:
@@ -154,7 +154,7 @@ class PatchSampler:
         return arrays
 
     def _load(self, case_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        image_path, label_path, _ = case_paths(self.folder, case_id)
+        image_path, label_path, _ = cached_case_paths(self.folder, case_id)
         image = np.load(image_path, mmap_mode="r")
         label = np.load(label_path, mmap_mode="r")
         if image.ndim != 4 or label.shape != image.shape[1:]:
@@ -207,7 +207,7 @@ class PatchSampler:
             if data is None:
                 data = np.zeros((batch, image.shape[0], *region), dtype=np.float32)
             elif image.shape[0] != data.shape[1]:
-                raise AutosegInputError(f"{case_paths(self.folder, case_id)[0]}: {image.shape[0]} channels, "
+                raise AutosegInputError(f"{cached_case_paths(self.folder, case_id)[0]}: {image.shape[0]} channels, "
                                         f"other cases have {data.shape[1]}")
             voxel = None
             classes = self.foreground[case_id]

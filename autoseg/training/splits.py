@@ -1,24 +1,21 @@
-"""Cross-validation splits, created once per work folder and reused by every configuration.
+"""Cross-validation splits: the rules, and creating them once per work folder.
 
-``splits.json`` (random folds) or ``splits_spacing.json`` (folds by acquisition):
-``{"mode": ..., "seed": ..., "folds": [{"train": [...], "val": [...]}, ...]}``.
+Stored by :class:`autoseg.workdir.WorkDir` (``splits.json`` for random folds,
+``splits_spacing.json`` for folds by acquisition) and reused by every configuration.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 from sklearn.model_selection import KFold
 
 from autoseg.errors import AutosegInputError
-from autoseg.utils.files import read_json, write_json
+from autoseg.workdir import NUM_FOLDS, WorkDir, check_split_mode
 
-NUM_FOLDS = 5
 SPLIT_SEED = 12345
-SPLIT_MODES = ("random", "spacing")
 
 
 def random_splits(case_ids: Sequence[str], num_folds: int = NUM_FOLDS, seed: int = SPLIT_SEED) -> list[dict]:
@@ -52,22 +49,18 @@ def acquisition_splits(case_ids: Sequence[str], slice_counts: Sequence[int], sli
     return folds
 
 
-def splits_path(work_dir: str | os.PathLike, mode: str) -> Path:
-    return Path(work_dir) / ("splits.json" if mode == "random" else f"splits_{mode}.json")
-
-
-def load_or_create_splits(work_dir: str | os.PathLike, case_ids: Sequence[str], mode: str = "random",
+def load_or_create_splits(work_dir: str | os.PathLike | WorkDir, case_ids: Sequence[str], mode: str = "random",
                           fingerprint: dict | None = None) -> list[dict]:
-    """The folds of ``work_dir``: read if they exist (and cover these cases), else created and saved."""
-    if mode not in SPLIT_MODES:
-        raise AutosegInputError(f"--split-by: unknown mode {mode!r} (expected one of {SPLIT_MODES})")
-    path = splits_path(work_dir, mode)
-    if path.is_file():
-        data = read_json(path)
-        listed = {case for fold in data["folds"] for case in fold["val"]}
+    """The folds of the work folder: read if they exist (and cover these cases), else created and saved."""
+    check_split_mode(mode)
+    work = WorkDir.of(work_dir)
+    folds = work.read_splits(mode)
+    if folds is not None:
+        listed = {case for fold in folds for case in fold["val"]}
         if listed == set(case_ids):
-            return data["folds"]
-        raise AutosegInputError(f"{path}: lists other cases than the preprocessed dataset; delete it to re-split")
+            return folds
+        raise AutosegInputError(f"{work.splits_path(mode)}: lists other cases than the preprocessed dataset; "
+                                "delete it to re-split")
     if mode == "random":
         folds = random_splits(case_ids)
     else:
@@ -76,5 +69,5 @@ def load_or_create_splits(work_dir: str | os.PathLike, case_ids: Sequence[str], 
         cases = fingerprint["cases"]
         folds = acquisition_splits(list(case_ids), [cases[c]["shape"][0] for c in case_ids],
                                    [cases[c]["spacing"][0] for c in case_ids])
-    write_json(path, {"mode": mode, "seed": SPLIT_SEED, "folds": folds})
+    work.write_splits(mode, folds, SPLIT_SEED)
     return folds

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from helpers import write_volume
 
+from autoseg.commands import ensemble, evaluate
 from autoseg.errors import AutosegInputError
-from autoseg.evaluation.commands import add_ensemble_parser, add_evaluate_parser
-from autoseg.inference.export import save_probabilities
 from autoseg.io.images import read_label
+from autoseg.io.probabilities import save_probabilities
 from autoseg.planning.hardware import cpu_budget
 from autoseg.planning.planner import plan_experiment
-from autoseg.planning.plans import save_plans
+from autoseg.workdir import WorkDir
 
 SPACING = (2.0, 1.0, 1.0)
 LABELS = {"background": 0, "liver": 1, "tumour": 2}
@@ -23,8 +23,8 @@ LABELS = {"background": 0, "liver": 1, "tumour": 2}
 def run(argv):
     parser = argparse.ArgumentParser(prog="autoseg")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    add_evaluate_parser(subparsers)
-    add_ensemble_parser(subparsers)
+    evaluate.add_parser(subparsers)
+    ensemble.add_parser(subparsers)
     args = parser.parse_args([str(a) for a in argv])
     return args.handler(args)
 
@@ -109,7 +109,7 @@ def test_ensemble_folders_with_postprocessing_from_an_inference_plan(tmp_path, c
     segmentation[1, 3, 3] = 1  # spurious
     probabilities = np.eye(3, dtype=np.float16)[segmentation].transpose(3, 0, 1, 2)
     for folder in ("a", "b"):
-        save_probabilities(probabilities, {"geometry": geometry.to_dict()}, tmp_path / folder / "case_0")
+        save_probabilities(probabilities, geometry, tmp_path / folder / "case_0")
     plan = tmp_path / "inference_plan.json"
     plan.write_text(json.dumps({"configurations": ["2d"], "postprocessing": [
         {"operation": "keep_largest_component", "labels": None}]}))
@@ -142,12 +142,12 @@ def test_ensemble_work_dir_selects_and_writes_the_inference_plan(tmp_path, capsy
         "cases": {case: {"shape": [4, 8, 8], "spacing": list(SPACING), "direction": [1, 0, 0, 0, 1, 0, 0, 0, 1],
                          "bounding_box": [[0, 4], [0, 8], [0, 8]], "shape_after_crop": [4, 8, 8],
                          "class_voxels": {"1": 24, "2": 8}} for case in cases}}
-    save_plans(plan_experiment(fingerprint, str(raw), cpu_budget(8 * 2**30)), work / "plans.json")
+    WorkDir(work).save_plans(plan_experiment(fingerprint, str(raw), cpu_budget(8 * 2**30)))
     folds = [{"train": [c for c in cases if c != case], "val": [case]} for case in cases]
     (work / "splits.json").write_text(json.dumps({"mode": "random", "seed": 0, "folds": folds}))
     probabilities = np.eye(3, dtype=np.float16)[reference].transpose(3, 0, 1, 2)
     for k, case in enumerate(cases):
-        save_probabilities(probabilities, {"geometry": geometry.to_dict()},
+        save_probabilities(probabilities, geometry,
                            work / "results" / "3d_fullres" / f"fold_{k}" / "validation" / case)
 
     assert run(["ensemble", work]) == 0

@@ -7,8 +7,8 @@ import pytest
 
 from autoseg.errors import AutosegInputError
 from autoseg.evaluation.ensemble import ensemble_folders, load_probabilities
-from autoseg.inference.export import save_probabilities
 from autoseg.io.images import ImageGeometry, geometry_mismatch, read_label
+from autoseg.io.probabilities import save_probabilities
 
 SHAPE = (3, 5, 6)  # (z, y, x)
 GEOMETRY = ImageGeometry(shape=SHAPE, spacing=(2.0, 1.0, 0.5), sitk_spacing=(0.5, 1.0, 2.0),
@@ -23,7 +23,7 @@ def random_probabilities(seed, num_classes=3, shape=SHAPE):
 
 
 def write_probabilities(folder, case, probabilities, geometry=GEOMETRY):
-    save_probabilities(probabilities, {"geometry": geometry.to_dict()}, folder / case)
+    save_probabilities(probabilities, geometry, folder / case)
 
 
 def test_load_probabilities_round_trip(tmp_path):

@@ -9,11 +9,11 @@ from helpers import write_volume
 
 from autoseg.errors import AutosegInputError
 from autoseg.evaluation.selection import complete_configurations, format_candidates, select_model
-from autoseg.inference.export import save_probabilities
 from autoseg.io.images import read_label
+from autoseg.io.probabilities import save_probabilities
 from autoseg.planning.hardware import cpu_budget
 from autoseg.planning.planner import plan_experiment
-from autoseg.planning.plans import save_plans
+from autoseg.workdir import WorkDir
 
 SHAPE = (4, 8, 8)
 SPACING = (2.0, 1.0, 1.0)
@@ -68,7 +68,7 @@ def make_work(tmp_path, predictions, missing_folds=None):
     lowres = copy.deepcopy(plans.configurations["3d_fullres"])
     lowres.name = "3d_lowres"
     plans.configurations["3d_lowres"] = lowres
-    save_plans(plans, work / "plans.json")
+    WorkDir(work).save_plans(plans)
     folds = [{"val": CASES[2 * k: 2 * k + 2], "train": CASES[: 2 * k] + CASES[2 * k + 2:]} for k in range(5)]
     (work / "splits.json").write_text(json.dumps({"mode": "random", "seed": 0, "folds": folds}))
     for name, predict in predictions.items():
@@ -76,7 +76,7 @@ def make_work(tmp_path, predictions, missing_folds=None):
             if k in (missing_folds or {}).get(name, []):
                 continue
             for case in fold["val"]:
-                save_probabilities(predict(reference), {"geometry": geometry.to_dict()},
+                save_probabilities(predict(reference), geometry,
                                    work / "results" / name / f"fold_{k}" / "validation" / case)
     return work
 

@@ -9,17 +9,20 @@ import pytest
 from helpers import add_cascade, make_tiny_work_dir, write_volume
 
 from autoseg.cli import main
+from autoseg.commands.train import train_and_validate
 from autoseg.errors import AutosegInputError
 from autoseg.inference.predict_folder import InferenceChoice, choose_models, predict_folder
 from autoseg.io.images import read_image, read_label
+from autoseg.plans.training import IterationPlan
+from autoseg.training.budget import TrainingLength
 from autoseg.training.trainer import Trainer, TrainingOptions
 
 pytestmark = pytest.mark.slow
 
 
 def quick(work, configuration, fold):
-    options = TrainingOptions(epochs=1, iterations_per_epoch=2, num_workers=0, progress=False, validate=False)
-    Trainer(work, configuration, fold, options).run()
+    options = TrainingOptions(num_workers=0, progress=False)
+    Trainer(work, configuration, fold, options, iteration_plan=IterationPlan(1, 2, 1)).run()
 
 
 @pytest.fixture(scope="module")
@@ -96,12 +99,12 @@ def test_without_inference_plan_a_configuration_is_required(trained):
 def test_cascade_runs_end_to_end(tmp_path):
     dataset, work = make_tiny_work_dir(tmp_path, num_training=5, num_test=1)
     add_cascade(work)
-    options = TrainingOptions(epochs=1, iterations_per_epoch=1, num_workers=0, progress=False)
+    options = TrainingOptions(num_workers=0, progress=False)
     with pytest.raises(AutosegInputError, match="-f all"):
         Trainer(work, "3d_cascade_fullres", 0, options)
-    for fold in range(5):
-        Trainer(work, "3d_lowres", fold, options).run()  # validation outputs feed the cascade
-    Trainer(work, "3d_cascade_fullres", 0, options).run()
+    for fold in range(5):  # the validation outputs of every fold feed the cascade
+        train_and_validate(work, "3d_lowres", fold, options, TrainingLength(epochs=1, iterations_per_epoch=1))
+    train_and_validate(work, "3d_cascade_fullres", 0, options, TrainingLength(epochs=1, iterations_per_epoch=1))
     assert (work / "preprocessed" / "3d_fullres__from_3d_lowres" / "case_000.npy").is_file()
     report = predict_folder(work, dataset / "imagesTs", tmp_path / "out", InferenceChoice(["3d_cascade_fullres"]),
                             progress=False)

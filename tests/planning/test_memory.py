@@ -65,9 +65,9 @@ def test_bigger_budget_gives_a_bigger_patch():
 @pytest.mark.parametrize("spacing, patch", [((1.0, 1.0, 1.0), (40, 56, 40)), ((5.0, 0.8, 0.8), (16, 128, 128)),
                                             ((1.0, 1.0), (56, 40))])
 def test_parameter_count_matches_the_built_network(architecture, spacing, patch):
-    from autoseg.planning.memory import count_parameters
-    from autoseg.training.network import build_network
-    from autoseg.training.network import count_parameters as count_module
+    from autoseg.model.builders import build_network
+    from autoseg.model.builders import count_module_parameters as count_module
+    from autoseg.plans.architectures import count_parameters
 
     network, _ = make_network_config(spacing, patch, len(patch), architecture)
     assert count_parameters(network, 2, 4) == count_module(build_network(network, 2, 4))

@@ -7,8 +7,8 @@ import json
 import numpy as np
 
 from autoseg.cli import main
-from autoseg.planning.plans import load_plans
-from autoseg.preprocessing.cache import cache_folder, load_cached_case
+from autoseg.preprocessing.cache import load_cached_case
+from autoseg.workdir import WorkDir
 
 
 def run_plan(dataset, work, *extra):
@@ -24,10 +24,10 @@ def test_plan_writes_fingerprint_plans_and_cache(raw_dataset, tmp_path, capsys):
     stats = fingerprint["channels"]["0"]
     assert stats["percentile_00_5"] < stats["median"] < stats["percentile_99_5"]
     assert fingerprint["classes"]["1"]["num_cases_present"] == 3
-    plans = load_plans(work / "plans.json")
+    plans = WorkDir(work).load_plans()
     assert plans.normalization[0].scheme == "ct"
     for name, configuration in plans.configurations.items():
-        folder = cache_folder(work, configuration.data_identifier)
+        folder = WorkDir(work).cache_folder(configuration.data_identifier)
         image, label, properties = load_cached_case(folder, "case_001")
         assert isinstance(image, np.memmap) and image.dtype == np.float32
         assert image.shape[1:] == label.shape
@@ -48,13 +48,13 @@ def test_rerun_skips_done_cases_and_keeps_edited_plans(raw_dataset, tmp_path, ca
     assert "3 preprocessed" in output  # the normalization changed, so the cache was redone
     assert run_plan(raw_dataset, work) == 0
     assert "0 preprocessed, 3 already done" in capsys.readouterr().out
-    assert load_plans(work / "plans.json").normalization[0].scheme == "ct_window"
+    assert WorkDir(work).load_plans().normalization[0].scheme == "ct_window"
 
 
 def test_ct_window_option(raw_dataset, tmp_path):
     work = tmp_path / "work"
     assert run_plan(raw_dataset, work, "--ct-window", "-200", "500", "--no-preprocess") == 0
-    entry = load_plans(work / "plans.json").normalization[0]
+    entry = WorkDir(work).load_plans().normalization[0]
     assert (entry.scheme, entry.clip_low, entry.clip_high) == ("ct_window", -200.0, 500.0)
     assert not (work / "preprocessed").exists()
 
@@ -86,7 +86,7 @@ def test_plan_on_a_synthetic_anisotropic_ct_dataset(tmp_path):
     dataset = generate_synthetic_dataset(tmp_path, SyntheticDatasetSpec(num_training=6, in_plane_shape=(32, 32)))
     work = tmp_path / "work"
     assert run_plan(dataset, work) == 0
-    plans = load_plans(work / "plans.json")
+    plans = WorkDir(work).load_plans()
     fullres = plans.configurations["3d_fullres"]
     assert fullres.target_spacing[0] > 2 * fullres.target_spacing[1]  # thick slices kept thick
     assert fullres.training.augmentation.rotate_in_plane_only
@@ -103,6 +103,6 @@ def test_benchmark_stores_measured_speed(tmp_path, capsys):
     capsys.readouterr()
     assert main(["plan", str(dataset), "-o", str(work), "-j", "1", "--benchmark"]) == 0
     assert "iterations per hour" in capsys.readouterr().out
-    for configuration in load_plans(work / "plans.json").configurations.values():
+    for configuration in WorkDir(work).load_plans().configurations.values():
         speed = configuration.measured_speed
         assert speed["seconds_per_iteration"] > 0 and speed["threads"] >= 1 and speed["device"] == "cpu"

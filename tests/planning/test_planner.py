@@ -7,7 +7,7 @@ import pytest
 
 from autoseg.planning.hardware import cpu_budget, gpu_budget
 from autoseg.planning.planner import LOWRES_CREATION_THRESHOLD, choose_normalization, plan_experiment
-from autoseg.planning.plans import Plans
+from autoseg.plans import Plans
 
 CT_STATS = {"mean": 100.0, "std": 50.0, "median": 90.0, "min": -1000.0, "max": 2000.0,
             "percentile_00_5": -50.0, "percentile_99_5": 300.0, "num_samples": 1000}

@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from autoseg.planning.spacing import shape_after_resampling
-from autoseg.preprocessing.crop import bounding_box, crop_to_box, nonzero_mask, paste_into_box
 from autoseg.preprocessing.resample import (
     resample_image,
     resample_label,
     resample_probabilities,
     thick_axis_for_resampling,
 )
+from autoseg.utils.crop import bounding_box, crop_to_box, nonzero_mask, paste_into_box
 
 
 def test_bounding_box_of_nonzero_region():

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from autoseg.planning.plans import ChannelNormalization
-from autoseg.preprocessing.normalize import normalize_channel, normalize_image
+from autoseg.plans import ChannelNormalization
+from autoseg.plans.normalization import normalize_channel, normalize_image
 
 
 def test_ct_clips_then_uses_dataset_statistics():

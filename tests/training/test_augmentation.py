@@ -7,6 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from autoseg.plans.training import AugmentationConfig
 from autoseg.training.augmentation import (
     IntensityShiftTransform,
     SliceThicknessTransform,
@@ -15,7 +16,6 @@ from autoseg.training.augmentation import (
     build_validation_transforms,
     simulate_slice_thickness,
 )
-from autoseg.training.config import AugmentationConfig
 
 #: Every probability 0 and no mirroring: the pipeline must be a plain centre crop.
 OFF = AugmentationConfig(

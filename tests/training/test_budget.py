@@ -1,4 +1,4 @@
-"""Time budgets: duration parsing, iterations from a measured speed, scaled plans, stopping on time."""
+"""Time budgets: duration parsing, iterations from a measured speed, budget variants, stopping on time."""
 
 from __future__ import annotations
 
@@ -9,19 +9,17 @@ import pytest
 from helpers import make_tiny_work_dir
 
 from autoseg.errors import AutosegInputError
+from autoseg.model.builders import build_network
+from autoseg.model.checkpoints import load_checkpoint
+from autoseg.model.device import device_name
 from autoseg.planning.hardware import cpu_budget
 from autoseg.planning.planner import fit_patch_and_batch
-from autoseg.planning.plans import ConfigurationPlan, load_plans
-from autoseg.training.budget import (
-    budget_variants,
-    iterations_for_budget,
-    parse_duration,
-    scaled_configuration,
-    train_fold,
-)
-from autoseg.training.checkpoints import load_checkpoint
-from autoseg.training.network import build_network
+from autoseg.planning.variants import budget_variants, scaled_configuration
+from autoseg.plans import ConfigurationPlan
+from autoseg.training.budget import TrainingLength, iterations_for_budget, train_fold
 from autoseg.training.trainer import TrainingOptions
+from autoseg.utils.durations import parse_duration
+from autoseg.workdir import WorkDir
 
 
 @pytest.mark.parametrize("text, seconds", [("45m", 2700), ("2h", 7200), ("1h30m", 5400), ("90s", 90),
@@ -60,10 +58,12 @@ def planned_configuration() -> ConfigurationPlan:
 def test_variants_get_smaller_and_keep_the_topology_rules():
     planned = planned_configuration()
     variants = budget_variants(planned)
-    assert variants[0][1] is planned
-    costs = [c.batch_size * sum(c.network.features_per_stage) for _, c in variants]
+    assert planned.batch_size > 2 and [v.name for v in variants] == [
+        "3d_fullres_f32_b2", "3d_fullres_f16_b2", "3d_fullres_f8_b2"]
+    costs = [c.batch_size * sum(c.network.features_per_stage) for c in [planned] + variants]
     assert costs == sorted(costs, reverse=True) and len(set(costs)) == len(costs)
-    for _, configuration in variants:
+    for configuration in variants:
+        assert configuration.variant_of == "3d_fullres" and configuration.measured_speed is None
         network = configuration.network
         network.validate()
         assert network.strides == planned.network.strides and network.kernel_sizes == planned.network.kernel_sizes
@@ -81,35 +81,73 @@ def test_scaled_configuration_halves_features_and_sets_batch():
     assert scaled.batch_size == 2
 
 
+def options() -> TrainingOptions:
+    return TrainingOptions(num_workers=0, progress=False)
+
+
 @pytest.mark.slow
 def test_tiny_budget_stops_on_time_and_leaves_a_final_checkpoint(tmp_path):
     _, work = make_tiny_work_dir(tmp_path)
     budget = 12.0
     start = time.time()
-    options = TrainingOptions(num_workers=0, progress=False, validate=False, time_budget_seconds=budget)
-    trainer, _ = train_fold(work, "3d_fullres", 0, options)
+    trainer = train_fold(work, "3d_fullres", 0, options(), TrainingLength(time_budget_seconds=budget))
     elapsed = time.time() - start
     assert elapsed < budget + 5  # one epoch of slack at most (plus start-up)
     content = load_checkpoint(trainer.output_dir / "checkpoint_final.pt")
-    assert content["epoch"] == trainer.config.epochs >= 1
+    assert content["epoch"] == trainer.epochs >= 1
+    assert content["iteration_plan"]["epochs"] == trainer.epochs
     assert content["curves"]["learning_rate"][-1] < 0.01
     run = json.loads((trainer.output_dir / "run.json").read_text())
     assert run["measured_speed"]["seconds_per_iteration"] > 0
     assert run["time_budget_seconds"] == budget
+    assert any("iterations fit" in line for line in run["decisions"])
 
 
-@pytest.mark.slow
-def test_short_budget_scales_the_network_and_records_why(tmp_path):
-    _, work = make_tiny_work_dir(tmp_path)
-    plans_path = work / "plans.json"
+def make_slow_plan(work) -> None:
+    """Give 3d_fullres a network far too wide for a few seconds of training."""
+    plans_path = WorkDir(work).plans_path
     data = json.loads(plans_path.read_text())
     network = data["configurations"]["3d_fullres"]["network"]
     network["features_per_stage"] = [32 * 2**i for i in range(len(network["features_per_stage"]))]
     data["configurations"]["3d_fullres"]["batch_size"] = 4
     plans_path.write_text(json.dumps(data))
-    options = TrainingOptions(num_workers=0, progress=False, validate=False, time_budget_seconds=8.0)
-    train_fold(work, "3d_fullres", 0, options)
-    configuration = load_plans(plans_path).configurations["3d_fullres"]
-    assert configuration.batch_size == 2
-    assert configuration.network.features_per_stage[0] < 32
-    assert "time budget" in configuration.reasons["time_budget"]
+
+
+@pytest.mark.slow
+def test_short_budget_records_a_variant_and_leaves_the_planned_configuration(tmp_path):
+    _, work = make_tiny_work_dir(tmp_path)
+    make_slow_plan(work)
+    planned_before = WorkDir(work).load_plans().configurations["3d_fullres"].to_dict()
+    trainer = train_fold(work, "3d_fullres", 0, options(), TrainingLength(time_budget_seconds=8.0))
+    plans = WorkDir(work).load_plans()
+    assert plans.configurations["3d_fullres"].to_dict() == planned_before  # never overwritten
+    name = trainer.configuration_name
+    assert plans.variants_of("3d_fullres") == [name] and name.startswith("3d_fullres_f")
+    variant = plans.configurations[name]
+    assert variant.batch_size == 2 and variant.network.features_per_stage[0] < 32
+    assert "time budget" in variant.reasons["time_budget"]
+    assert trainer.output_dir == WorkDir(work).fold_dir(name, 0)
+    assert (trainer.output_dir / "checkpoint_final.pt").is_file()
+    assert not WorkDir(work).has_checkpoints("3d_fullres")
+    # the next fold of 3d_fullres trains as the same variant, without measuring the planned network again
+    second = train_fold(work, "3d_fullres", 1, options(), TrainingLength(time_budget_seconds=4.0))
+    assert second.configuration_name == name
+    assert WorkDir(work).load_plans().variants_of("3d_fullres") == [name]
+
+
+@pytest.mark.slow
+def test_the_speed_stored_by_plan_benchmark_is_used(tmp_path):
+    import torch
+
+    _, work = make_tiny_work_dir(tmp_path)
+    plans = WorkDir(work).load_plans()
+    stored = {"seconds_per_iteration": 0.001234, "device": "cpu", "device_name": device_name(torch.device("cpu")),
+              "threads": torch.get_num_threads(), "augmentation_workers": 0, "iterations_timed": 5}
+    plans.configurations["3d_fullres"].measured_speed = stored
+    WorkDir(work).save_plans(plans)
+    trainer = train_fold(work, "3d_fullres", 0, options(), TrainingLength(time_budget_seconds=3.0))
+    run = json.loads((trainer.output_dir / "run.json").read_text())
+    assert run["measured_speed"] == stored
+    assert any("autoseg plan --benchmark" in line for line in run["decisions"])
+    # 3 s at 0.001 s per iteration: dozens of epochs planned, then fitted to the deadline as training goes
+    assert run["planned_epochs"] > 10 and trainer.epochs < run["planned_epochs"]

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from autoseg.planning.network_config import NetworkConfig
-from autoseg.planning.plans import ConfigurationPlan
+from autoseg.plans import ConfigurationPlan
+from autoseg.plans.network import NetworkConfig
+from autoseg.plans.training import AugmentationConfig, TrainingConfig
 from autoseg.preprocessing.preprocess import sample_class_locations
 from autoseg.training.augmentation import augmentation_patch_size, build_training_transforms
-from autoseg.training.config import AugmentationConfig, TrainingConfig
 from autoseg.training.dataloader import (
     TrainingBatches,
     default_num_workers,

@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from autoseg.planning.network_config import NetworkConfig
+from autoseg.model.builders import build_network
+from autoseg.plans.network import NetworkConfig
 from autoseg.training.loss import (
     DeepSupervisionLoss,
     DiceCELoss,
@@ -12,7 +13,6 @@ from autoseg.training.loss import (
     deep_supervision_weights,
     downsample_target,
 )
-from autoseg.training.network import build_network
 
 
 def confident_logits(labels: torch.Tensor, num_classes: int, margin: float = 30.0) -> torch.Tensor:

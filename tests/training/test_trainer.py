@@ -8,9 +8,12 @@ import numpy as np
 import pytest
 from helpers import make_tiny_work_dir
 
+from autoseg.commands.train import train_and_validate
 from autoseg.errors import AutosegInputError
 from autoseg.io.images import read_image, read_label
-from autoseg.training.checkpoints import load_checkpoint
+from autoseg.model.checkpoints import load_checkpoint
+from autoseg.plans.training import IterationPlan
+from autoseg.training.budget import TrainingLength
 from autoseg.training.trainer import Trainer, TrainingOptions, polynomial_lr, pseudo_dice_counts
 
 pytestmark = pytest.mark.slow
@@ -21,9 +24,15 @@ def tiny(tmp_path_factory):
     return make_tiny_work_dir(tmp_path_factory.mktemp("tiny"))
 
 
-def options(**kwargs):
-    defaults = dict(epochs=2, iterations_per_epoch=2, num_workers=0, progress=False)
-    return TrainingOptions(**{**defaults, **kwargs})
+OPTIONS = TrainingOptions(num_workers=0, progress=False)
+
+
+def plan(epochs: int, iterations_per_epoch: int = 2) -> IterationPlan:
+    return IterationPlan(epochs, iterations_per_epoch, 1)
+
+
+def train_and_score(work, configuration, fold, epochs=2, iterations_per_epoch=2):
+    return train_and_validate(work, configuration, fold, OPTIONS, TrainingLength(epochs, iterations_per_epoch))
 
 
 def test_polynomial_learning_rate():
@@ -44,8 +53,7 @@ def test_pseudo_dice_counts():
 
 def test_training_writes_checkpoints_plot_log_and_validation(tiny):
     dataset, work = tiny
-    trainer = Trainer(work, "3d_fullres", 0, options())
-    summary = trainer.run()
+    trainer, summary = train_and_score(work, "3d_fullres", 0)
     output = trainer.output_dir
     for name in ("checkpoint_latest.pt", "checkpoint_best.pt", "checkpoint_final.pt", "progress.png",
                  "training_log.txt"):
@@ -67,15 +75,15 @@ def test_training_writes_checkpoints_plot_log_and_validation(tiny):
 
 def test_existing_checkpoints_need_resume_or_overwrite(tiny):
     _, work = tiny
-    Trainer(work, "3d_fullres", 1, options(epochs=1, validate=False)).run()
+    Trainer(work, "3d_fullres", 1, OPTIONS, iteration_plan=plan(1)).run()
     with pytest.raises(AutosegInputError, match="--resume"):
-        Trainer(work, "3d_fullres", 1, options(epochs=1, validate=False)).run()
-    Trainer(work, "3d_fullres", 1, options(epochs=1, validate=False)).run(overwrite=True)
+        Trainer(work, "3d_fullres", 1, OPTIONS, iteration_plan=plan(1)).run()
+    Trainer(work, "3d_fullres", 1, OPTIONS, iteration_plan=plan(1)).run(overwrite=True)
 
 
 def test_resume_continues_where_it_stopped(tiny):
     _, work = tiny
-    first = Trainer(work, "3d_fullres", 2, options(epochs=3, validate=False))
+    first = Trainer(work, "3d_fullres", 2, OPTIONS, iteration_plan=plan(3))
     calls = {"count": 0}
     original_step = first.train_step
 
@@ -92,7 +100,7 @@ def test_resume_continues_where_it_stopped(tiny):
     assert saved["epoch"] == 1
     first_epoch_loss = saved["curves"]["train_loss"][0]
 
-    resumed = Trainer(work, "3d_fullres", 2, options(epochs=3, validate=False))
+    resumed = Trainer(work, "3d_fullres", 2, OPTIONS)  # the interrupted run's length comes from its checkpoint
     resumed.run(resume=True)
     assert resumed.epoch == 3
     assert resumed.curves.train_loss[0] == first_epoch_loss
@@ -105,19 +113,19 @@ def test_resume_continues_where_it_stopped(tiny):
 
 def test_2d_configuration_trains_and_validates(tiny):
     _, work = tiny
-    summary = Trainer(work, "2d", 0, options(epochs=1)).run()
+    _, summary = train_and_score(work, "2d", 0, epochs=1)
     assert summary["num_cases"] >= 1
 
 
 def test_short_training_on_an_easy_task_learns(tmp_path):
     from helpers import make_easy_dataset, shrink_networks
 
-    from autoseg.planning.pipeline import run_planning
+    from autoseg.commands.plan import run_planning
 
     dataset = make_easy_dataset(tmp_path / "Easy")
     work = tmp_path / "work"
     run_planning(dataset, work, num_workers=1, progress=False)
     shrink_networks(work, base_features=8, cap=32)
-    summary = Trainer(work, "3d_fullres", 0, options(epochs=10, iterations_per_epoch=10)).run()
+    _, summary = train_and_score(work, "3d_fullres", 0, epochs=10, iterations_per_epoch=10)
     # chance level for a ~15%-of-volume organ is a Dice of about 0.15
     assert summary["per_class"][1]["dice"]["mean"] > 0.7

@@ -3,11 +3,9 @@ import json
 import numpy as np
 import pytest
 
-from autoseg.evaluation.postprocessing import (
-    apply_postprocessing,
-    keep_largest_component,
-    learn_postprocessing,
-)
+from autoseg.errors import AutosegInputError
+from autoseg.evaluation.learn_postprocessing import learn_postprocessing
+from autoseg.postprocessing.components import apply_postprocessing, keep_largest_component
 
 
 def organ_case(blob: bool):
@@ -81,7 +79,7 @@ def test_apply_postprocessing_plan():
     np.testing.assert_array_equal(apply_postprocessing(prediction, steps[1:]) == 1,
                                   keep_largest_component(prediction, [1]) == 1)
     np.testing.assert_array_equal(apply_postprocessing(prediction, []), prediction)
-    with pytest.raises(ValueError, match="unknown postprocessing operation"):
+    with pytest.raises(AutosegInputError, match="unknown postprocessing operation 'fill_holes'"):
         apply_postprocessing(prediction, [{"operation": "fill_holes"}])
 
 

@@ -6,7 +6,13 @@ Defaults follow nnU-Net (Isensee et al. 2021); the planner adapts some of them
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
+
+#: Validation batches per epoch are at most the training iterations divided by this.
+VALIDATION_ITERATIONS_DIVISOR = 5
+#: The trainer used when plans.json names none (see ``autoseg.training.trainer.TRAINERS``).
+DEFAULT_TRAINER = "default"
 
 
 @dataclass
@@ -68,6 +74,8 @@ class TrainingConfig:
         oversample_foreground: fraction of each batch forced to contain foreground.
         checkpoint_every_epochs: how often ``checkpoint_latest.pt`` is written.
         num_workers: augmentation worker processes (None = fit the machine).
+        trainer: name of the trainer class (``autoseg.training.trainer.TRAINERS``) that
+            builds network, loss, optimizer and schedule; ``--trainer`` overrides it.
     """
 
     epochs: int = 1000
@@ -81,7 +89,28 @@ class TrainingConfig:
     oversample_foreground: float = 0.33
     checkpoint_every_epochs: int = 50
     num_workers: int | None = None
+    trainer: str = DEFAULT_TRAINER
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+
+    def iteration_plan(self) -> IterationPlan:
+        """The planned training length (nnU-Net's 1000 x 250 unless plans.json says otherwise)."""
+        return IterationPlan(self.epochs, self.iterations_per_epoch,
+                             validation_iterations(self.iterations_per_epoch, self.validation_iterations_per_epoch))
+
+    def validate(self, where: str = "training") -> None:
+        """Raise ValueError naming the field when a value is out of range."""
+        for name in ("epochs", "iterations_per_epoch", "validation_iterations_per_epoch", "checkpoint_every_epochs"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{where}.{name} must be a positive integer, got {value!r}")
+        if not self.initial_lr > 0:
+            raise ValueError(f"{where}.initial_lr must be positive, got {self.initial_lr}")
+        if not 0 <= self.oversample_foreground <= 1:
+            raise ValueError(f"{where}.oversample_foreground must be in [0, 1], got {self.oversample_foreground}")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ValueError(f"{where}.num_workers must be >= 0 or null, got {self.num_workers}")
+        if not isinstance(self.trainer, str) or not self.trainer:
+            raise ValueError(f"{where}.trainer must be a trainer name, got {self.trainer!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -102,3 +131,33 @@ class TrainingConfig:
         if unknown:
             raise ValueError(f"unknown training settings {sorted(unknown)}")
         return cls(augmentation=AugmentationConfig(**augmentation), **data)
+
+
+def validation_iterations(iterations_per_epoch: int, configured: int | None = None) -> int:
+    """Validation batches per epoch: ``configured`` (default: the cap), at most a fifth of the training iterations.
+
+    One rule for the trainer and for the time budget, which must count the same batches.
+    """
+    cap = max(1, math.ceil(iterations_per_epoch / VALIDATION_ITERATIONS_DIVISOR))
+    return cap if configured is None else max(1, min(int(configured), cap))
+
+
+@dataclass(frozen=True)
+class IterationPlan:
+    """How long one training run is: ``epochs x iterations_per_epoch`` training iterations,
+    plus ``validation_iterations_per_epoch`` validation batches after each epoch.
+
+    The Trainer takes it as an input: from the plans (:meth:`TrainingConfig.iteration_plan`),
+    from the command line, or from the time-budget decision (``autoseg.training.budget``).
+    """
+
+    epochs: int
+    iterations_per_epoch: int
+    validation_iterations_per_epoch: int
+
+    @property
+    def total_iterations(self) -> int:
+        return self.epochs * self.iterations_per_epoch
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,16 +1,21 @@
-"""Choosing the compute device."""
+"""The compute device and its threads: one place decides both, for training, benchmarks and prediction."""
 
 from __future__ import annotations
 
 import os
+import platform
 
 import torch
 
 from autoseg.errors import AutosegInputError
+from autoseg.utils.parallel import available_cores
+
+#: Environment variable that fixes the number of compute threads (e.g. on a shared machine).
+THREADS_VARIABLE = "AUTOSEG_NUM_THREADS"
 
 
 def resolve_device(name: str | None = None) -> torch.device:
-    """``cuda``, ``mps`` or ``cpu``; None picks CUDA, then Apple MPS, then the CPU."""
+    """``cuda``, ``mps`` or ``cpu``; None or ``auto`` picks CUDA, then Apple MPS, then the CPU."""
     if name is None or name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -24,18 +29,6 @@ def resolve_device(name: str | None = None) -> torch.device:
     if name not in ("cpu", "mps") and not name.startswith("cuda"):
         raise AutosegInputError(f"--device {name}: expected cuda, cpu or mps")
     return torch.device(name)
-
-
-#: Environment variable that fixes the number of compute threads (e.g. on a shared machine).
-THREADS_VARIABLE = "AUTOSEG_NUM_THREADS"
-
-
-def available_cores() -> int:
-    """Cores this process may run on (affinity-aware)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
 
 
 def use_all_cores() -> int:
@@ -54,3 +47,26 @@ def use_all_cores() -> int:
         threads = available_cores()
     torch.set_num_threads(threads)
     return threads
+
+
+def prepare_device(name: str | None = None) -> torch.device:
+    """Resolve ``name`` (see :func:`resolve_device`); on the CPU also give torch every core.
+
+    Every command that computes calls this once, so training, speed measurement and
+    prediction run with the same device and thread choice.
+    """
+    device = resolve_device(name)
+    if device.type == "cpu":
+        use_all_cores()
+    return device
+
+
+def device_name(device: torch.device) -> str:
+    """Human-readable name of the hardware behind ``device`` (GPU model or CPU model)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as handle:
+            return next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "cpu"

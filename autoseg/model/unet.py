@@ -1,4 +1,5 @@
-"""U-Net (plain or residual encoder) built from a :class:`NetworkConfig`.
+"""U-Net (plain or residual encoder) built from a :class:`NetworkConfig`; build it with
+:func:`autoseg.model.builders.build_network`, which picks the encoder by architecture name.
 
 Tensors are ``(B, C, z, y, x)`` for 3D and ``(B, C, y, x)`` for 2D; per-axis lists in the
 config (kernel sizes, strides) follow the same spatial axis order. Stage 0 works at full
@@ -23,14 +24,18 @@ per-channel mean, so such a bias would have no effect.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from autoseg.planning.network_config import NetworkConfig
+from autoseg.plans.network import NetworkConfig
 
-__all__ = ["InstanceNorm", "SegmentationNetwork", "build_network", "count_parameters"]
+__all__ = ["ConvNormAct", "InstanceNorm", "ResidualBlock", "SegmentationNetwork", "plain_encoder_stage",
+           "residual_encoder_stage"]
+
+#: Builds encoder stage ``i``: ``(config, stage, in_channels) -> module``; the stage's first block downsamples.
+EncoderStage = Callable[[NetworkConfig, int, int], nn.Module]
 
 
 class InstanceNorm(nn.GroupNorm):
@@ -157,14 +162,18 @@ class DecoderStage(nn.Module):
 class SegmentationNetwork(nn.Module):
     """U-Net for ``(B, in_channels, *spatial)`` inputs, returning ``(B, num_classes, *spatial)`` logits.
 
-    Build it with :func:`build_network`. Set ``deep_supervision`` (a plain bool) to choose
+    ``encoder_stage`` builds each encoder stage (:func:`plain_encoder_stage`,
+    :func:`residual_encoder_stage`, or a registered architecture's own); the decoder and
+    heads are shared. Set ``deep_supervision`` (a plain bool) to choose
     what :meth:`forward` returns; the segmentation heads for the lower resolutions exist
     whatever the flag, so the state dict does not depend on it.
     """
 
-    def __init__(self, config: NetworkConfig, in_channels: int, num_classes: int):
+    def __init__(self, config: NetworkConfig, in_channels: int, num_classes: int, encoder_stage: EncoderStage):
         super().__init__()
-        _validate(config, in_channels, num_classes)
+        config.validate()
+        if in_channels < 1 or num_classes < 1:
+            raise ValueError(f"in_channels and num_classes must be >= 1, got {in_channels} and {num_classes}")
         self.config = copy.deepcopy(config)  # later edits of the caller's config do not apply
         self.in_channels = in_channels
         self.num_classes = num_classes
@@ -176,28 +185,7 @@ class SegmentationNetwork(nn.Module):
         slope = config.negative_slope
         n = config.n_stages
 
-        stages = []
-        for i in range(n):
-            stage_in = in_channels if i == 0 else feats[i - 1]
-            kernel, stride = config.kernel_sizes[i], config.strides[i]
-            n_blocks = config.n_blocks_per_stage_encoder[i]
-            if config.architecture == "unet":
-                blocks = [
-                    ConvNormAct(dim, stage_in if b == 0 else feats[i], feats[i], kernel,
-                                stride if b == 0 else [1] * dim, slope)
-                    for b in range(n_blocks)
-                ]
-            else:  # residual_encoder_unet
-                blocks = []
-                if i == 0:
-                    blocks.append(ConvNormAct(dim, in_channels, feats[0], kernel, stride, slope))
-                    stage_in = feats[0]
-                blocks += [
-                    ResidualBlock(dim, stage_in if b == 0 else feats[i], feats[i], kernel,
-                                  stride if b == 0 else [1] * dim, slope)
-                    for b in range(n_blocks)
-                ]
-            stages.append(nn.Sequential(*blocks))
+        stages = [encoder_stage(config, i, in_channels if i == 0 else feats[i - 1]) for i in range(n)]
         self.encoder = nn.ModuleList(stages)
 
         # decoder[j] works at encoder level n - 2 - j (deepest first)
@@ -266,30 +254,25 @@ class SegmentationNetwork(nn.Module):
         return scales
 
 
-def _validate(config: NetworkConfig, in_channels: int, num_classes: int) -> None:
-    config.validate()
-    if config.n_stages < 2:
-        raise ValueError(f"a U-Net needs at least 2 stages, got {config.n_stages}")
-    if in_channels < 1 or num_classes < 1:
-        raise ValueError(f"in_channels and num_classes must be >= 1, got {in_channels} and {num_classes}")
-    if any(f < 1 for f in config.features_per_stage):
-        raise ValueError(f"features_per_stage must be positive, got {config.features_per_stage}")
-    if any(k < 1 or k % 2 == 0 for kernel in config.kernel_sizes for k in kernel):
-        raise ValueError(f"kernel sizes must be odd and positive (padding = kernel // 2), got {config.kernel_sizes}")
-    if any(s < 1 for stride in config.strides for s in stride):
-        raise ValueError(f"strides must be >= 1, got {config.strides}")
-    if any(b < 1 for b in config.n_blocks_per_stage_encoder + config.n_conv_per_stage_decoder):
-        raise ValueError("n_blocks_per_stage_encoder and n_conv_per_stage_decoder entries must be >= 1")
-    if config.negative_slope < 0:
-        raise ValueError(f"negative_slope must be >= 0, got {config.negative_slope}")
+def plain_encoder_stage(config: NetworkConfig, stage: int, in_channels: int) -> nn.Module:
+    """``unet``: ``n_blocks_per_stage_encoder[stage]`` conv-norm-act blocks, the first one strided."""
+    dim, out = config.dimension, config.features_per_stage[stage]
+    kernel, stride = config.kernel_sizes[stage], config.strides[stage]
+    return nn.Sequential(*[
+        ConvNormAct(dim, in_channels if b == 0 else out, out, kernel, stride if b == 0 else [1] * dim,
+                    config.negative_slope)
+        for b in range(config.n_blocks_per_stage_encoder[stage])])
 
 
-def build_network(config: NetworkConfig, in_channels: int, num_classes: int) -> SegmentationNetwork:
-    """Build the network described by ``config`` for ``in_channels`` input channels and
-    ``num_classes`` output classes (background included). Raises ValueError on an invalid config."""
-    return SegmentationNetwork(config, in_channels, num_classes)
-
-
-def count_parameters(module: nn.Module) -> int:
-    """Number of scalar parameters of ``module`` (each shared parameter counted once)."""
-    return sum(p.numel() for p in module.parameters())
+def residual_encoder_stage(config: NetworkConfig, stage: int, in_channels: int) -> nn.Module:
+    """``residual_encoder_unet``: residual blocks, the first one strided; stage 0 starts with a conv stem."""
+    dim, out = config.dimension, config.features_per_stage[stage]
+    kernel, stride = config.kernel_sizes[stage], config.strides[stage]
+    blocks: list[nn.Module] = []
+    if stage == 0:
+        blocks.append(ConvNormAct(dim, in_channels, out, kernel, stride, config.negative_slope))
+        in_channels = out
+    blocks += [ResidualBlock(dim, in_channels if b == 0 else out, out, kernel, stride if b == 0 else [1] * dim,
+                             config.negative_slope)
+               for b in range(config.n_blocks_per_stage_encoder[stage])]
+    return nn.Sequential(*blocks)

@@ -4,15 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from autoseg.planning.network_config import NetworkConfig
-from autoseg.training.network import (
-    ConvNormAct,
-    InstanceNorm,
-    ResidualBlock,
-    SegmentationNetwork,
-    build_network,
-    count_parameters,
-)
+from autoseg.model.builders import build_network
+from autoseg.model.builders import count_module_parameters as count_parameters
+from autoseg.model.unet import ConvNormAct, InstanceNorm, ResidualBlock, SegmentationNetwork
+from autoseg.plans.network import NetworkConfig
 
 
 def config_2d(**overrides) -> NetworkConfig:

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from autoseg.errors import AutosegInputError
-from autoseg.training.checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
+from autoseg.model.checkpoints import load_checkpoint, save_checkpoint
 from autoseg.training.progress import TrainingCurves, plot_progress
+from autoseg.workdir import checkpoint_file
 
 
 def test_round_trip_with_weights_only(tmp_path):
@@ -13,7 +14,7 @@ def test_round_trip_with_weights_only(tmp_path):
     optimizer = torch.optim.SGD(network.parameters(), lr=0.1, momentum=0.9)
     network(torch.randn(1, 1, 4, 4, 4)).sum().backward()
     optimizer.step()
-    path = checkpoint_path(tmp_path, "latest")
+    path = checkpoint_file(tmp_path, "latest")
     save_checkpoint(path, {"network": network.state_dict(), "optimizer": optimizer.state_dict(), "epoch": 3,
                            "curves": TrainingCurves(train_loss=[1.0, 0.5]).to_dict()})
     content = load_checkpoint(path)
@@ -24,7 +25,7 @@ def test_round_trip_with_weights_only(tmp_path):
 
 
 def test_failed_write_leaves_the_previous_checkpoint(tmp_path):
-    path = checkpoint_path(tmp_path, "final")
+    path = checkpoint_file(tmp_path, "final")
     save_checkpoint(path, {"epoch": 1})
 
     class Unsaveable:

@@ -1,4 +1,7 @@
-"""Checkpoints: state dicts and plain values only, written atomically, read with ``weights_only=True``."""
+"""Checkpoints: state dicts and plain values only, written atomically, read with ``weights_only=True``.
+
+Where they live: :func:`autoseg.workdir.checkpoint_file` / ``WorkDir.checkpoint_path``.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +13,6 @@ import torch
 
 from autoseg.errors import AutosegInputError
 from autoseg.utils.files import atomic_path
-
-CHECKPOINT_NAMES = ("latest", "best", "final")
-
-
-def checkpoint_path(fold_dir: str | os.PathLike, which: str) -> Path:
-    if which not in CHECKPOINT_NAMES:
-        raise ValueError(f"checkpoint must be one of {CHECKPOINT_NAMES}, got {which!r}")
-    return Path(fold_dir) / f"checkpoint_{which}.pt"
 
 
 def save_checkpoint(path: str | os.PathLike, content: dict[str, Any]) -> None:

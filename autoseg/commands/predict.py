@@ -1,0 +1,63 @@
+"""``autoseg predict``: segment every scan of a folder with trained models."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from autoseg.commands.train import parse_folds
+from autoseg.errors import AutosegInputError
+
+
+def add_parser(subparsers) -> None:
+    """Register ``autoseg predict``."""
+    parser = subparsers.add_parser(
+        "predict", help="segment new scans with trained models",
+        description=("Segment every case in a folder ({case}_0000{ending}, one file per channel, any supported "
+                     "format). Each segmentation is written in the input's own format and geometry. By default "
+                     "the models and postprocessing chosen by `autoseg ensemble` are used; otherwise give -c. "
+                     "A case that cannot be read is reported and skipped; the exit code is 1 if any failed."))
+    parser.add_argument("-i", "--input", required=True, help="folder of scans to segment")
+    parser.add_argument("-o", "--output", required=True, help="folder for the segmentations")
+    parser.add_argument("-m", "--model", required=True, help="work folder with trained models (from autoseg train)")
+    parser.add_argument("-c", "--configurations", nargs="+", default=None,
+                        help="configuration(s) to use; several are averaged (default: from inference_plan.json)")
+    parser.add_argument("-f", "--folds", nargs="+", default=None,
+                        help="folds to average (default: every trained fold)")
+    parser.add_argument("--checkpoint", choices=["final", "best"], default=None,
+                        help="which checkpoint of each fold (default: final)")
+    parser.add_argument("--device", default=None, help="cuda, cpu or mps (default: detected)")
+    parser.add_argument("--no-tta", action="store_true", help="no test-time mirroring (about 8x faster in 3D)")
+    parser.add_argument("--step-size", type=float, default=0.5,
+                        help="sliding-window step as a fraction of the patch (default 0.5)")
+    parser.add_argument("--save-probabilities", action="store_true",
+                        help="also write {case}.npz (class probabilities) and {case}.json (geometry) for ensembling")
+    parser.add_argument("--no-postprocessing", action="store_true",
+                        help="skip the postprocessing learned by autoseg ensemble")
+    parser.add_argument("--overwrite", action="store_true", help="predict cases whose output already exists")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Handler of ``autoseg predict``."""
+    # Deferred for start-up time: inference imports torch.
+    from autoseg.inference.predict_folder import choose_models, predict_folder
+    from autoseg.model.device import prepare_device
+
+    if not 0 < args.step_size <= 1:
+        raise AutosegInputError("--step-size must be in (0, 1]")
+    start = time.perf_counter()
+    device = prepare_device(args.device)
+    choice = choose_models(args.model, args.configurations, parse_folds(args.folds) if args.folds else None,
+                           args.checkpoint, use_postprocessing=not args.no_postprocessing)
+    print(f"models: {' + '.join(choice.configurations)} ({choice.source}), checkpoint {choice.checkpoint}, "
+          f"postprocessing {choice.postprocessing or 'none'}, device {device}")
+    report = predict_folder(args.model, args.input, args.output, choice, device, use_mirroring=not args.no_tta,
+                            step_size=args.step_size, save_probabilities_too=args.save_probabilities,
+                            overwrite=args.overwrite)
+    print(f"{len(report.predicted)} predicted, {len(report.skipped)} already done (skipped; --overwrite redoes "
+          f"them), {len(report.failed)} failed, in {time.perf_counter() - start:.1f} s -> {args.output}")
+    for problem in (report.failed[case] for case in sorted(report.failed)):
+        print(f"error: {problem}", file=sys.stderr)
+    return 1 if report.failed else 0

@@ -1,0 +1,116 @@
+"""``autoseg train``: train folds of a configuration (within a time budget), then score their validation cases."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+from autoseg.errors import AutosegInputError
+from autoseg.utils.durations import parse_duration
+from autoseg.workdir import NUM_FOLDS, SPLIT_MODES, WorkDir
+
+
+def parse_folds(text: list[str]) -> list[int]:
+    """``all`` -> every fold; otherwise fold numbers (``0``, ``0 1 2`` or ``0,1``)."""
+    values = [part for item in text for part in item.split(",") if part]
+    last = NUM_FOLDS - 1
+    if values == ["all"]:
+        return list(range(NUM_FOLDS))
+    try:
+        folds = [int(value) for value in values]
+    except ValueError:
+        raise AutosegInputError(f"-f/--folds: expected fold numbers 0-{last} or 'all', got {' '.join(text)}") from None
+    if any(not 0 <= fold < NUM_FOLDS for fold in folds):
+        raise AutosegInputError(f"-f/--folds: folds are 0-{last}, got {folds}")
+    return folds
+
+
+def train_and_validate(work_dir: str | os.PathLike | WorkDir, configuration_name: str, fold: int, options=None,
+                       length=None, resume: bool = False, overwrite: bool = False, validate: bool = True):
+    """Train one fold (:func:`autoseg.training.budget.train_fold`), then predict and score its
+    validation cases (:func:`autoseg.evaluation.cross_validation.validate_fold`).
+
+    Returns ``(trainer, validation summary or None)``.
+    """
+    # Deferred for start-up time: training and evaluation import torch.
+    from autoseg.evaluation.cross_validation import validate_fold
+    from autoseg.training.budget import train_fold
+
+    trainer = train_fold(work_dir, configuration_name, fold, options, length, resume=resume, overwrite=overwrite)
+    summary = None
+    if validate:
+        summary = validate_fold(trainer.work, trainer.configuration_name, fold, trainer.network.state_dict(),
+                                trainer.device, trainer.options.split_mode, trainer.options.progress, trainer.log)
+    return trainer, summary
+
+
+def add_parser(subparsers) -> None:
+    """Register ``autoseg train``."""
+    parser = subparsers.add_parser(
+        "train", help="train a configuration with 5-fold cross-validation",
+        description=("Train one or more folds of a planned configuration from the preprocessed cache. Each fold "
+                     "writes checkpoints, a log, progress.png and its validation cases predicted in their "
+                     "original geometry (with probabilities, for `autoseg ensemble`) to "
+                     "WORKDIR/results/CONFIG/fold_K. When a time budget makes the planned network too slow, a "
+                     "smaller variant is recorded in plans.json under its own name (e.g. 3d_fullres_f16_b2) "
+                     "and every fold of the configuration trains as it."))
+    parser.add_argument("work_dir", help="work folder made by `autoseg plan`")
+    parser.add_argument("-c", "--configuration", required=True,
+                        help="2d, 3d_fullres, 3d_lowres or 3d_cascade_fullres (as planned)")
+    parser.add_argument("-f", "--folds", nargs="+", default=["0"],
+                        help=f"fold(s) 0-{NUM_FOLDS - 1} or 'all' (default: 0)")
+    parser.add_argument("--time-budget", default=None,
+                        help="training time per fold, e.g. 45m, 2h, 1h30m or seconds: the speed is measured, the "
+                             "iterations and learning-rate schedule fit the budget, and a network too slow for it is "
+                             "scaled down (default: none on a GPU; 30m on a CPU)")
+    parser.add_argument("--keep-network", action="store_true",
+                        help="with a time budget, never scale the planned network down")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="number of epochs (default: from the plans, or from the time budget)")
+    parser.add_argument("--iterations-per-epoch", type=int, default=None,
+                        help="training iterations per epoch (default: from the plans)")
+    parser.add_argument("--trainer", default=None,
+                        help="trainer variant by name (default: the configuration's training.trainer in plans.json)")
+    parser.add_argument("--device", default=None, help="cuda, cpu or mps (default: detected)")
+    parser.add_argument("--num-workers", type=int, default=None,
+                        help="augmentation worker processes (default: cores - 1 on a GPU; 0 on the CPU, "
+                             "where augmentation runs between steps, measured faster)")
+    parser.add_argument("--split-by", choices=list(SPLIT_MODES), default="random",
+                        help="folds: seeded random K-fold, or by slice count/thickness so validation "
+                             "cases differ in acquisition from training cases")
+    parser.add_argument("--resume", action="store_true", help="continue from checkpoint_latest.pt")
+    parser.add_argument("--overwrite", action="store_true", help="discard existing checkpoints and start again")
+    parser.add_argument("--no-validation", action="store_true",
+                        help="skip predicting the validation cases at the end")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of sampling and initialisation")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Handler of ``autoseg train``."""
+    from autoseg.training.budget import TrainingLength  # start-up time (torch)
+    from autoseg.training.trainer import TrainingOptions
+
+    folds = parse_folds(args.folds)
+    for option in ("epochs", "iterations_per_epoch"):
+        value = getattr(args, option)
+        if value is not None and value < 1:
+            raise AutosegInputError(f"--{option.replace('_', '-')} must be at least 1")
+    budget = parse_duration(args.time_budget) if args.time_budget else None
+    options = TrainingOptions(device=args.device, num_workers=args.num_workers, split_mode=args.split_by,
+                              seed=args.seed, trainer=args.trainer)
+    length = TrainingLength(epochs=args.epochs, iterations_per_epoch=args.iterations_per_epoch,
+                            time_budget_seconds=budget, scale_to_budget=not args.keep_network)
+    for fold in folds:
+        start = time.perf_counter()
+        trainer, summary = train_and_validate(args.work_dir, args.configuration, fold, options, length,
+                                              resume=args.resume, overwrite=args.overwrite,
+                                              validate=not args.no_validation)
+        trained_as = (f" (trained as {trainer.configuration_name})"
+                      if trainer.configuration_name != args.configuration else "")
+        message = f"fold {fold} done in {(time.perf_counter() - start) / 60:.1f} min{trained_as}: {trainer.output_dir}"
+        if summary is not None:
+            message += f" (validation mean foreground Dice {summary['foreground_mean']['dice']:.4f})"
+        print(message)
+    return 0

@@ -1,0 +1,73 @@
+"""Scoring a trained fold: its validation cases predicted in their own geometry and evaluated.
+
+After training, every validation case of the fold is predicted from the preprocessed
+cache at full resolution, mapped back to its original geometry, written as a label
+map and as class probabilities (``autoseg ensemble`` selects models on these), and
+scored against the raw reference label. Outputs go to the fold's ``validation/``
+folder (see :mod:`autoseg.workdir`): ``{case}{ending}``, ``{case}.npz`` + ``.json``,
+``summary.json`` and ``per_case.csv``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from autoseg.evaluation.evaluate import evaluate_arrays
+from autoseg.evaluation.summary import format_table, write_results
+from autoseg.inference.export import export_segmentation, probabilities_to_segmentation, restore_original_shape
+from autoseg.inference.predictor import Predictor
+from autoseg.io.images import read_label
+from autoseg.io.probabilities import save_probabilities
+from autoseg.preprocessing.cache import load_cached_case
+from autoseg.preprocessing.previous_stage import previous_stage_one_hot
+from autoseg.workdir import WorkDir
+
+
+def validate_fold(work_dir: str | os.PathLike | WorkDir, configuration_name: str, fold: int,
+                  network_state: dict, device: torch.device | str = "cpu", split_mode: str = "random",
+                  progress: bool = True, log: Callable[[str], None] = print) -> dict:
+    """Predict, export and score the validation cases of one trained fold; returns the summary.
+
+    ``network_state`` is the trained network's state dict (e.g. of ``checkpoint_final.pt``).
+    """
+    work = WorkDir.of(work_dir)
+    plans = work.load_plans()
+    configuration = plans.configuration(configuration_name)
+    folds = work.read_splits(split_mode)
+    if folds is None or not 0 <= fold < len(folds):
+        raise ValueError(f"{work.splits_path(split_mode)}: fold {fold} does not exist")
+    val_cases = folds[fold]["val"]
+    output = work.validation_dir(configuration_name, fold, split_mode)
+    output.mkdir(parents=True, exist_ok=True)
+    cache = work.cache_folder(configuration.data_identifier)
+    previous_folder = None
+    if configuration.previous_stage:
+        previous_folder = work.previous_stage_folder(configuration.data_identifier, configuration.previous_stage)
+    predictor = Predictor(plans, configuration_name, [network_state], device)
+    ending = plans.file_ending
+    labels_folder = Path(plans.raw_dataset) / "labelsTr"
+    pairs = []
+    for case_id in tqdm(val_cases, desc="validation cases", unit="case", disable=not progress):
+        image, _, properties = load_cached_case(cache, case_id)
+        network_input = np.asarray(image)
+        if previous_folder is not None:
+            previous = np.load(previous_folder / f"{case_id}.npy")
+            network_input = np.concatenate([network_input, previous_stage_one_hot(previous, plans.foreground_labels)])
+        probabilities = restore_original_shape(predictor.predict_preprocessed(network_input), properties)
+        segmentation = probabilities_to_segmentation(probabilities)
+        export_segmentation(segmentation, properties, output / f"{case_id}{ending}")
+        save_probabilities(probabilities.cpu().numpy(), properties["geometry"], output / case_id)
+        reference, _ = read_label(labels_folder / f"{case_id}{ending}")
+        pairs.append((case_id, reference, segmentation, properties["geometry"]["spacing"]))
+    results = evaluate_arrays(pairs, plans.labels)
+    write_results(results["per_case"], results["summary"], output / "summary.json", output / "per_case.csv")
+    label_names = {value: name for name, value in plans.labels.items()}
+    log(f"validation of {configuration_name} fold {fold} ({len(pairs)} cases, original geometry):\n"
+        + format_table(results["summary"], label_names))
+    return results["summary"]

@@ -1,0 +1,288 @@
+"""The plans schema: ``plans.json`` as dataclasses, validated field by field when read.
+
+``plans.json`` is the single source of configuration for preprocessing, training
+and inference. It is meant to be read (every decision carries a reason) and may be
+edited by hand: e.g. a fixed CT window per channel (``"scheme": "ct_window"``).
+Planning writes it (:mod:`autoseg.planning`); every later stage reads it through
+:func:`autoseg.workdir.WorkDir.load_plans`. Invalid values raise ``ValueError`` whose
+message starts with the field, e.g. ``configurations.3d_fullres.batch_size must be a
+positive integer, got 0``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from autoseg.errors import AutosegInputError
+from autoseg.plans.network import NetworkConfig
+from autoseg.plans.normalization import ChannelNormalization
+from autoseg.plans.training import TrainingConfig
+
+PLANS_VERSION = 1
+
+#: Image interpolation orders :mod:`autoseg.preprocessing.resample` implements (cubic, linear, nearest).
+IMAGE_ORDERS = (0, 1, 3)
+#: Label resampling modes.
+LABEL_MODES = ("per_class_linear", "nearest")
+
+
+@dataclass
+class ResamplingConfig:
+    """How cases are resampled to the target spacing.
+
+    Attributes:
+        image_order: interpolation order for images: 3 = cubic (cubic convolution, not
+            nnU-Net's B-spline: ~15x faster, see ``preprocessing/resample.py``),
+            1 = linear, 0 = nearest.
+        label_mode: ``"per_class_linear"`` (each class resampled linearly as a
+            one-hot map, then argmax: smoother borders) or ``"nearest"``.
+        anisotropy_threshold: a case whose largest/smallest spacing (or the target's)
+            exceeds this is resampled in-plane first and along its thick axis
+            separately, with ``thick_axis_order`` (0 = nearest: interpolating across
+            thick slices invents anatomy).
+        thick_axis_order: interpolation order of images along the thick axis (0 =
+            nearest, 1 = linear); labels and probabilities always use nearest there.
+    """
+
+    image_order: int = 3
+    label_mode: str = "per_class_linear"
+    anisotropy_threshold: float = 3.0
+    thick_axis_order: int = 0
+
+    def validate(self, where: str = "resampling") -> None:
+        if self.image_order not in IMAGE_ORDERS:
+            raise ValueError(f"{where}.image_order must be one of {list(IMAGE_ORDERS)}, got {self.image_order!r}")
+        if self.label_mode not in LABEL_MODES:
+            raise ValueError(f"{where}.label_mode must be one of {list(LABEL_MODES)}, got {self.label_mode!r}")
+        if self.thick_axis_order not in (0, 1):
+            raise ValueError(f"{where}.thick_axis_order must be 0 or 1, got {self.thick_axis_order!r}")
+        if not self.anisotropy_threshold > 1:
+            raise ValueError(f"{where}.anisotropy_threshold must be > 1, got {self.anisotropy_threshold!r}")
+
+
+def _positive_ints(values: Any, length: int) -> bool:
+    return (isinstance(values, list) and len(values) == length
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values))
+
+
+@dataclass
+class ConfigurationPlan:
+    """One trainable configuration (``2d``, ``3d_fullres``, ``3d_lowres``, ``3d_cascade_fullres``,
+    or a variant of one scaled to a time budget).
+
+    Attributes:
+        dimension: 2 or 3 (the network's spatial dimensions).
+        data_identifier: folder of the preprocessed cache this configuration reads;
+            configurations with identical preprocessing share one.
+        target_spacing: mm. 3D: ``(z, y, x)``. 2D: in-plane ``(y, x)``; each case
+            keeps its own slice spacing.
+        patch_size: voxels, ``(z, y, x)`` in 3D, ``(y, x)`` in 2D; divisible by the
+            network's total downsampling.
+        batch_size: patches per training step.
+        median_image_shape: median case shape at the target spacing (patch axes).
+        network: the U-Net topology.
+        estimated_memory_bytes: the memory model's estimate of one training step.
+        previous_stage: for a cascade, the configuration whose predictions are extra inputs.
+        training: optimisation, sampling and augmentation settings.
+        measured_speed: seconds per training iteration measured on a device
+            (``autoseg plan --benchmark``), with the device name and thread count;
+            a time-budgeted ``autoseg train`` on that device uses it instead of measuring.
+        variant_of: for a variant scaled down to a time budget, the planned
+            configuration it was made from (None for planned configurations).
+        reasons: why each value was chosen.
+    """
+
+    name: str
+    dimension: int
+    data_identifier: str
+    target_spacing: list[float]
+    patch_size: list[int]
+    batch_size: int
+    median_image_shape: list[int]
+    network: NetworkConfig
+    resampling: ResamplingConfig = field(default_factory=ResamplingConfig)
+    estimated_memory_bytes: int = 0
+    previous_stage: str | None = None
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    measured_speed: dict | None = None
+    variant_of: str | None = None
+    reasons: dict[str, str] = field(default_factory=dict)
+
+    def validate(self, where: str) -> None:
+        """Raise ValueError naming the first invalid field (``where`` is e.g. ``configurations.2d``)."""
+        if self.dimension not in (2, 3):
+            raise ValueError(f"{where}.dimension must be 2 or 3, got {self.dimension!r}")
+        if not isinstance(self.data_identifier, str) or not self.data_identifier:
+            raise ValueError(f"{where}.data_identifier must be a folder name, got {self.data_identifier!r}")
+        if (not isinstance(self.target_spacing, list) or len(self.target_spacing) != self.dimension
+                or not all(isinstance(v, (int, float)) and v > 0 for v in self.target_spacing)):
+            raise ValueError(f"{where}.target_spacing needs {self.dimension} positive values (mm), "
+                             f"got {self.target_spacing!r}")
+        if not _positive_ints(self.patch_size, self.dimension):
+            raise ValueError(f"{where}.patch_size needs {self.dimension} positive integers, got {self.patch_size!r}")
+        if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1:
+            raise ValueError(f"{where}.batch_size must be a positive integer, got {self.batch_size!r}")
+        self.network.validate(f"{where}.network")
+        if self.network.dimension != self.dimension:
+            raise ValueError(f"{where}.network.dimension {self.network.dimension} differs from "
+                             f"{where}.dimension {self.dimension}")
+        factors = self.network.total_downsampling()
+        if any(size % factor for size, factor in zip(self.patch_size, factors)):
+            raise ValueError(f"{where}.patch_size {self.patch_size} is not divisible by the network's total "
+                             f"downsampling {factors} (the product of network.strides)")
+        self.resampling.validate(f"{where}.resampling")
+        self.training.validate(f"{where}.training")
+        mirror_axes = self.training.augmentation.mirror_axes
+        if any(not 0 <= axis < self.dimension for axis in mirror_axes):
+            raise ValueError(f"{where}.training.augmentation.mirror_axes {mirror_axes} must be axes "
+                             f"0..{self.dimension - 1}")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["network"] = self.network.to_dict()
+        data["training"] = self.training.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "configuration") -> ConfigurationPlan:
+        """Parse and validate; ValueError messages start with the field (``where`` + name)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{where} must be an object")
+        data = dict(data)
+        for key in ("name", "dimension", "data_identifier", "target_spacing", "patch_size", "batch_size",
+                    "median_image_shape", "network"):
+            if key not in data:
+                raise ValueError(f"{where}.{key} is missing")
+        data["network"] = NetworkConfig.from_dict(data["network"], f"{where}.network")
+        try:
+            data["resampling"] = ResamplingConfig(**data.get("resampling", {}))
+        except TypeError as error:
+            raise ValueError(f"{where}.resampling: {error}") from None
+        try:
+            data["training"] = TrainingConfig.from_dict(data.get("training", {}))
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{where}.training: {error}") from None
+        try:
+            plan = cls(**data)
+        except TypeError as error:
+            raise ValueError(f"{where}: {error}") from None
+        plan.validate(where)
+        return plan
+
+
+@dataclass
+class Plans:
+    """Everything preprocessing, training and inference need to know about a dataset."""
+
+    dataset_name: str
+    raw_dataset: str
+    channel_names: dict[str, str]
+    labels: dict[str, int]
+    file_ending: str
+    num_training_cases: int
+    memory_budget: dict[str, Any]
+    normalization: list[ChannelNormalization]
+    configurations: dict[str, ConfigurationPlan]
+    reasons: dict[str, str] = field(default_factory=dict)
+    source_signature: str = ""
+    version: int = PLANS_VERSION
+
+    @property
+    def num_channels(self) -> int:
+        return len(self.channel_names)
+
+    @property
+    def num_classes(self) -> int:
+        """Network outputs: largest label value + 1."""
+        return max(self.labels.values()) + 1
+
+    @property
+    def foreground_labels(self) -> list[int]:
+        return sorted(value for value in self.labels.values() if value != 0)
+
+    def input_channels(self, configuration: str) -> int:
+        """Network input channels: image channels, plus one-hot previous-stage classes for a cascade."""
+        extra = len(self.foreground_labels) if self.configurations[configuration].previous_stage else 0
+        return self.num_channels + extra
+
+    def configuration(self, name: str) -> ConfigurationPlan:
+        if name not in self.configurations:
+            raise AutosegInputError(f"plans.json: no configuration {name!r} "
+                                    f"(available: {', '.join(self.configurations)})")
+        return self.configurations[name]
+
+    def variants_of(self, name: str) -> list[str]:
+        """Names of the budget variants recorded for the planned configuration ``name``."""
+        return [other for other, plan in self.configurations.items() if plan.variant_of == name]
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first invalid field."""
+        labels = self.labels
+        if (not labels or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in labels.values())
+                or 0 not in labels.values()):
+            raise ValueError(f"labels must map names to non-negative integers including background 0, got {labels}")
+        channels = sorted(entry.channel for entry in self.normalization)
+        if channels != list(range(self.num_channels)):
+            raise ValueError(f"normalization needs one entry per channel 0..{self.num_channels - 1}, "
+                             f"got channels {channels}")
+        for index, entry in enumerate(self.normalization):
+            entry.validate(f"normalization[{index}]")
+        if not self.configurations:
+            raise ValueError("configurations is empty")
+        for name, plan in self.configurations.items():
+            where = f"configurations.{name}"
+            if plan.name != name:
+                raise ValueError(f"{where}.name is {plan.name!r}, expected {name!r}")
+            for reference, value in (("previous_stage", plan.previous_stage), ("variant_of", plan.variant_of)):
+                if value is not None and value not in self.configurations:
+                    raise ValueError(f"{where}.{reference}: no configuration {value!r} "
+                                     f"(available: {', '.join(self.configurations)})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "dataset_name": self.dataset_name,
+            "raw_dataset": self.raw_dataset,
+            "channel_names": self.channel_names,
+            "labels": self.labels,
+            "file_ending": self.file_ending,
+            "num_training_cases": self.num_training_cases,
+            "memory_budget": self.memory_budget,
+            "normalization": [asdict(entry) for entry in self.normalization],
+            "configurations": {name: plan.to_dict() for name, plan in self.configurations.items()},
+            "reasons": self.reasons,
+            "source_signature": self.source_signature,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Plans:
+        """Parse and validate a plans.json object; ValueError messages start with the field."""
+        if not isinstance(data, dict):
+            raise ValueError("expected a JSON object")
+        if data.get("version") != PLANS_VERSION:
+            raise ValueError(f"version {data.get('version')!r} is not supported (expected {PLANS_VERSION})")
+        for key in ("dataset_name", "raw_dataset", "channel_names", "labels", "file_ending", "num_training_cases",
+                    "memory_budget", "normalization", "configurations"):
+            if key not in data:
+                raise ValueError(f"{key} is missing")
+        normalization = []
+        for index, entry in enumerate(data["normalization"]):
+            try:
+                normalization.append(ChannelNormalization(**entry))
+            except TypeError as error:
+                raise ValueError(f"normalization[{index}]: {error}") from None
+        if not isinstance(data["configurations"], dict):
+            raise ValueError("configurations must be an object")
+        plans = cls(
+            dataset_name=data["dataset_name"], raw_dataset=data["raw_dataset"],
+            channel_names=dict(data["channel_names"]), labels=dict(data["labels"]),
+            file_ending=data["file_ending"], num_training_cases=int(data["num_training_cases"]),
+            memory_budget=dict(data["memory_budget"]), normalization=normalization,
+            configurations={name: ConfigurationPlan.from_dict(plan, f"configurations.{name}")
+                            for name, plan in data["configurations"].items()},
+            reasons=dict(data.get("reasons", {})), source_signature=data.get("source_signature", ""),
+            version=data["version"],
+        )
+        plans.validate()
+        return plans
