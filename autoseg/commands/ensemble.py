@@ -7,8 +7,10 @@ import json
 from pathlib import Path
 
 from autoseg.errors import AutosegInputError
+from autoseg.evaluation.ensemble import ensemble_folders
+from autoseg.evaluation.selection import format_candidates, select_model
 from autoseg.postprocessing.components import check_postprocessing_steps
-from autoseg.workdir import WorkDir
+from autoseg.workdir import NUM_FOLDS, WorkDir
 
 DEFAULT_FILE_ENDING = ".nii.gz"
 
@@ -18,8 +20,8 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "ensemble", help="choose the best configuration(s) by cross-validation, or average prediction folders",
         description=("Two modes. `autoseg ensemble WORK_DIR`: score every fully trained configuration and every "
-                     "pair of them (averaged probabilities) on the 5-fold cross-validation predictions, pick the "
-                     "best, learn connected-component postprocessing for it and write WORK_DIR/"
+                     f"pair of them (averaged probabilities) on the {NUM_FOLDS}-fold cross-validation predictions, "
+                     "pick the best, learn connected-component postprocessing for it and write WORK_DIR/"
                      "inference_plan.json, which `autoseg predict` uses. `autoseg ensemble -i DIR1 DIR2 -o OUT`: "
                      "average the probabilities ({case}.npz + {case}.json, from `autoseg predict "
                      "--save-probabilities`) of the same cases in several folders and write the segmentations."))
@@ -27,7 +29,7 @@ def add_parser(subparsers) -> None:
                         help="work folder with trained folds (model selection mode)")
     parser.add_argument("-c", "--configurations", nargs="+", default=None,
                         help="model selection: only consider these configurations (default: every configuration "
-                             "with all 5 folds trained)")
+                             f"with all {NUM_FOLDS} folds trained)")
     parser.add_argument("-i", "--input", nargs="+", default=None,
                         help="folder ensembling: folders with {case}.npz + {case}.json probabilities")
     parser.add_argument("-o", "--output", default=None, help="folder ensembling: output folder")
@@ -89,14 +91,10 @@ def run(args: argparse.Namespace) -> int:
         raise AutosegInputError(f"-j/--num-workers must be at least 1, got {args.num_workers}")
     mode = _check_ensemble_mode(args)
     if mode == "selection":
-        from autoseg.evaluation.selection import format_candidates, select_model  # start-up time
-
         result = select_model(args.work_dir, args.configurations, num_workers=args.num_workers)
         print(format_candidates(result))
         print(f"written: {WorkDir(args.work_dir).inference_plan_path}")
         return 0
-
-    from autoseg.evaluation.ensemble import ensemble_folders  # start-up time
 
     steps = read_postprocessing(args.postprocessing) if args.postprocessing else None
     cases = ensemble_folders(args.input, args.output, save_probabilities=args.save_probabilities,

@@ -48,7 +48,7 @@ def train_and_validate(work_dir: str | os.PathLike | WorkDir, configuration_name
 def add_parser(subparsers) -> None:
     """Register ``autoseg train``."""
     parser = subparsers.add_parser(
-        "train", help="train a configuration with 5-fold cross-validation",
+        "train", help=f"train a configuration with {NUM_FOLDS}-fold cross-validation",
         description=("Train one or more folds of a planned configuration from the preprocessed cache. Each fold "
                      "writes checkpoints, a log, progress.png and its validation cases predicted in their "
                      "original geometry (with probabilities, for `autoseg ensemble`) to "

@@ -136,6 +136,8 @@ class Trainer:
         self.config: TrainingConfig = copy.deepcopy(self.configuration.training)
         if self.options.num_workers is not None:
             self.config.num_workers = self.options.num_workers
+        if self.options.trainer is not None:
+            self.config.trainer = self.options.trainer
         self._iteration_plan_given = iteration_plan is not None
         plan = iteration_plan or self.config.iteration_plan()
         self.epochs = plan.epochs
