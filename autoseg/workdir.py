@@ -26,7 +26,7 @@ from typing import Any
 
 from autoseg.errors import AutosegInputError
 from autoseg.plans.schema import Plans
-from autoseg.utils.files import read_json, write_json
+from autoseg.utils.files import read_json_input, write_json
 
 FINGERPRINT_FILE = "dataset_fingerprint.json"
 PLANS_FILE = "plans.json"
@@ -57,12 +57,7 @@ def cached_case_paths(cache_folder: str | os.PathLike, case_id: str) -> tuple[Pa
 
 
 def _read_json_artefact(path: Path, what: str, hint: str) -> Any:
-    if not path.is_file():
-        raise AutosegInputError(f"{path}: not found ({hint})")
-    try:
-        return read_json(path)
-    except (OSError, ValueError) as error:
-        raise AutosegInputError(f"{path}: invalid {what} ({error})") from None
+    return read_json_input(path, f"not found ({hint})" if hint else "not found", what)
 
 
 class WorkDir:

@@ -15,10 +15,7 @@ from pathlib import Path
 from autoseg.commands.plan import run_planning
 from autoseg.commands.train import train_and_validate
 from autoseg.errors import AutosegInputError
-from autoseg.evaluation.evaluate import evaluate_folders
-from autoseg.evaluation.summary import format_table
 from autoseg.io.dataset import load_dataset_description
-from autoseg.synthetic import SyntheticDatasetSpec, generate_synthetic_dataset
 from autoseg.utils.durations import parse_duration
 from autoseg.workdir import WorkDir
 
@@ -45,9 +42,11 @@ def run_demo(output: str | os.PathLike, data: str | os.PathLike | None = None, c
              time_budget_seconds: float = DEMO_TIME_BUDGET_SECONDS, device: str | None = None,
              num_workers: int | None = None, seed: int = 0, overwrite: bool = False) -> DemoReport:
     """Run plan, train, predict and evaluate; see the module docstring."""
-    # Deferred for start-up time: these stages import torch.
+    # Deferred for start-up time (autoseg --help must not load SimpleITK, scipy or torch).
+    from autoseg.evaluation.evaluate import evaluate_folders
     from autoseg.inference.predict_folder import InferenceChoice, predict_folder
     from autoseg.model.device import prepare_device
+    from autoseg.synthetic import SyntheticDatasetSpec, generate_synthetic_dataset
     from autoseg.training.budget import TrainingLength
     from autoseg.training.trainer import TrainingOptions
 
@@ -129,6 +128,8 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Handler of ``autoseg demo``."""
+    from autoseg.evaluation.summary import format_table  # start-up time (scipy)
+
     report = run_demo(args.output, args.data, args.configuration, parse_duration(args.time_budget), args.device,
                       args.num_workers, overwrite=args.overwrite)
     print()

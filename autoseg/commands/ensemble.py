@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from autoseg.errors import AutosegInputError
-from autoseg.evaluation.ensemble import ensemble_folders
-from autoseg.evaluation.selection import format_candidates, select_model
-from autoseg.postprocessing.components import check_postprocessing_steps
+from autoseg.utils.files import read_json_input
 from autoseg.workdir import NUM_FOLDS, WorkDir
 
 DEFAULT_FILE_ENDING = ".nii.gz"
@@ -47,13 +44,10 @@ def add_parser(subparsers) -> None:
 
 def read_postprocessing(path: str | Path) -> list[dict]:
     """Postprocessing steps from an inference_plan.json (its ``"postprocessing"``) or a JSON list of steps."""
+    from autoseg.postprocessing.components import check_postprocessing_steps  # start-up time (scipy)
+
     path = Path(path)
-    if not path.is_file():
-        raise AutosegInputError(f"{path}: file not found")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise AutosegInputError(f"{path}: invalid JSON ({error})") from None
+    data = read_json_input(path)
     if isinstance(data, dict):
         if "postprocessing" not in data:
             raise AutosegInputError(f"{path}: no 'postprocessing' entry (expected an inference_plan.json)")
@@ -90,6 +84,10 @@ def run(args: argparse.Namespace) -> int:
     if args.num_workers < 1:
         raise AutosegInputError(f"-j/--num-workers must be at least 1, got {args.num_workers}")
     mode = _check_ensemble_mode(args)
+    # Deferred for start-up time (autoseg --help must not load SimpleITK or scipy).
+    from autoseg.evaluation.ensemble import ensemble_folders
+    from autoseg.evaluation.selection import format_candidates, select_model
+
     if mode == "selection":
         result = select_model(args.work_dir, args.configurations, num_workers=args.num_workers)
         print(format_candidates(result))

@@ -7,15 +7,13 @@ Like every module of :mod:`autoseg.commands`: ``add_parser`` registers the subco
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from autoseg.errors import AutosegInputError
-from autoseg.evaluation.evaluate import PER_CASE_FILE, SUMMARY_FILE, evaluate_folders
-from autoseg.evaluation.summary import format_table
 from autoseg.io.dataset import DatasetDescription, load_dataset_description, parse_dataset_json
+from autoseg.utils.files import read_json_input
 
 
 def add_parser(subparsers) -> None:
@@ -44,14 +42,7 @@ def read_dataset_labels(path: str | Path) -> DatasetDescription:
     path = Path(path)
     if path.is_dir():
         return load_dataset_description(path)
-    if not path.is_file():
-        raise AutosegInputError(f"{path}: dataset.json not found")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise AutosegInputError(f"{path}: invalid JSON ({error})") from None
-    if not isinstance(data, dict):
-        raise AutosegInputError(f"{path}: expected a JSON object")
+    data = read_json_input(path, "dataset.json not found", expect=dict)
     return parse_dataset_json(data, path.parent, str(path))
 
 
@@ -83,6 +74,10 @@ def format_volume_agreement(summary: Mapping[str, Any], label_names: Mapping[int
 
 def run(args: argparse.Namespace) -> int:
     """Handler of ``autoseg evaluate``."""
+    # Deferred for start-up time (autoseg --help must not load SimpleITK or scipy).
+    from autoseg.evaluation.evaluate import PER_CASE_FILE, SUMMARY_FILE, evaluate_folders
+    from autoseg.evaluation.summary import format_table
+
     if args.tolerance_mm < 0:
         raise AutosegInputError(f"--tolerance-mm must be >= 0, got {args.tolerance_mm}")
     if args.num_workers < 1:

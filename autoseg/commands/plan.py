@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass, field
 
 from autoseg.errors import AutosegInputError
-from autoseg.planning.pipeline import plan_dataset
 from autoseg.plans.architectures import ARCHITECTURES
 from autoseg.plans.schema import Plans
 from autoseg.workdir import WorkDir
@@ -37,7 +36,9 @@ def run_planning(dataset_dir: str | os.PathLike, work_dir: str | os.PathLike | W
                  benchmark: bool = False, device: str | None = None, progress: bool = True) -> PlanCommandResult:
     """Plan (:func:`autoseg.planning.pipeline.plan_dataset`), fill the preprocessed cache of the
     given configurations (default: all), and with ``benchmark`` store each one's measured speed."""
-    from autoseg.preprocessing.cache import preprocess_dataset  # deferred for start-up time: imports torch
+    # Deferred for start-up time (autoseg --help must not load SimpleITK, scipy or torch).
+    from autoseg.planning.pipeline import plan_dataset
+    from autoseg.preprocessing.cache import preprocess_dataset
 
     work = WorkDir.of(work_dir)
     planned = plan_dataset(dataset_dir, work, gpu_memory_gb=gpu_memory_gb, num_workers=num_workers, replan=replan,

@@ -6,13 +6,13 @@ A case ``{case}`` has one image file per channel, ``imagesTr/{case}_{XXXX}{file_
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from autoseg.errors import AutosegInputError
+from autoseg.utils.files import read_json_input
 
 
 @dataclass(frozen=True)
@@ -113,15 +113,7 @@ def load_dataset_description(root: str | os.PathLike) -> DatasetDescription:
     if not root.is_dir():
         raise AutosegInputError(f"{root}: dataset folder not found")
     path = root / "dataset.json"
-    if not path.is_file():
-        raise AutosegInputError(f"{path}: file not found (every dataset needs a dataset.json)")
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except json.JSONDecodeError as error:
-        raise AutosegInputError(f"{path}: invalid JSON ({error})") from None
-    if not isinstance(data, dict):
-        raise AutosegInputError(f"{path}: expected a JSON object")
+    data = read_json_input(path, "file not found (every dataset needs a dataset.json)", expect=dict)
     return parse_dataset_json(data, root, str(path))
 
 

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from autoseg.errors import AutosegInputError
+
 
 def full_suffix(path: Path, known_endings: tuple[str, ...] = (".nii.gz", ".tar.gz")) -> str:
     """Return the file ending of ``path`` including double endings like ``.nii.gz``."""
@@ -104,6 +106,27 @@ def read_json(path: str | os.PathLike) -> Any:
     """Read a JSON file."""
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
+
+
+def read_json_input(path: str | os.PathLike, missing: str = "file not found", what: str = "JSON",
+                    expect: type | tuple[type, ...] | None = None) -> Any:
+    """Read a JSON file the user gave or autoseg wrote; one-line :class:`AutosegInputError` naming it otherwise.
+
+    ``missing`` is the message when the file does not exist (say what to run or provide);
+    ``expect`` the type(s) the top-level value must have.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AutosegInputError(f"{path}: {missing}")
+    try:
+        data = read_json(path)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise AutosegInputError(f"{path}: invalid {what} ({error})") from None
+    if expect is not None and not isinstance(data, expect):
+        names = " or ".join(t.__name__ for t in (expect if isinstance(expect, tuple) else (expect,)))
+        readable = {"dict": "a JSON object", "list": "a JSON list"}
+        raise AutosegInputError(f"{path}: expected {readable.get(names, names)}")
+    return data
 
 
 def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
