@@ -111,6 +111,21 @@ def test_resume_continues_where_it_stopped(tiny):
     assert final["optimizer"]["state"]
 
 
+def test_checkpoints_of_the_previous_layout_resume_with_their_length(tiny):
+    from autoseg.model.checkpoints import save_checkpoint
+
+    _, work = tiny
+    trainer = Trainer(work, "3d_fullres", 3, OPTIONS, iteration_plan=plan(1))
+    trainer.save("latest")
+    old = load_checkpoint(trainer.output_dir / "checkpoint_latest.pt")
+    del old["iteration_plan"], old["trainer"]  # written before the Trainer took an IterationPlan
+    old["training_config"].update(epochs=7, iterations_per_epoch=3)
+    save_checkpoint(trainer.output_dir / "checkpoint_latest.pt", old)
+    resumed = Trainer(work, "3d_fullres", 3, OPTIONS)
+    assert resumed.load_resume_point()
+    assert (resumed.epochs, resumed.iterations_per_epoch) == (7, 3)
+
+
 def test_2d_configuration_trains_and_validates(tiny):
     _, work = tiny
     _, summary = train_and_score(work, "2d", 0, epochs=1)
