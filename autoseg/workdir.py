@@ -166,6 +166,13 @@ class WorkDir:
         """``run.json``: what a time-budgeted training run decided and did."""
         return self.fold_dir(configuration, fold, split_mode) / RUN_RECORD_FILE
 
+    def write_run_record(self, configuration: str, fold: int, record: dict, split_mode: str = "random") -> None:
+        write_json(self.run_record_path(configuration, fold, split_mode), record)
+
+    def read_run_record(self, configuration: str, fold: int, split_mode: str = "random") -> dict:
+        return _read_json_artefact(self.run_record_path(configuration, fold, split_mode), "run record",
+                                   "written by a time-budgeted `autoseg train`")
+
     def trained_folds(self, configuration: str, checkpoint: str = "final", split_mode: str = "random") -> list[int]:
         """Folds of ``configuration`` that have ``checkpoint_{checkpoint}.pt``."""
         return [fold for fold in range(NUM_FOLDS)

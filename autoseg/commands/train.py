@@ -37,11 +37,20 @@ def train_and_validate(work_dir: str | os.PathLike | WorkDir, configuration_name
     from autoseg.evaluation.cross_validation import validate_fold
     from autoseg.training.budget import train_fold
 
-    trainer = train_fold(work_dir, configuration_name, fold, options, length, resume=resume, overwrite=overwrite)
-    summary = None
+    trained = train_fold(work_dir, configuration_name, fold, options, length, resume=resume, overwrite=overwrite)
+    trainer, summary = trained.trainer, None
     if validate:
+        began = time.time()
         summary = validate_fold(trainer.work, trainer.configuration_name, fold, trainer.network.state_dict(),
-                                trainer.device, trainer.options.split_mode, trainer.options.progress, trainer.log)
+                                trainer.device, trainer.options.split_mode, trainer.options.progress, trainer.log,
+                                use_mirroring=trained.validation.use_mirroring)
+        seconds = time.time() - began
+        trainer.log(f"validation took {seconds:.0f} s (estimated {trained.validation.estimated_seconds:.0f} s)")
+        work, split_mode = trainer.work, trainer.options.split_mode
+        if work.run_record_path(trainer.configuration_name, fold, split_mode).is_file():
+            record = work.read_run_record(trainer.configuration_name, fold, split_mode)
+            record["validation_seconds"] = seconds
+            work.write_run_record(trainer.configuration_name, fold, record, split_mode)
     return trainer, summary
 
 

@@ -31,10 +31,11 @@ from autoseg.workdir import WorkDir
 
 def validate_fold(work_dir: str | os.PathLike | WorkDir, configuration_name: str, fold: int,
                   network_state: dict, device: torch.device | str = "cpu", split_mode: str = "random",
-                  progress: bool = True, log: Callable[[str], None] = print) -> dict:
+                  progress: bool = True, log: Callable[[str], None] = print, use_mirroring: bool = True) -> dict:
     """Predict, export and score the validation cases of one trained fold; returns the summary.
 
-    ``network_state`` is the trained network's state dict (e.g. of ``checkpoint_final.pt``).
+    ``network_state`` is the trained network's state dict (e.g. of ``checkpoint_final.pt``);
+    ``use_mirroring`` switches test-time mirroring (a short time budget may leave no room for it).
     """
     work = WorkDir.of(work_dir)
     plans = work.load_plans()
@@ -49,7 +50,7 @@ def validate_fold(work_dir: str | os.PathLike | WorkDir, configuration_name: str
     previous_folder = None
     if configuration.previous_stage:
         previous_folder = work.previous_stage_folder(configuration.data_identifier, configuration.previous_stage)
-    predictor = Predictor(plans, configuration_name, [network_state], device)
+    predictor = Predictor(plans, configuration_name, [network_state], device, use_mirroring=use_mirroring)
     ending = plans.file_ending
     labels_folder = Path(plans.raw_dataset) / "labelsTr"
     pairs = []
@@ -68,6 +69,7 @@ def validate_fold(work_dir: str | os.PathLike | WorkDir, configuration_name: str
     results = evaluate_arrays(pairs, plans.labels)
     write_results(results["per_case"], results["summary"], output / "summary.json", output / "per_case.csv")
     label_names = {value: name for name, value in plans.labels.items()}
-    log(f"validation of {configuration_name} fold {fold} ({len(pairs)} cases, original geometry):\n"
+    log(f"validation of {configuration_name} fold {fold} ({len(pairs)} cases, original geometry, "
+        f"{'with' if use_mirroring else 'without'} test-time mirroring):\n"
         + format_table(results["summary"], label_names))
     return results["summary"]

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import functools
 import itertools
-import math
 from collections.abc import Callable, Sequence
 
 import torch
 from tqdm import tqdm
+
+from autoseg.planning.inference_cost import windows_along_axis
 
 __all__ = [
     "gaussian_importance_map",
@@ -100,7 +101,7 @@ def sliding_window_starts(
         if patch < 1 or image < patch:
             raise ValueError(f"image size {tuple(image_size)} must be >= patch {tuple(patch_size)} per axis")
         free = image - patch
-        n_steps = math.ceil(free / (patch * step_size)) + 1
+        n_steps = windows_along_axis(image, patch, step_size)
         if n_steps == 1:
             starts.append([0])
             continue

@@ -20,12 +20,13 @@ from dataclasses import asdict, dataclass
 import torch
 
 from autoseg.model.device import device_name, prepare_device
+from autoseg.planning.inference_cost import network_passes
 from autoseg.planning.variants import add_budget_variant, budget_variants
 from autoseg.plans.schema import ConfigurationPlan, Plans
 from autoseg.plans.training import IterationPlan, validation_iterations
 from autoseg.training.trainer import TRAINERS, TimeBudget, Trainer, TrainingOptions
-from autoseg.utils.files import write_json
-from autoseg.workdir import WorkDir
+from autoseg.utils.files import read_json
+from autoseg.workdir import WorkDir, cached_case_paths
 
 #: The smallest number of iterations worth training for. Measured on Task04 (BENCHMARKS.md,
 #: "network size for a CPU budget"): 100-250 iterations leave the network near chance
@@ -41,6 +42,9 @@ BUDGET_ITERATIONS_PER_EPOCH = 50
 MEASUREMENT_BUDGET_FRACTION = 0.05
 #: A validation iteration (forward only) costs about this fraction of a training iteration.
 VALIDATION_COST_FRACTION = 0.35
+#: Predicting the validation cases after training may take at most this fraction of the budget
+#: with test-time mirroring; beyond it they are predicted without mirroring (8x fewer passes in 3D).
+MAX_VALIDATION_BUDGET_FRACTION = 0.15
 
 
 @dataclass
@@ -143,6 +147,58 @@ def stored_speed(configuration: ConfigurationPlan, trainer: Trainer) -> SpeedMea
     return speed if same else None
 
 
+@dataclass(frozen=True)
+class ValidationPlan:
+    """How the fold's validation cases are predicted after training, and its estimated cost (s)."""
+
+    use_mirroring: bool
+    estimated_seconds: float
+    reason: str
+
+
+@dataclass
+class FoldTraining:
+    """A trained fold: the trainer (``trainer.configuration_name`` is what was trained: the planned
+    configuration or its budget variant) and how its validation is to be predicted."""
+
+    trainer: Trainer
+    validation: ValidationPlan
+
+
+def estimate_validation_seconds(shapes: list[list[int]], configuration: ConfigurationPlan,
+                                seconds_per_iteration: float, use_mirroring: bool) -> float:
+    """Seconds to predict cases of these preprocessed shapes (voxels, ``(z, y, x)``).
+
+    One window's forward pass costs :data:`VALIDATION_COST_FRACTION` of a training
+    iteration divided by the batch size (a training iteration is the forward and backward
+    pass of a whole batch).
+    """
+    mirror_axes = configuration.training.augmentation.mirror_axes if use_mirroring else None
+    passes = sum(network_passes(shape, configuration.patch_size, mirror_axes) for shape in shapes)
+    return passes * seconds_per_iteration * VALIDATION_COST_FRACTION / configuration.batch_size
+
+
+def plan_validation(shapes: list[list[int]], configuration: ConfigurationPlan, seconds_per_iteration: float,
+                    budget_seconds: float) -> ValidationPlan:
+    """Mirroring when validation with it fits :data:`MAX_VALIDATION_BUDGET_FRACTION` of the budget, else none."""
+    with_mirroring = estimate_validation_seconds(shapes, configuration, seconds_per_iteration, True)
+    limit = MAX_VALIDATION_BUDGET_FRACTION * budget_seconds
+    if with_mirroring <= limit:
+        return ValidationPlan(True, with_mirroring, f"validation of {len(shapes)} cases with test-time mirroring: "
+                                                    f"estimated {with_mirroring:.0f} s, kept within the budget")
+    without = estimate_validation_seconds(shapes, configuration, seconds_per_iteration, False)
+    return ValidationPlan(False, without, (
+        f"validation of {len(shapes)} cases with test-time mirroring would take about {with_mirroring:.0f} s "
+        f"(> {MAX_VALIDATION_BUDGET_FRACTION:.0%} of the budget), so it runs without mirroring: estimated "
+        f"{without:.0f} s, kept within the budget"))
+
+
+def validation_shapes(trainer: Trainer) -> list[list[int]]:
+    """Preprocessed shapes (voxels) of the trainer's validation cases."""
+    return [read_json(cached_case_paths(trainer.cache, case)[2])["shape_after_resampling"]
+            for case in trainer.val_cases]
+
+
 def trainer_class(plans: Plans, configuration_name: str, options: TrainingOptions) -> type[Trainer]:
     """The trainer named by ``--trainer``, else by the configuration's ``training.trainer``."""
     return TRAINERS.get(options.trainer or plans.configuration(configuration_name).training.trainer)
@@ -158,12 +214,11 @@ def configuration_to_train(plans: Plans, work: WorkDir, configuration_name: str,
 
 def train_fold(work_dir: str | os.PathLike | WorkDir, configuration_name: str, fold: int,
                options: TrainingOptions | None = None, length: TrainingLength | None = None,
-               resume: bool = False, overwrite: bool = False) -> Trainer:
-    """Train one fold; with a time budget (given, or the CPU default) decide its length and network first.
+               resume: bool = False, overwrite: bool = False) -> FoldTraining:
+    """Train one fold; with a time budget (given, or the CPU default) decide its length, network and
+    validation first, so that training and validation together end within the budget.
 
-    Returns the trainer after training (``trainer.configuration_name`` is what was
-    trained: the planned configuration or its budget variant). Each decision and its
-    reason is logged before training starts and written to ``run.json``.
+    Each decision and its reason is logged before training starts and written to ``run.json``.
     """
     work = WorkDir.of(work_dir)
     options = options or TrainingOptions()
@@ -182,17 +237,21 @@ def train_fold(work_dir: str | os.PathLike | WorkDir, configuration_name: str, f
             plan = with_length_overrides(plans.configuration(configuration_name).training.iteration_plan(), length)
         trainer = trainer_type(work, configuration_name, fold, options, iteration_plan=plan)
         trainer.run(resume=resume, overwrite=overwrite)
-        return trainer
+        return FoldTraining(trainer, ValidationPlan(True, 0.0, "no time budget: validation with test-time mirroring"))
 
     start = time.time()
-    time_budget = TimeBudget(budget, start)
     name = configuration_to_train(plans, work, configuration_name, options.split_mode)
     trainer = trainer_type(work, name, fold, options)
     trainer.check_can_start(resume, overwrite)
     if resume and trainer.has_checkpoints():
-        resumed = trainer_type(work, name, fold, options, time_budget=time_budget)
+        validation = ValidationPlan(True, 0.0, "validation with test-time mirroring")
+        if work.run_record_path(name, fold, options.split_mode).is_file():
+            recorded = work.read_run_record(name, fold, options.split_mode).get("validation")
+            validation = ValidationPlan(**recorded) if recorded else validation
+        resumed = trainer_type(work, name, fold, options,
+                               time_budget=TimeBudget(budget - validation.estimated_seconds, start))
         resumed.run(resume=True)
-        return resumed
+        return FoldTraining(resumed, validation)
 
     decisions = [f"chosen configuration {name}" + (f" (the budget variant of {configuration_name} chosen by an "
                                                    "earlier fold)" if name != configuration_name else "")]
@@ -243,22 +302,31 @@ def train_fold(work_dir: str | os.PathLike | WorkDir, configuration_name: str, f
             work.save_plans(plans)
             name = variant.name
             decisions.append(variant_reason + f"; recorded in plans.json as {name}")
+    chosen = work.load_plans().configuration(name)
+    validation = plan_validation(validation_shapes(trainer), chosen, speed.seconds_per_iteration, budget)
+    decisions.append(validation.reason)
+    if length.epochs is None:  # training gets what validation leaves of the budget
+        plan = iterations_for_budget(budget - validation.estimated_seconds - (time.time() - start),
+                                     speed.seconds_per_iteration)
+        decisions.append(f"{plan.total_iterations} iterations fit the {budget / 60:.1f} min budget after "
+                         f"measuring and validation")
     plan = with_length_overrides(plan, length)
-    trainer = trainer_type(work, name, fold, options, iteration_plan=plan, time_budget=time_budget)
+    trainer = trainer_type(work, name, fold, options, iteration_plan=plan,
+                           time_budget=TimeBudget(budget - validation.estimated_seconds, start))
     for line in decisions:
         trainer.log(line)
     configuration = trainer.configuration
     record = {
         "time_budget_seconds": budget, "measured_speed": speed.to_dict(), "configuration": name,
         "variant_of": configuration.variant_of, "variant_reason": variant_reason, "decisions": decisions,
+        "validation": asdict(validation),
         "planned_epochs": plan.epochs, "iterations_per_epoch": plan.iterations_per_epoch,
         "patch_size": configuration.patch_size, "batch_size": configuration.batch_size,
         "features_per_stage": configuration.network.features_per_stage}
-    record_path = work.run_record_path(name, fold, options.split_mode)
-    write_json(record_path, record)
+    work.write_run_record(name, fold, record, options.split_mode)
     trainer.run(overwrite=overwrite)
     record.update(epochs=trainer.epoch, iterations=trainer.epoch * trainer.iterations_per_epoch,
                   training_seconds=trainer.training_seconds,
                   seconds_from_start_to_final_checkpoint=trainer.finished_at - start)
-    write_json(record_path, record)
-    return trainer
+    work.write_run_record(name, fold, record, options.split_mode)
+    return FoldTraining(trainer, validation)

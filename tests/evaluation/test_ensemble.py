@@ -7,7 +7,8 @@ import pytest
 
 from autoseg.errors import AutosegInputError
 from autoseg.evaluation.ensemble import ensemble_folders, load_probabilities
-from autoseg.io.images import ImageGeometry, geometry_mismatch, read_label
+from autoseg.io.geometry import ImageGeometry, geometry_mismatch
+from autoseg.io.images import read_label
 from autoseg.io.probabilities import save_probabilities
 
 SHAPE = (3, 5, 6)  # (z, y, x)

@@ -6,7 +6,8 @@ import numpy as np
 import torch
 
 from autoseg.inference.export import export_segmentation, probabilities_to_segmentation, restore_original_shape
-from autoseg.io.images import ImageGeometry, read_label
+from autoseg.io.geometry import ImageGeometry
+from autoseg.io.images import read_label
 from autoseg.planning.hardware import cpu_budget
 from autoseg.planning.planner import plan_experiment
 from autoseg.preprocessing.preprocess import preprocess_case

@@ -90,14 +90,14 @@ def test_tiny_budget_stops_on_time_and_leaves_a_final_checkpoint(tmp_path):
     _, work = make_tiny_work_dir(tmp_path)
     budget = 12.0
     start = time.time()
-    trainer = train_fold(work, "3d_fullres", 0, options(), TrainingLength(time_budget_seconds=budget))
+    trainer = train_fold(work, "3d_fullres", 0, options(), TrainingLength(time_budget_seconds=budget)).trainer
     elapsed = time.time() - start
     assert elapsed < budget + 5  # one epoch of slack at most (plus start-up)
     content = load_checkpoint(trainer.output_dir / "checkpoint_final.pt")
     assert content["epoch"] == trainer.epochs >= 1
     assert content["iteration_plan"]["epochs"] == trainer.epochs
     assert content["curves"]["learning_rate"][-1] < 0.01
-    run = json.loads((trainer.output_dir / "run.json").read_text())
+    run = WorkDir(work).read_run_record(trainer.configuration_name, 0)
     assert run["measured_speed"]["seconds_per_iteration"] > 0
     assert run["time_budget_seconds"] == budget
     assert any("iterations fit" in line for line in run["decisions"])
@@ -118,7 +118,7 @@ def test_short_budget_records_a_variant_and_leaves_the_planned_configuration(tmp
     _, work = make_tiny_work_dir(tmp_path)
     make_slow_plan(work)
     planned_before = WorkDir(work).load_plans().configurations["3d_fullres"].to_dict()
-    trainer = train_fold(work, "3d_fullres", 0, options(), TrainingLength(time_budget_seconds=8.0))
+    trainer = train_fold(work, "3d_fullres", 0, options(), TrainingLength(time_budget_seconds=8.0)).trainer
     plans = WorkDir(work).load_plans()
     assert plans.configurations["3d_fullres"].to_dict() == planned_before  # never overwritten
     name = trainer.configuration_name
@@ -130,7 +130,7 @@ def test_short_budget_records_a_variant_and_leaves_the_planned_configuration(tmp
     assert (trainer.output_dir / "checkpoint_final.pt").is_file()
     assert not WorkDir(work).has_checkpoints("3d_fullres")
     # the next fold of 3d_fullres trains as the same variant, without measuring the planned network again
-    second = train_fold(work, "3d_fullres", 1, options(), TrainingLength(time_budget_seconds=4.0))
+    second = train_fold(work, "3d_fullres", 1, options(), TrainingLength(time_budget_seconds=4.0)).trainer
     assert second.configuration_name == name
     assert WorkDir(work).load_plans().variants_of("3d_fullres") == [name]
 
@@ -145,9 +145,39 @@ def test_the_speed_stored_by_plan_benchmark_is_used(tmp_path):
               "threads": torch.get_num_threads(), "augmentation_workers": 0, "iterations_timed": 5}
     plans.configurations["3d_fullres"].measured_speed = stored
     WorkDir(work).save_plans(plans)
-    trainer = train_fold(work, "3d_fullres", 0, options(), TrainingLength(time_budget_seconds=3.0))
-    run = json.loads((trainer.output_dir / "run.json").read_text())
+    trainer = train_fold(work, "3d_fullres", 0, options(), TrainingLength(time_budget_seconds=3.0)).trainer
+    run = WorkDir(work).read_run_record(trainer.configuration_name, 0)
     assert run["measured_speed"] == stored
     assert any("autoseg plan --benchmark" in line for line in run["decisions"])
     # 3 s at 0.001 s per iteration: dozens of epochs planned, then fitted to the deadline as training goes
     assert run["planned_epochs"] > 10 and trainer.epochs < run["planned_epochs"]
+
+
+def test_validation_keeps_mirroring_only_when_it_fits_the_budget():
+    from autoseg.training.budget import MAX_VALIDATION_BUDGET_FRACTION, estimate_validation_seconds, plan_validation
+
+    configuration = planned_configuration()
+    shapes = [[36, 50, 35]] * 52
+    with_mirroring = estimate_validation_seconds(shapes, configuration, 9.0, True)
+    without = estimate_validation_seconds(shapes, configuration, 9.0, False)
+    assert with_mirroring == pytest.approx(8 * without)
+    assert without == pytest.approx(52 * 9.0 * 0.35 / configuration.batch_size)
+    roomy = plan_validation(shapes, configuration, 9.0, budget_seconds=with_mirroring / MAX_VALIDATION_BUDGET_FRACTION)
+    assert roomy.use_mirroring and roomy.estimated_seconds == pytest.approx(with_mirroring)
+    tight = plan_validation(shapes, configuration, 9.0, budget_seconds=with_mirroring)
+    assert not tight.use_mirroring and "without mirroring" in tight.reason
+
+
+@pytest.mark.slow
+def test_a_short_budget_ends_on_time_with_validation_included(tmp_path):
+    from autoseg.commands.train import train_and_validate
+
+    _, work = make_tiny_work_dir(tmp_path)
+    budget = 15.0
+    start = time.time()
+    trainer, summary = train_and_validate(work, "3d_fullres", 0, options(), TrainingLength(time_budget_seconds=budget))
+    elapsed = time.time() - start
+    assert summary["num_cases"] == len(trainer.val_cases)
+    assert elapsed < budget + 5  # training, measuring and validation together (one epoch of slack)
+    run = WorkDir(work).read_run_record(trainer.configuration_name, 0)
+    assert run["validation"]["estimated_seconds"] > 0 and run["validation_seconds"] > 0
