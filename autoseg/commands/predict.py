@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
                             overwrite=args.overwrite)
     print(f"{len(report.predicted)} predicted, {len(report.skipped)} already done (skipped; --overwrite redoes "
           f"them), {len(report.failed)} failed, in {time.perf_counter() - start:.1f} s -> {args.output}")
+    print(report.summary())
     for problem in (report.failed[case] for case in sorted(report.failed)):
         print(f"error: {problem}", file=sys.stderr)
     return 1 if report.failed else 0

@@ -5,10 +5,12 @@ any supported format; each output ``{case}{ending}`` has the input's format and
 geometry. Cases are independent: a bad case is reported and skipped, the others
 are predicted, and the caller gets the list of failures.
 
-Memory: one case at a time. Its probabilities live in the original image grid,
-``K x voxels x 4`` bytes per configuration being averaged (e.g. 0.9 GB for 3 classes
-on a 512x512x300 CT), plus the preprocessed image; the sliding-window
-accumulators live on the CPU whenever they would not comfortably fit the GPU.
+Memory: one case at a time. Its probabilities stay on each configuration's network grid
+(``K x voxels x 4`` bytes at the target spacing); the label map is restored to the original
+grid slab by slab (:func:`autoseg.inference.export.restore_segmentation`), so the
+full-size probabilities (0.9 GB for 3 classes on a 512x512x300 CT) are only made with
+``--save-probabilities``. The sliding-window accumulators live on the CPU whenever they
+would not comfortably fit the GPU.
 Writing a case's files runs in a background thread while the next case is predicted.
 """
 
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import os
 import re
+import sys
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from autoseg.errors import AutosegInputError
-from autoseg.inference.export import probabilities_to_segmentation
+from autoseg.inference.export import restore_segmentation
 from autoseg.inference.predictor import Predictor
 from autoseg.io.formats import ending_of, known_file_endings
 from autoseg.io.geometry import ImageGeometry
@@ -49,9 +53,33 @@ class InferenceChoice:
 
 @dataclass
 class PredictionReport:
+    """What ``predict_folder`` did: cases predicted, skipped (output exists) and failed (with the reason),
+    the seconds each predicted case took (reading to segmentation, writing overlaps the next case) and
+    the peak resident memory of the process (bytes)."""
+
     predicted: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    seconds_per_case: dict[str, float] = field(default_factory=dict)
+    peak_rss_bytes: int = 0
+
+    def summary(self) -> str:
+        """One line: time per case (median, slowest) and peak RAM."""
+        if not self.seconds_per_case:
+            return f"peak RAM {self.peak_rss_bytes / 2**30:.2f} GiB"
+        times = sorted(self.seconds_per_case.values())
+        return (f"{times[len(times) // 2]:.1f} s per case (median; slowest {times[-1]:.1f} s), "
+                f"peak RAM {self.peak_rss_bytes / 2**30:.2f} GiB")
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process so far (bytes; 0 where the platform does not say)."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return 0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)  # macOS reports bytes, Linux KiB
 
 
 def choose_models(work_dir: str | os.PathLike | WorkDir, configurations: list[str] | None, folds: list[int] | None,
@@ -128,17 +156,25 @@ class FolderPredictor:
                                                    use_mirroring, step_size, show_progress)
                            for name in choice.configurations]
 
-    def predict_arrays(self, image: np.ndarray, geometry) -> tuple[np.ndarray, torch.Tensor, dict]:
-        """Segmentation and averaged probabilities of one raw ``(C, z, y, x)`` image in its geometry."""
-        total, properties = None, None
-        for predictor in self.predictors:
-            prediction = predictor.predict_case(image, geometry)
-            properties = prediction.properties
-            total = prediction.probabilities if total is None else total.add_(prediction.probabilities)
-        probabilities = total.div_(len(self.predictors))
-        segmentation = probabilities_to_segmentation(probabilities)
+    def predict_arrays(self, image: np.ndarray, geometry,
+                       keep_probabilities: bool = False) -> tuple[np.ndarray, torch.Tensor | None, dict]:
+        """Segmentation (and, with ``keep_probabilities``, the averaged probabilities) of one raw
+        ``(C, z, y, x)`` image, in its own geometry.
+
+        The segmentation is restored slab by slab (``restore_segmentation``); full-size
+        probabilities, ``K x voxels x 4`` bytes, are only made when they are to be saved.
+        """
+        predictions = [predictor.predict_case(image, geometry) for predictor in self.predictors]
+        properties = predictions[0].properties
+        segmentation = restore_segmentation([(p.probabilities, p.properties) for p in predictions])
         if self.choice.postprocessing:
             segmentation = apply_postprocessing(segmentation, self.choice.postprocessing)
+        probabilities = None
+        if keep_probabilities:
+            probabilities = predictions[0].restored_probabilities()
+            for prediction in predictions[1:]:
+                probabilities.add_(prediction.restored_probabilities())
+            probabilities.div_(len(predictions))
         return segmentation, probabilities, properties
 
 
@@ -168,20 +204,24 @@ def predict_folder(work_dir: str | os.PathLike, input_dir: str | os.PathLike, ou
     pending: Future | None = None
     with ThreadPoolExecutor(max_workers=1) as writer:
         for case_id, files, target in tqdm(todo, desc="predict", unit="case", disable=not progress):
+            began = time.perf_counter()
             try:
                 image, geometry = read_case_images(files)
                 if geometry.file_dimension == 2 and _expects_3d(plans):
                     raise AutosegInputError(f"{files[0]}: 2D image, but the model was trained on 3D images")
-                segmentation, probabilities, properties = predictor.predict_arrays(image, geometry)
+                segmentation, probabilities, properties = predictor.predict_arrays(image, geometry,
+                                                                                   save_probabilities_too)
             except AutosegInputError as error:
                 report.failed[case_id] = str(error)
                 continue
+            report.seconds_per_case[case_id] = time.perf_counter() - began
             if pending is not None:
                 _finish(pending, report)
-            pending = writer.submit(_write_case, case_id, segmentation, probabilities if save_probabilities_too
-                                    else None, properties, target, output_dir)
+            pending = writer.submit(_write_case, case_id, segmentation, probabilities, properties, target,
+                                    output_dir)
         if pending is not None:
             _finish(pending, report)
+    report.peak_rss_bytes = peak_rss_bytes()
     return report
 
 

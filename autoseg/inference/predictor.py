@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from autoseg.errors import AutosegInputError
-from autoseg.inference.export import probabilities_to_segmentation, restore_original_shape
+from autoseg.inference.export import restore_original_shape, restore_segmentation
 from autoseg.inference.sliding_window import predict_sliding_window, predict_volume_with_2d_network
 from autoseg.io.geometry import ImageGeometry
 from autoseg.model.builders import build_network
@@ -48,11 +48,19 @@ class ChannelsLastNetwork(torch.nn.Module):
 
 @dataclass
 class CasePrediction:
-    """Result for one case: label map and probabilities in the original image grid."""
+    """Result for one case: class probabilities on the configuration's network grid and the
+    properties that map them back to the original image (see ``autoseg.inference.export``)."""
 
-    segmentation: np.ndarray
     probabilities: torch.Tensor
     properties: dict
+
+    def segmentation(self) -> np.ndarray:
+        """The label map in the original image grid (restored slab by slab, bounded memory)."""
+        return restore_segmentation([(self.probabilities, self.properties)])
+
+    def restored_probabilities(self) -> torch.Tensor:
+        """``(K, z, y, x)`` probabilities in the original image grid (K float32 values per voxel)."""
+        return restore_original_shape(self.probabilities, self.properties)
 
 
 class Predictor:
@@ -162,10 +170,8 @@ class Predictor:
             if self.previous_stage is None:
                 raise ValueError(f"{self.configuration.name} needs the predictor of "
                                  f"{self.configuration.previous_stage}")
-            previous = self.previous_stage.predict_case(image, geometry).segmentation
+            previous = self.previous_stage.predict_case(image, geometry).segmentation()
             on_grid = previous_stage_to_grid(previous, case.properties, self.configuration.resampling.label_mode)
             network_input = np.concatenate([network_input,
                                             previous_stage_one_hot(on_grid, self.plans.foreground_labels)])
-        probabilities = self.predict_preprocessed(network_input)
-        restored = restore_original_shape(probabilities, case.properties)
-        return CasePrediction(probabilities_to_segmentation(restored), restored, case.properties)
+        return CasePrediction(self.predict_preprocessed(network_input), case.properties)

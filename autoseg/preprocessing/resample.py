@@ -146,3 +146,47 @@ def resample_probabilities(probabilities: torch.Tensor, new_shape: Sequence[int]
     if tuple(probabilities.shape[1:]) == tuple(int(v) for v in new_shape):
         return probabilities
     return _interpolate_axis_pairs(probabilities.float(), new_shape, "linear", thick_axis)
+
+
+def _linear_source_rows(size: int, new_size: int, start: int,
+                        stop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Source rows and weights of output rows ``start..stop`` of a linear resize ``size -> new_size`` along
+    one axis (half-pixel centres as ``align_corners=False``): ``out[i] = (1 - w) * src[lower] + w * src[upper]``."""
+    scale = size / new_size
+    position = ((torch.arange(start, stop, dtype=torch.float64) + 0.5) * scale - 0.5).clamp(min=0)
+    lower = position.floor().long().clamp(max=size - 1)
+    upper = (lower + 1).clamp(max=size - 1)
+    return lower, upper, (position - lower).float()
+
+
+def resample_probability_rows(probabilities: torch.Tensor, new_shape: Sequence[int], thick_axis: int | None,
+                              start: int, stop: int) -> torch.Tensor:
+    """Rows ``start..stop`` (along axis 0 of ``new_shape``) of the linear resampling of ``(K, z, y, x)``
+    probabilities to ``new_shape``, computed from the source rows they need only.
+
+    Every output row is computed the same way whichever slab it belongs to, so restoring a
+    volume slab by slab gives the same result for any slab size, while only one slab is in
+    memory at full resolution. Along axis 0: linear, or nearest when ``thick_axis`` is 0;
+    within each plane: bilinear (nearest along a thick in-plane axis).
+    """
+    new_shape = tuple(int(v) for v in new_shape)
+    size = probabilities.shape[1]
+    new_z = new_shape[0]
+    if thick_axis == 0:
+        rows = torch.clamp(((torch.arange(start, stop, dtype=torch.float64) + 0.5) * (size / new_z)).floor().long(),
+                           max=size - 1)
+        needed, lower, upper, weight = rows, None, None, None
+    else:
+        lower, upper, weight = _linear_source_rows(size, new_z, start, stop)
+        needed = torch.unique(torch.cat([lower, upper]))
+    planes = probabilities.index_select(1, needed.to(probabilities.device)).float()
+    plane_thick_axis = None if thick_axis in (None, 0) else thick_axis
+    if tuple(planes.shape[2:]) != new_shape[1:]:
+        planes = _interpolate_axis_pairs(planes, (planes.shape[1],) + new_shape[1:], "linear", plane_thick_axis)
+    if lower is None:
+        return planes
+    position = {int(row): index for index, row in enumerate(needed.tolist())}
+    lower_planes = planes[:, [position[int(row)] for row in lower.tolist()]]
+    upper_planes = planes[:, [position[int(row)] for row in upper.tolist()]]
+    weight = weight.to(planes.device).view(1, -1, 1, 1)
+    return lower_planes * (1 - weight) + upper_planes * weight

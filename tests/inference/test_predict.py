@@ -39,6 +39,8 @@ def test_outputs_overlay_the_input_exactly(trained, tmp_path):
     report = predict_folder(work, dataset / "imagesTs", tmp_path / "out", InferenceChoice(["3d_fullres"]),
                             progress=False)
     assert len(report.predicted) == 3 and not report.failed
+    assert set(report.seconds_per_case) == set(report.predicted) and report.peak_rss_bytes > 2**20
+    assert "s per case" in report.summary() and "peak RAM" in report.summary()
     for image_path in sorted((dataset / "imagesTs").iterdir()):
         case_id = image_path.name.replace("_0000.nii.gz", "")
         _, image_geometry = read_image(image_path)
