@@ -8,9 +8,10 @@ weights; a narrow network keeps the thousands of windows affordable on a CPU), a
 synthetic images at the target spacing (no resampling), without mirroring.
 
 Memory model of one case (float32, K classes incl. background, V voxels):
-the image (V), the probability and weight accumulators of the sliding window
-((K + 1) V), the probabilities restored to the original grid (K V) and the label map
-— about (2 K + 2) x 4 V bytes plus the network, independent of the window count.
+the image (V) and the probability and weight accumulators of the sliding window
+((K + 1) V) — about (K + 2) x 4 V bytes plus the label map (V bytes) and the network,
+independent of the window count; the label map is restored to the original grid slab by
+slab, so the full-size probabilities (K V) are not made (they were until the slab restore).
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=["64x256x256", "128x384x384"])
     parser.add_argument("--features", type=int, default=8)
+    parser.add_argument("--input-spacing", type=float, default=None,
+                        help="write the images at this isotropic spacing (mm) instead of the plans' spacing, so the "
+                             "label map is resampled back to a finer grid than the network's")
     parser.add_argument("--work", default="/tmp/autoseg_bench_hippocampus")
     args = parser.parse_args()
     dataset = require_shared("Dataset004_Hippocampus")
@@ -68,7 +72,8 @@ def main() -> None:
             shape = tuple(int(v) for v in size.split("x"))
             inputs, outputs = work / f"in_{size}", work / f"out_{size}"
             inputs.mkdir()
-            synthetic_volume(shape, configuration.target_spacing, inputs / "large_0000.nii.gz")
+            spacing = [args.input_spacing] * 3 if args.input_spacing else configuration.target_spacing
+            synthetic_volume(shape, spacing, inputs / "large_0000.nii.gz")
             command = [sys.executable, "-m", "autoseg.cli", "predict", "-i", str(inputs), "-o", str(outputs),
                        "-m", str(work), "-c", "3d_fullres", "-f", "0", "--no-tta"]
             measured = run_measured(command, env={"TQDM_DISABLE": "1"})
@@ -76,7 +81,7 @@ def main() -> None:
                 print(measured["output_tail"])
                 raise SystemExit("predict failed")
             voxels = int(np.prod(shape))
-            model_bytes = (2 * plans.num_classes + 2) * 4 * voxels
+            model_bytes = (plans.num_classes + 2) * 4 * voxels + voxels
             results.append({"shape_zyx": list(shape), "voxels": voxels, "num_classes": plans.num_classes,
                             "base_features": args.features, "wall_seconds": measured["wall_seconds"],
                             "peak_rss_bytes": measured["peak_rss_bytes"],

@@ -17,8 +17,8 @@ from autoseg.io.images import write_segmentation
 from autoseg.preprocessing.resample import resample_probabilities, resample_probability_rows
 
 #: Restoring a segmentation to the original grid works on slabs of about this many voxels
-#: (per class, float32): 16 M voxels = 64 MB per class, a few dozen slices of a 512x512 CT.
-RESTORE_SLAB_VOXELS = 2**24
+#: (per class, float32): 2 M voxels = 8 MB per class, 8 slices of a 512x512 CT.
+RESTORE_SLAB_VOXELS = 2**21
 
 
 def restore_original_shape(probabilities: torch.Tensor, properties: dict) -> torch.Tensor:
@@ -68,7 +68,7 @@ def restore_segmentation(predictions: Sequence[tuple[torch.Tensor, dict]],
         for probabilities, case_properties in predictions:
             rows = resample_probability_rows(probabilities, cropped_shape, case_properties.get("thick_axis"),
                                              start, stop)
-            total = rows if total is None else total.add_(rows)
+            total = rows if total is None else total + rows  # rows may be a view: never modified
         segmentation[z0 + start: z0 + stop, y0:y1, x0:x1] = torch.argmax(total, dim=0).cpu().numpy().astype(dtype)
     return segmentation
 

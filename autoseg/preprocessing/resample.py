@@ -170,8 +170,9 @@ def resample_probability_rows(probabilities: torch.Tensor, new_shape: Sequence[i
     within each plane: bilinear (nearest along a thick in-plane axis).
     """
     new_shape = tuple(int(v) for v in new_shape)
-    size = probabilities.shape[1]
-    new_z = new_shape[0]
+    if tuple(probabilities.shape[1:]) == new_shape:
+        return probabilities[:, start:stop]  # nothing to resample: a view
+    size, new_z = probabilities.shape[1], new_shape[0]
     if thick_axis == 0:
         rows = torch.clamp(((torch.arange(start, stop, dtype=torch.float64) + 0.5) * (size / new_z)).floor().long(),
                            max=size - 1)
@@ -186,7 +187,7 @@ def resample_probability_rows(probabilities: torch.Tensor, new_shape: Sequence[i
     if lower is None:
         return planes
     position = {int(row): index for index, row in enumerate(needed.tolist())}
-    lower_planes = planes[:, [position[int(row)] for row in lower.tolist()]]
-    upper_planes = planes[:, [position[int(row)] for row in upper.tolist()]]
-    weight = weight.to(planes.device).view(1, -1, 1, 1)
-    return lower_planes * (1 - weight) + upper_planes * weight
+    result = planes.new_empty((planes.shape[0], stop - start) + new_shape[1:])
+    for row, (low, high, w) in enumerate(zip(lower.tolist(), upper.tolist(), weight.tolist())):
+        torch.lerp(planes[:, position[low]], planes[:, position[high]], w, out=result[:, row])
+    return result
