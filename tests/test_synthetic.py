@@ -11,14 +11,20 @@ from scipy import ndimage
 
 from autoseg.errors import AutosegInputError
 from autoseg.io.dataset import load_dataset_description
-from autoseg.io.images import geometry_mismatch, read_image, read_label
+from autoseg.io.geometry import geometry_mismatch
+from autoseg.io.images import read_image, read_label
 from autoseg.synthetic import (
+    ABDOMEN_LABELS,
+    BRAIN_TUMOUR_LABELS,
     FLIPPED_DIRECTION,
     IDENTITY_DIRECTION,
     SyntheticDatasetSpec,
+    brain_mr_spec,
     case_rngs,
+    draw_case_grid,
     generate_case,
     generate_synthetic_dataset,
+    large_ct_spec,
 )
 
 #: A small spec for tests that write files.
@@ -125,6 +131,8 @@ def test_dataset_layout_and_geometry_round_trip(tmp_path):
     assert data["channel_names"] == {"0": "CT", "1": "aux"}
     assert data["labels"] == {"background": 0, "organ": 1, "lesion": 2}
     assert data["numTraining"] == 3 and data["file_ending"] == ".nii.gz"
+    # fields added for the large anatomies are only recorded when they differ from the default
+    assert "anatomy" not in data["synthetic_spec"] and "num_slices_range" not in data["synthetic_spec"]
     description = load_dataset_description(root)
     assert description.num_channels == 2 and description.foreground_labels == [1, 2]
 
@@ -197,9 +205,157 @@ def test_mri_multichannel_dataset_files(tmp_path):
     dict(modality="PET"), dict(num_training=0), dict(seed=-1), dict(in_plane_shape=(8, 64)),
     dict(slice_thickness_mm=(5.0, 2.5)), dict(in_plane_spacing_mm=(0.0, 1.0)), dict(noise_std=-1.0),
     dict(num_channels=0), dict(file_ending=".png"), dict(dataset_name="../escape"),
-    dict(lesion_probability=1.5),
+    dict(lesion_probability=1.5), dict(anatomy="lungs"), dict(anatomy="brain_tumour"),
+    dict(anatomy="abdomen", modality="MRI"), dict(anatomy="abdomen", num_channels=2),
+    dict(anatomy="brain_tumour", modality="MRI", num_channels=5), dict(num_slices_range=(4, 10)),
+    dict(num_slices_range=(50, 20)),
 ])
 def test_invalid_spec_is_rejected(change, tmp_path):
     with pytest.raises(AutosegInputError):
         generate_synthetic_dataset(tmp_path, SyntheticDatasetSpec(**change))
     assert not any(tmp_path.iterdir())
+
+
+# ----------------------------------------------------------------------------- large anatomies (small shapes)
+
+def _small_abdomen(**changes) -> SyntheticDatasetSpec:
+    """The large CT preset at 96 x 96 voxels of 3.5 mm (anatomy at 0.96 of its natural size), 4-5 mm slices."""
+    values = dict(num_training=2, in_plane_shape=(96, 96), in_plane_spacing_mm=(3.5, 3.5),
+                  slice_thickness_mm=(4.0, 5.0), field_of_view_z_mm=(300.0, 300.0), num_slices_range=None,
+                  lesion_probability=1.0)
+    values.update(changes)
+    return large_ct_spec(**values)
+
+
+def _small_brain(**changes) -> SyntheticDatasetSpec:
+    """The brain MR preset at 2.5 mm voxels (96 x 96 x 62, same field of view)."""
+    values = dict(num_training=2, in_plane_shape=(96, 96), in_plane_spacing_mm=(2.5, 2.5),
+                  slice_thickness_mm=(2.5, 2.5))
+    values.update(changes)
+    return brain_mr_spec(**values)
+
+
+def _volumes_mm3(label: np.ndarray, spacing, values) -> list[float]:
+    return [float(np.count_nonzero(label == value) * np.prod(spacing)) for value in values]
+
+
+def test_presets_draw_realistic_large_grids():
+    ct = large_ct_spec()
+    assert ct.anatomy == "abdomen" and ct.modality == "CT" and ct.in_plane_shape == (512, 512)
+    grids = [draw_case_grid(case_rngs(0, index)[0], ct) for index in range(40)]
+    counts = [shape[0] for shape, _ in grids]
+    thicknesses = [spacing[0] for _, spacing in grids]
+    assert all(shape[1:] == (512, 512) and 0.7 <= spacing[1] == spacing[2] <= 0.9 for shape, spacing in grids)
+    assert all(100 <= count <= 300 for count in counts) and min(counts) < 130 and max(counts) == 300
+    assert min(thicknesses) < 1.5 and max(thicknesses) > 4.0  # thin and thick slices
+    assert all(250.0 <= count * thickness <= 505.0 for count, thickness in zip(counts, thicknesses))
+    mr = brain_mr_spec()
+    assert mr.channel_names == {"0": "T1ce", "1": "FLAIR"} and mr.labels == BRAIN_TUMOUR_LABELS
+    assert draw_case_grid(case_rngs(0, 0)[0], mr) == ((155, 240, 240), (1.0, 1.0, 1.0))
+    assert large_ct_spec(num_training=3, in_plane_shape=(96, 96)).in_plane_shape == (96, 96)
+
+
+def test_num_slices_range_clips_the_slice_count():
+    spec = SyntheticDatasetSpec(num_slices_range=(20, 22))  # 80-120 mm / 2.5-5 mm alone gives 16-48
+    counts = {draw_case_grid(case_rngs(0, index)[0], spec)[0][0] for index in range(12)}
+    assert counts <= {20, 21, 22} and len(counts) >= 2
+
+
+def test_abdomen_organs_are_labelled_and_ordered_by_size():
+    spec = _small_abdomen()
+    for index in range(3):
+        image, label, spacing = _case(index, spec)
+        assert image.dtype == np.float32 and label.dtype == np.uint8 and image.shape == (1,) + label.shape
+        assert set(np.unique(label)) == set(ABDOMEN_LABELS.values())
+        liver, kidney, spleen, lesion = _volumes_mm3(label, spacing, (1, 2, 3, 4))
+        assert 0.8e6 < liver < 2.2e6 and 1.5e5 < kidney < 4e5 and 0.5e5 < spleen < 1.8e5 and 100 < lesion < 2.5e4
+        assert liver > 3 * kidney and kidney > spleen > lesion
+        ct = image[0]
+        assert np.array_equal(ct, np.rint(ct)) and ct.min() >= -1024 and ct.max() <= 3071
+        assert abs(ct[:, :3, :3].mean() + 1000) < 15
+        liver_hu = ct[label == 1].mean()
+        assert 95 < liver_hu < 140 and ct[label == 4].mean() < liver_hu - 15
+        assert ct[label == 2].mean() > liver_hu  # enhancing kidney cortex
+        # not a threshold: bone and vessels (label 0) are at least as bright as the organs
+        assert (ct[label == 0] > 150).sum() > 0.5 * (label == 2).sum()
+
+
+def test_abdomen_physical_sizes_do_not_depend_on_spacing():
+    # same in-plane field of view (R = 144 mm), so the same anatomy in mm, voxelized differently
+    coarse = _small_abdomen(in_plane_spacing_mm=(3.0, 3.0), slice_thickness_mm=(4.0, 4.0))
+    fine = _small_abdomen(in_plane_shape=(144, 144), in_plane_spacing_mm=(2.0, 2.0), slice_thickness_mm=(2.5, 2.5))
+    for index in range(2):
+        _, label_a, spacing_a = _case(index, coarse)
+        _, label_b, spacing_b = _case(index, fine)
+        assert label_a.shape != label_b.shape
+        for value in (1, 2, 3):
+            (volume_a,), (volume_b,) = (_volumes_mm3(label_a, spacing_a, [value]),
+                                        _volumes_mm3(label_b, spacing_b, [value]))
+            assert abs(volume_a - volume_b) < 0.1 * volume_b, (index, value, volume_a, volume_b)
+            centres = []
+            for label, spacing in ((label_a, spacing_a), (label_b, spacing_b)):
+                indices = np.argwhere(label == value).mean(axis=0)
+                centres.append((indices - (np.array(label.shape) - 1) / 2) * np.array(spacing))
+            assert np.abs(centres[0] - centres[1]).max() < 3.0  # mm
+
+
+def test_brain_tumour_regions_are_nested_and_need_both_channels():
+    spec = _small_brain()
+    cross = ndimage.generate_binary_structure(3, 1)
+    for index in range(3):
+        image, label, spacing = _case(index, spec)
+        assert image.dtype == np.float32 and image.shape == (2,) + label.shape == (2, 62, 96, 96)
+        assert set(np.unique(label)) == set(BRAIN_TUMOUR_LABELS.values())
+        necrosis, edema, enhancing = label == 1, label == 2, label == 3
+        core = necrosis | enhancing
+        # the enhancing rim encloses the necrosis, the edema encloses the core
+        assert not np.any(ndimage.binary_dilation(necrosis, cross) & ~core)
+        assert not np.any(ndimage.binary_dilation(core, cross) & (label == 0))
+        assert edema.sum() > 0 and enhancing.sum() > 0
+        brain = image[0] != 0
+        assert np.array_equal(brain, image[1] != 0) and image.min() >= 0 and not np.any(label[~brain])
+        assert 1.0e6 < brain.sum() * np.prod(spacing) < 2.0e6  # mm^3, about a brain's volume
+        t1ce, flair = image
+        healthy = brain & (label == 0)
+
+        def mean(channel, mask):
+            return float(channel[mask].mean())
+
+        # T1ce shows the enhancing rim but not the edema; FLAIR the edema but not the enhancing rim
+        assert mean(t1ce, enhancing) > 1.2 * mean(t1ce, edema)
+        assert abs(mean(t1ce, edema) - mean(t1ce, healthy)) < 0.3 * mean(t1ce, healthy)
+        assert mean(flair, edema) > 1.5 * mean(flair, healthy)
+        assert abs(mean(flair, enhancing) - mean(flair, edema)) < 0.2 * mean(flair, edema)
+        # necrosis is dark in T1ce (like CSF) but brighter than healthy brain in FLAIR
+        assert mean(t1ce, necrosis) < 0.75 * mean(t1ce, edema) and mean(flair, necrosis) > 1.3 * mean(flair, healthy)
+        assert np.corrcoef(t1ce[brain], flair[brain])[0, 1] < 0.8
+
+
+@pytest.mark.parametrize("make_spec", [_small_abdomen, _small_brain])
+def test_large_anatomies_are_reproducible(make_spec):
+    spec = make_spec()
+    image_a, label_a, spacing_a = generate_case(np.random.default_rng(5), spec)
+    image_b, label_b, spacing_b = generate_case(np.random.default_rng(5), spec)
+    assert image_a.tobytes() == image_b.tobytes() and label_a.tobytes() == label_b.tobytes()
+    assert spacing_a == spacing_b
+    image_c, label_c, _ = generate_case(np.random.default_rng(6), spec)
+    assert image_a.shape != image_c.shape or not np.array_equal(label_a, label_c)
+
+
+@pytest.mark.parametrize("make_spec, pixel_id", [(_small_abdomen, sitk.sitkInt16), (_small_brain, sitk.sitkFloat32)])
+def test_large_anatomy_dataset_files(make_spec, pixel_id, tmp_path):
+    spec = make_spec(num_training=1, num_test=1)
+    root = generate_synthetic_dataset(tmp_path, spec)
+    data = json.loads((root / "dataset.json").read_text())
+    assert data["labels"] == spec.labels and data["channel_names"] == spec.channel_names
+    assert data["synthetic_spec"]["anatomy"] == spec.anatomy
+    description = load_dataset_description(root)
+    assert description.foreground_labels == sorted(v for v in spec.labels.values() if v > 0)
+    assert description.num_channels == spec.num_channels
+    for index, split in ((0, "Tr"), (1, "Ts")):
+        expected_image, expected_label, _ = _case(index, spec)
+        label, _ = read_label(root / f"labels{split}" / f"case_{index:03d}.nii.gz")
+        assert np.array_equal(label, expected_label)
+        image_path = root / f"images{split}" / f"case_{index:03d}_0000.nii.gz"
+        assert sitk.ReadImage(str(image_path)).GetPixelID() == pixel_id
+        assert np.array_equal(read_image(image_path)[0], expected_image[0])
