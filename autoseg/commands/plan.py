@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from autoseg.errors import AutosegInputError
 from autoseg.plans.architectures import ARCHITECTURES
 from autoseg.plans.schema import Plans
+from autoseg.utils.durations import parse_duration
 from autoseg.workdir import WorkDir
 
 
@@ -33,9 +34,12 @@ def run_planning(dataset_dir: str | os.PathLike, work_dir: str | os.PathLike | W
                  gpu_memory_gb: float | None = None, num_workers: int | None = None,
                  configurations: list[str] | None = None, preprocess: bool = True, replan: bool = False,
                  ct_window: tuple[float, float] | None = None, architecture: str = "unet",
-                 benchmark: bool = False, device: str | None = None, progress: bool = True) -> PlanCommandResult:
+                 benchmark: bool = False, device: str | None = None, progress: bool = True,
+                 time_budget_seconds: float | None = None) -> PlanCommandResult:
     """Plan (:func:`autoseg.planning.pipeline.plan_dataset`), fill the preprocessed cache of the
-    given configurations (default: all), and with ``benchmark`` store each one's measured speed."""
+    given configurations (default: all), with ``benchmark`` store each one's measured speed, and
+    with ``time_budget_seconds`` decide what to train in that budget per fold
+    (:func:`autoseg.training.choice.plan_time_budget`, recorded in plans.json as ``budget_plan``)."""
     # Deferred for start-up time (autoseg --help must not load SimpleITK, scipy or torch).
     from autoseg.planning.pipeline import plan_dataset
     from autoseg.preprocessing.cache import preprocess_dataset
@@ -55,6 +59,15 @@ def run_planning(dataset_dir: str | os.PathLike, work_dir: str | os.PathLike | W
         if not preprocess:
             raise AutosegInputError("--benchmark needs the preprocessed data (drop --no-preprocess)")
         benchmark_speed(plans, work, names, device, messages)
+    if time_budget_seconds is not None:
+        if not preprocess:
+            raise AutosegInputError("--time-budget needs the preprocessed data (drop --no-preprocess)")
+        from autoseg.training.choice import format_budget_plan, plan_time_budget  # start-up time (torch)
+        from autoseg.training.trainer import TrainingOptions
+
+        record = plan_time_budget(work, time_budget_seconds, TrainingOptions(device=device, progress=False))
+        messages.append(format_budget_plan(record))
+        plans = work.load_plans()
     return PlanCommandResult(plans, planned.fingerprint_reused, planned.plans_reused, report, messages)
 
 
@@ -109,7 +122,12 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--benchmark", action="store_true",
                         help="time a few training iterations of each configuration on this machine and store "
                              "the speed in plans.json (a time-budgeted train on this machine then uses it)")
-    parser.add_argument("--device", default=None, help="device for --benchmark: cuda, cpu or mps (default: detected)")
+    parser.add_argument("--time-budget", default=None,
+                        help="training time per fold (e.g. 30m): measure every configuration on this device and state "
+                             "what `autoseg train -c auto` will train (configuration, network, spacing, patch, "
+                             "iterations) and how long predicting a case will take; recorded in plans.json")
+    parser.add_argument("--device", default=None,
+                        help="device for --benchmark and --time-budget: cuda, cpu or mps (default: detected)")
     parser.set_defaults(handler=run)
 
 
@@ -121,9 +139,8 @@ def run(args: argparse.Namespace) -> int:
         args.dataset, args.output, gpu_memory_gb=args.gpu_memory_gb, num_workers=args.num_workers,
         configurations=args.configurations, preprocess=not args.no_preprocess, replan=args.replan,
         ct_window=tuple(args.ct_window) if args.ct_window else None, architecture=architecture,
-        benchmark=args.benchmark, device=args.device)
-    for message in result.messages:
-        print(message)
+        benchmark=args.benchmark, device=args.device,
+        time_budget_seconds=parse_duration(args.time_budget) if args.time_budget else None)
     plans = result.plans
     print(f"dataset {plans.dataset_name}: {plans.num_training_cases} cases, "
           f"{plans.num_channels} channel(s), labels {plans.labels}")
@@ -135,5 +152,7 @@ def run(args: argparse.Namespace) -> int:
               + (f"  (budget variant of {configuration.variant_of})" if configuration.variant_of else ""))
     for identifier, counts in result.preprocessing.items():
         print(f"  cache {identifier}: {counts['preprocessed']} preprocessed, {counts['skipped']} already done")
+    for message in result.messages:
+        print(message)
     print(f"plans: {WorkDir(args.output).plans_path}  ({time.perf_counter() - start:.1f} s)")
     return 0

@@ -65,8 +65,9 @@ def add_parser(subparsers) -> None:
                      "smaller variant is recorded in plans.json under its own name (e.g. 3d_fullres_f16_b2) "
                      "and every fold of the configuration trains as it."))
     parser.add_argument("work_dir", help="work folder made by `autoseg plan`")
-    parser.add_argument("-c", "--configuration", required=True,
-                        help="2d, 3d_fullres, 3d_lowres or 3d_cascade_fullres (as planned)")
+    parser.add_argument("-c", "--configuration", default="auto",
+                        help="2d, 3d_fullres, 3d_lowres or 3d_cascade_fullres (as planned), or auto (default): the "
+                             "one that learns best within the time budget (see `autoseg plan --time-budget`)")
     parser.add_argument("-f", "--folds", nargs="+", default=["0"],
                         help=f"fold(s) 0-{NUM_FOLDS - 1} or 'all' (default: 0)")
     parser.add_argument("--time-budget", default=None,
@@ -111,13 +112,24 @@ def run(args: argparse.Namespace) -> int:
                               seed=args.seed, trainer=args.trainer)
     length = TrainingLength(epochs=args.epochs, iterations_per_epoch=args.iterations_per_epoch,
                             time_budget_seconds=budget, scale_to_budget=not args.keep_network)
+    configuration = args.configuration
+    if configuration == "auto":
+        from autoseg.model.device import device_name, prepare_device
+        from autoseg.training.budget import resolve_budget
+        from autoseg.training.choice import choose_for_budget, format_budget_plan
+
+        device = prepare_device(args.device)
+        configuration, record = choose_for_budget(args.work_dir, resolve_budget(device.type, length), options,
+                                                  device_name(device))
+        print(format_budget_plan(record) if record else
+              f"-c auto without a time budget: {configuration} (the plans' full schedule)")
     for fold in folds:
         start = time.perf_counter()
-        trainer, summary = train_and_validate(args.work_dir, args.configuration, fold, options, length,
+        trainer, summary = train_and_validate(args.work_dir, configuration, fold, options, length,
                                               resume=args.resume, overwrite=args.overwrite,
                                               validate=not args.no_validation)
         trained_as = (f" (trained as {trainer.configuration_name})"
-                      if trainer.configuration_name != args.configuration else "")
+                      if trainer.configuration_name != configuration else "")
         message = f"fold {fold} done in {(time.perf_counter() - start) / 60:.1f} min{trained_as}: {trainer.output_dir}"
         if summary is not None:
             message += f" (validation mean foreground Dice {summary['foreground_mean']['dice']:.4f})"

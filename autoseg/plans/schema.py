@@ -186,6 +186,7 @@ class Plans:
     configurations: dict[str, ConfigurationPlan]
     reasons: dict[str, str] = field(default_factory=dict)
     source_signature: str = ""
+    budget_plan: dict[str, Any] | None = None
     version: int = PLANS_VERSION
 
     @property
@@ -211,6 +212,12 @@ class Plans:
             raise AutosegInputError(f"plans.json: no configuration {name!r} "
                                     f"(available: {', '.join(self.configurations)})")
         return self.configurations[name]
+
+    def budget_choice(self, name: str) -> str | None:
+        """The configuration ``autoseg plan --time-budget`` chose to train for ``name`` (a variant or itself)."""
+        if not self.budget_plan:
+            return None
+        return self.budget_plan.get("configurations", {}).get(name, {}).get("trained_as")
 
     def variants_of(self, name: str) -> list[str]:
         """Names of the budget variants recorded for the planned configuration ``name``."""
@@ -253,6 +260,7 @@ class Plans:
             "configurations": {name: plan.to_dict() for name, plan in self.configurations.items()},
             "reasons": self.reasons,
             "source_signature": self.source_signature,
+            **({"budget_plan": self.budget_plan} if self.budget_plan is not None else {}),
         }
 
     @classmethod
@@ -282,7 +290,7 @@ class Plans:
             configurations={name: ConfigurationPlan.from_dict(plan, f"configurations.{name}")
                             for name, plan in data["configurations"].items()},
             reasons=dict(data.get("reasons", {})), source_signature=data.get("source_signature", ""),
-            version=data["version"],
+            budget_plan=data.get("budget_plan"), version=data["version"],
         )
         plans.validate()
         return plans

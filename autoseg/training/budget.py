@@ -204,66 +204,63 @@ def trainer_class(plans: Plans, configuration_name: str, options: TrainingOption
     return TRAINERS.get(options.trainer or plans.configuration(configuration_name).training.trainer)
 
 
-def configuration_to_train(plans: Plans, work: WorkDir, configuration_name: str, split_mode: str) -> str:
-    """A planned configuration trains as its recorded budget variant when an earlier fold chose one."""
+def configuration_to_train(plans: Plans, work: WorkDir, configuration_name: str, split_mode: str,
+                           budget: float | None = None) -> str:
+    """A planned configuration trains as its recorded budget variant when an earlier fold trained one,
+    else as the one ``autoseg plan --time-budget`` chose for it for this budget, else as itself."""
     for variant in plans.variants_of(configuration_name):
         if work.has_checkpoints(variant, split_mode):
             return variant
+    if plans.budget_plan and budget is not None and plans.budget_plan.get("time_budget_seconds") == budget:
+        chosen = plans.budget_choice(configuration_name)
+        if chosen in plans.configurations:
+            return chosen
     return configuration_name
 
 
-def train_fold(work_dir: str | os.PathLike | WorkDir, configuration_name: str, fold: int,
-               options: TrainingOptions | None = None, length: TrainingLength | None = None,
-               resume: bool = False, overwrite: bool = False) -> FoldTraining:
-    """Train one fold; with a time budget (given, or the CPU default) decide its length, network and
-    validation first, so that training and validation together end within the budget.
+@dataclass
+class NetworkDecision:
+    """What a time budget decided for one configuration: the configuration trained (the planned one
+    or a budget variant, recorded in plans.json), its speed, the iteration plan and validation."""
 
-    Each decision and its reason is logged before training starts and written to ``run.json``.
+    configuration: str
+    trained_as: str
+    speed: SpeedMeasurement
+    iterations: IterationPlan
+    validation: ValidationPlan
+    variant_reason: str
+    decisions: list[str]
+
+    @property
+    def feasible(self) -> bool:
+        return self.iterations.total_iterations >= MIN_USEFUL_ITERATIONS
+
+
+def decide_network(work: WorkDir, configuration_name: str, fold: int, options: TrainingOptions,
+                   length: TrainingLength, budget: float, start: float,
+                   trainer_type: type[Trainer] = Trainer) -> NetworkDecision:
+    """Measure (or take the stored speed of) the configuration; when fewer than
+    :data:`MIN_USEFUL_ITERATIONS` fit, measure smaller variants and record the chosen one in
+    plans.json (with its measured speed, so later folds need not measure again); then fit
+    validation and iterations to the budget. ``start`` is when the budget began (``time.time()``).
     """
-    work = WorkDir.of(work_dir)
-    options = options or TrainingOptions()
-    length = length or TrainingLength()
     plans = work.load_plans()
-    trainer_type = trainer_class(plans, configuration_name, options)
-    device = prepare_device(options.device)
-    budget = length.time_budget_seconds
-    if budget is None and device.type == "cpu" and length.epochs is None:
-        budget = DEFAULT_CPU_BUDGET_SECONDS
-        print(f"no GPU: training within the default CPU budget of {budget / 60:.0f} minutes per fold "
-              "(--time-budget to change it; --epochs for a fixed length)")
-    if budget is None:
-        plan = None
-        if length.epochs or length.iterations_per_epoch:
-            plan = with_length_overrides(plans.configuration(configuration_name).training.iteration_plan(), length)
-        trainer = trainer_type(work, configuration_name, fold, options, iteration_plan=plan)
-        trainer.run(resume=resume, overwrite=overwrite)
-        return FoldTraining(trainer, ValidationPlan(True, 0.0, "no time budget: validation with test-time mirroring"))
-
-    start = time.time()
-    name = configuration_to_train(plans, work, configuration_name, options.split_mode)
+    name = configuration_to_train(plans, work, configuration_name, options.split_mode, budget)
     trainer = trainer_type(work, name, fold, options)
-    trainer.check_can_start(resume, overwrite)
-    if resume and trainer.has_checkpoints():
-        validation = ValidationPlan(True, 0.0, "validation with test-time mirroring")
-        if work.run_record_path(name, fold, options.split_mode).is_file():
-            recorded = work.read_run_record(name, fold, options.split_mode).get("validation")
-            validation = ValidationPlan(**recorded) if recorded else validation
-        resumed = trainer_type(work, name, fold, options,
-                               time_budget=TimeBudget(budget - validation.estimated_seconds, start))
-        resumed.run(resume=True)
-        return FoldTraining(resumed, validation)
-
-    decisions = [f"chosen configuration {name}" + (f" (the budget variant of {configuration_name} chosen by an "
-                                                   "earlier fold)" if name != configuration_name else "")]
+    decisions = [f"chosen configuration {name}" + (f" (the budget variant of {configuration_name} chosen "
+                                                   "before)" if name != configuration_name else "")]
     measurement_limit = max(5.0, MEASUREMENT_BUDGET_FRACTION * budget)
     speed = stored_speed(trainer.configuration, trainer)
     if speed is not None:
-        decisions.append(f"speed {speed.seconds_per_iteration:.3f} s per iteration, measured by "
-                         "`autoseg plan --benchmark` on this device")
+        decisions.append(f"speed {speed.seconds_per_iteration:.3f} s per iteration, measured before "
+                         "(`autoseg plan --benchmark` or --time-budget) on this device")
     else:
         speed = measure_speed(trainer, time_limit=measurement_limit)
         decisions.append(f"measured {speed.seconds_per_iteration:.3f} s per iteration on {speed.device_name} "
                          f"({speed.threads} threads, {speed.augmentation_workers} augmentation workers)")
+        plans = work.load_plans()  # kept, so other folds and `train -c auto` need not measure again
+        plans.configurations[name].measured_speed = speed.to_dict()
+        work.save_plans(plans)
     plan = iterations_for_budget(budget, speed.seconds_per_iteration)
     decisions.append(f"{plan.total_iterations} iterations fit {budget / 60:.1f} min")
     variant_reason = ""
@@ -297,6 +294,7 @@ def train_fold(work_dir: str | os.PathLike | WorkDir, configuration_name: str, f
                 f"trained as {variant.name} ({variant.network.features_per_stage[0]} base features, batch "
                 f"{variant.batch_size}; measured {speed.seconds_per_iteration:.3f} s per iteration, "
                 f"{plan.total_iterations} iterations)")
+            variant.measured_speed = speed.to_dict()
             plans = work.load_plans()
             add_budget_variant(plans, variant, variant_reason)
             work.save_plans(plans)
@@ -311,15 +309,65 @@ def train_fold(work_dir: str | os.PathLike | WorkDir, configuration_name: str, f
         decisions.append(f"{plan.total_iterations} iterations fit the {budget / 60:.1f} min budget after "
                          f"measuring and validation")
     plan = with_length_overrides(plan, length)
+    return NetworkDecision(configuration_name, name, speed, plan, validation, variant_reason, decisions)
+
+
+def resolve_budget(device_type: str, length: TrainingLength) -> float | None:
+    """The time budget per fold (s): the one given; on a CPU without one (and without --epochs), the default."""
+    if length.time_budget_seconds is None and device_type == "cpu" and length.epochs is None:
+        return DEFAULT_CPU_BUDGET_SECONDS
+    return length.time_budget_seconds
+
+
+def train_fold(work_dir: str | os.PathLike | WorkDir, configuration_name: str, fold: int,
+               options: TrainingOptions | None = None, length: TrainingLength | None = None,
+               resume: bool = False, overwrite: bool = False) -> FoldTraining:
+    """Train one fold; with a time budget (given, or the CPU default) decide its length, network and
+    validation first (:func:`decide_network`), so that training and validation together end within
+    the budget. Each decision and its reason is logged before training starts and written to ``run.json``.
+    """
+    work = WorkDir.of(work_dir)
+    options = options or TrainingOptions()
+    length = length or TrainingLength()
+    plans = work.load_plans()
+    trainer_type = trainer_class(plans, configuration_name, options)
+    device = prepare_device(options.device)
+    budget = resolve_budget(device.type, length)
+    if budget is not None and length.time_budget_seconds is None:
+        print(f"no GPU: training within the default CPU budget of {budget / 60:.0f} minutes per fold "
+              "(--time-budget to change it; --epochs for a fixed length)")
+    if budget is None:
+        plan = None
+        if length.epochs or length.iterations_per_epoch:
+            plan = with_length_overrides(plans.configuration(configuration_name).training.iteration_plan(), length)
+        trainer = trainer_type(work, configuration_name, fold, options, iteration_plan=plan)
+        trainer.run(resume=resume, overwrite=overwrite)
+        return FoldTraining(trainer, ValidationPlan(True, 0.0, "no time budget: validation with test-time mirroring"))
+
+    start = time.time()
+    name = configuration_to_train(plans, work, configuration_name, options.split_mode, budget)
+    trainer_type(work, name, fold, options).check_can_start(resume, overwrite)
+    if resume and trainer_type(work, name, fold, options).has_checkpoints():
+        validation = ValidationPlan(True, 0.0, "validation with test-time mirroring")
+        if work.run_record_path(name, fold, options.split_mode).is_file():
+            recorded = work.read_run_record(name, fold, options.split_mode).get("validation")
+            validation = ValidationPlan(**recorded) if recorded else validation
+        resumed = trainer_type(work, name, fold, options,
+                               time_budget=TimeBudget(budget - validation.estimated_seconds, start))
+        resumed.run(resume=True)
+        return FoldTraining(resumed, validation)
+
+    decision = decide_network(work, configuration_name, fold, options, length, budget, start, trainer_type)
+    name, plan, validation = decision.trained_as, decision.iterations, decision.validation
     trainer = trainer_type(work, name, fold, options, iteration_plan=plan,
                            time_budget=TimeBudget(budget - validation.estimated_seconds, start))
-    for line in decisions:
+    for line in decision.decisions:
         trainer.log(line)
     configuration = trainer.configuration
     record = {
-        "time_budget_seconds": budget, "measured_speed": speed.to_dict(), "configuration": name,
-        "variant_of": configuration.variant_of, "variant_reason": variant_reason, "decisions": decisions,
-        "validation": asdict(validation),
+        "time_budget_seconds": budget, "measured_speed": decision.speed.to_dict(), "configuration": name,
+        "variant_of": configuration.variant_of, "variant_reason": decision.variant_reason,
+        "decisions": decision.decisions, "validation": asdict(validation),
         "planned_epochs": plan.epochs, "iterations_per_epoch": plan.iterations_per_epoch,
         "patch_size": configuration.patch_size, "batch_size": configuration.batch_size,
         "features_per_stage": configuration.network.features_per_stage}

@@ -1,0 +1,178 @@
+"""Which configuration to train for a time budget (``autoseg train -c auto``, ``autoseg plan --time-budget``).
+
+For every planned configuration that can be trained on its own (not a cascade stage),
+:func:`autoseg.training.budget.decide_network` measures its speed on this device and
+decides the network it would train as (the planned one or a smaller variant) and for how
+many iterations. Then one rule picks (:func:`choose_configuration`):
+
+1. only configurations that reach :data:`~autoseg.training.budget.MIN_USEFUL_ITERATIONS`
+   iterations are eligible (fewer leave the network near chance, BENCHMARKS.md);
+2. preference order: on strongly anisotropic data (the 3D target spacing's largest/smallest
+   ratio above the planner's 3x thick-slice rule) ``2d`` first — 2D wins on such data (the
+   domain digest); otherwise ``3d_fullres``, then ``3d_lowres`` (the coarser resolution when
+   full resolution cannot learn in the budget), then ``2d``;
+3. when none is eligible, the one with the most iterations (with a warning).
+
+The cascade (``3d_cascade_fullres``) needs every fold of ``3d_lowres`` trained first; it is
+not chosen automatically. Everything is recorded in plans.json as ``budget_plan`` with the
+reasons, and printed before training; the expected time to predict one case (median shape,
+with and without test-time mirroring) is estimated from the measured speed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from typing import Any
+
+from autoseg.planning.inference_cost import network_passes
+from autoseg.planning.spacing import ANISOTROPY_SPACING_RATIO
+from autoseg.plans.schema import ConfigurationPlan, Plans
+from autoseg.training.budget import (
+    MIN_USEFUL_ITERATIONS,
+    VALIDATION_COST_FRACTION,
+    NetworkDecision,
+    TrainingLength,
+    decide_network,
+    trainer_class,
+)
+from autoseg.training.trainer import TrainingOptions
+from autoseg.workdir import WorkDir
+
+#: Preference order of configurations, by kind of data (rule 2 of the module docstring).
+PREFERENCE_ISOTROPIC = ("3d_fullres", "3d_lowres", "2d")
+PREFERENCE_THICK_SLICES = ("2d", "3d_fullres", "3d_lowres")
+
+
+def has_thick_slices(plans: Plans) -> bool:
+    """Whether the 3D target spacing is strongly anisotropic (largest/smallest > the planner's ratio)."""
+    fullres = plans.configurations.get("3d_fullres")
+    if fullres is None:
+        return False
+    spacing = fullres.target_spacing
+    return max(spacing) / min(spacing) > ANISOTROPY_SPACING_RATIO
+
+
+def median_case_shape(plans: Plans, configuration: ConfigurationPlan, fingerprint: dict) -> list[int]:
+    """The median case at the configuration's spacing, ``(z, y, x)`` voxels (2D: the case's own slices)."""
+    if configuration.dimension == 3:
+        return [int(v) for v in configuration.median_image_shape]
+    slices = int(round(fingerprint.get("median_shape_after_crop", [1])[0]))
+    return [slices] + [int(v) for v in configuration.median_image_shape]
+
+
+def estimate_predict_seconds(configuration: ConfigurationPlan, shape: list[int], seconds_per_iteration: float,
+                             use_mirroring: bool) -> float:
+    """Network time to predict a case of ``shape`` voxels: passes x one window's forward pass
+    (:data:`VALIDATION_COST_FRACTION` of a training iteration, per patch of the batch)."""
+    mirror_axes = configuration.training.augmentation.mirror_axes if use_mirroring else None
+    passes = network_passes(shape, configuration.patch_size, mirror_axes)
+    return passes * seconds_per_iteration * VALIDATION_COST_FRACTION / configuration.batch_size
+
+
+def candidate_configurations(plans: Plans) -> list[str]:
+    """Planned configurations that train on their own (no cascade stage, no budget variant)."""
+    return [name for name, plan in plans.configurations.items() if not plan.previous_stage and not plan.variant_of]
+
+
+def choose_configuration(decisions: dict[str, NetworkDecision], thick_slices: bool) -> tuple[str, str]:
+    """The configuration to train and why (the rule of the module docstring)."""
+    order = PREFERENCE_THICK_SLICES if thick_slices else PREFERENCE_ISOTROPIC
+    ranked = [name for name in order if name in decisions] + [name for name in decisions if name not in order]
+    kind = ("strongly anisotropic data: 2d first" if thick_slices
+            else "near-isotropic data: 3d_fullres, then the coarser 3d_lowres, then 2d")
+    for name in ranked:
+        if decisions[name].feasible:
+            skipped = ranked[: ranked.index(name)]
+            because = (f"; {', '.join(skipped)} reach fewer than {MIN_USEFUL_ITERATIONS} iterations" if skipped
+                       else "")
+            return name, (f"{name}: the first of {ranked} ({kind}) that reaches {MIN_USEFUL_ITERATIONS} "
+                          f"iterations in the budget ({decisions[name].iterations.total_iterations}){because}")
+    best = max(ranked, key=lambda name: decisions[name].iterations.total_iterations)
+    return best, (f"WARNING: no configuration reaches {MIN_USEFUL_ITERATIONS} iterations in the budget; {best} "
+                  f"reaches the most ({decisions[best].iterations.total_iterations}): give a longer --time-budget")
+
+
+def plan_time_budget(work_dir: str | WorkDir, budget_seconds: float, options: TrainingOptions | None = None,
+                     length: TrainingLength | None = None) -> dict[str, Any]:
+    """Decide, for each candidate configuration, what a training of ``budget_seconds`` per fold would
+    be, choose one, and record it all in plans.json as ``budget_plan``; returns that record."""
+    work = WorkDir.of(work_dir)
+    options = options or TrainingOptions(progress=False)
+    length = length or TrainingLength(time_budget_seconds=budget_seconds)
+    plans = work.load_plans()
+    fingerprint = work.read_fingerprint()
+    decisions: dict[str, NetworkDecision] = {}
+    entries: dict[str, dict[str, Any]] = {}
+    for name in candidate_configurations(plans):
+        decision = decide_network(work, name, 0, options, length, budget_seconds, time.time(),
+                                  trainer_class(plans, name, options))
+        decisions[name] = decision
+        trained = work.load_plans().configuration(decision.trained_as)
+        shape = median_case_shape(plans, trained, fingerprint)
+        seconds = decision.speed.seconds_per_iteration
+        entries[name] = {
+            "trained_as": decision.trained_as, "target_spacing": trained.target_spacing,
+            "patch_size": trained.patch_size, "batch_size": trained.batch_size,
+            "features_per_stage": trained.network.features_per_stage,
+            "seconds_per_iteration": seconds, "iterations": decision.iterations.total_iterations,
+            "reaches_minimum": decision.feasible, "validation": asdict(decision.validation),
+            "median_case_shape": shape,
+            "predict_seconds_per_case": estimate_predict_seconds(trained, shape, seconds, True),
+            "predict_seconds_per_case_without_mirroring": estimate_predict_seconds(trained, shape, seconds, False),
+            "decisions": decision.decisions}
+    chosen, reason = choose_configuration(decisions, has_thick_slices(plans))
+    record = {"time_budget_seconds": budget_seconds, "device_name": next(iter(decisions.values())).speed.device_name,
+              "threads": next(iter(decisions.values())).speed.threads, "configurations": entries,
+              "chosen": chosen, "reason": reason,
+              "cascade": "not chosen automatically: 3d_cascade_fullres needs every fold of 3d_lowres trained first"}
+    plans = work.load_plans()
+    plans.budget_plan = record
+    work.save_plans(plans)
+    return record
+
+
+def recorded_budget_plan(plans: Plans, budget_seconds: float, device_description: str) -> dict[str, Any] | None:
+    """The ``budget_plan`` of plans.json when it was made for this budget on this device, else None."""
+    record = plans.budget_plan
+    same = (record and record.get("time_budget_seconds") == budget_seconds
+            and record.get("device_name") == device_description)
+    return record if same else None
+
+
+def choose_for_budget(work_dir: str | WorkDir, budget_seconds: float | None, options: TrainingOptions,
+                      device_description: str) -> tuple[str, dict[str, Any] | None]:
+    """``-c auto``: the configuration to train and the budget plan behind the choice (None without a budget).
+
+    Without a budget (a GPU with the plans' full schedule) the choice is 3d_fullres (2d for 2D data).
+    With one, the plan recorded by ``autoseg plan --time-budget`` for this budget and device is used,
+    else it is made now (measuring each candidate).
+    """
+    work = WorkDir.of(work_dir)
+    plans = work.load_plans()
+    if budget_seconds is None:
+        return ("3d_fullres" if "3d_fullres" in plans.configurations else "2d"), None
+    record = recorded_budget_plan(plans, budget_seconds, device_description)
+    if record is None:
+        record = plan_time_budget(work, budget_seconds, options)
+    return record["chosen"], record
+
+
+def format_budget_plan(record: dict[str, Any]) -> str:
+    """A table of what each configuration would train as within the budget, and the choice."""
+    lines = [f"time budget {record['time_budget_seconds'] / 60:.1f} min per fold on {record['device_name']} "
+             f"({record['threads']} threads):",
+             f"  {'configuration':<20} {'trains as':<22} {'spacing (mm)':<20} {'patch':<16} {'batch':>5} "
+             f"{'s/it':>7} {'iterations':>10} {'predict s/case (TTA / none)':>28}"]
+    for name, entry in record["configurations"].items():
+        spacing = "x".join(f"{v:.2g}" for v in entry["target_spacing"])
+        patch = "x".join(str(v) for v in entry["patch_size"])
+        mark = "*" if name == record["chosen"] else " "
+        predict = (f"{entry['predict_seconds_per_case']:.1f} / "
+                   f"{entry['predict_seconds_per_case_without_mirroring']:.1f}")
+        lines.append(f"{mark} {name:<20} {entry['trained_as']:<22} {spacing:<20} {patch:<16} "
+                     f"{entry['batch_size']:>5} {entry['seconds_per_iteration']:>7.3f} {entry['iterations']:>10} "
+                     f"{predict:>28}")
+    lines.append(f"chosen: {record['reason']}")
+    lines.append(f"cascade: {record['cascade']}")
+    return "\n".join(lines)

@@ -1,0 +1,69 @@
+"""The configuration chosen for a time budget: the rule, and plan --time-budget / train -c auto end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import make_tiny_work_dir
+
+from autoseg.cli import main
+from autoseg.plans.training import IterationPlan
+from autoseg.training.budget import MIN_USEFUL_ITERATIONS, NetworkDecision, SpeedMeasurement, ValidationPlan
+from autoseg.training.choice import choose_configuration, estimate_predict_seconds
+from autoseg.workdir import WorkDir
+
+
+def decision(name: str, iterations: int) -> NetworkDecision:
+    speed = SpeedMeasurement(0.5, "cpu", "test cpu", 2, 0, 5)
+    return NetworkDecision(name, name, speed, IterationPlan(iterations // 50, 50, 10),
+                           ValidationPlan(True, 10.0, ""), "", [])
+
+
+def test_full_resolution_first_then_the_coarser_resolution_then_2d():
+    enough, few = MIN_USEFUL_ITERATIONS + 100, MIN_USEFUL_ITERATIONS // 2
+    assert choose_configuration({"2d": decision("2d", enough), "3d_fullres": decision("3d_fullres", enough),
+                                 "3d_lowres": decision("3d_lowres", enough)}, thick_slices=False)[0] == "3d_fullres"
+    name, reason = choose_configuration({"2d": decision("2d", enough), "3d_fullres": decision("3d_fullres", few),
+                                         "3d_lowres": decision("3d_lowres", enough)}, thick_slices=False)
+    assert name == "3d_lowres" and "3d_fullres reach fewer than" in reason
+    assert choose_configuration({"2d": decision("2d", enough), "3d_fullres": decision("3d_fullres", few)},
+                                thick_slices=False)[0] == "2d"
+
+
+def test_thick_slices_prefer_2d_and_nothing_feasible_warns():
+    enough = MIN_USEFUL_ITERATIONS
+    assert choose_configuration({"2d": decision("2d", enough), "3d_fullres": decision("3d_fullres", enough)},
+                                thick_slices=True)[0] == "2d"
+    name, reason = choose_configuration({"2d": decision("2d", 300), "3d_fullres": decision("3d_fullres", 600)},
+                                        thick_slices=False)
+    assert name == "3d_fullres" and reason.startswith("WARNING")
+
+
+def test_predict_time_counts_windows_and_mirrorings():
+    from autoseg.plans import ConfigurationPlan, NetworkConfig
+
+    network = NetworkConfig("unet", 3, [8, 16, 32], [[3, 3, 3]] * 3, [[1, 1, 1], [2, 2, 2], [2, 2, 2]],
+                            [2, 2, 2], [2, 2])
+    configuration = ConfigurationPlan("3d_fullres", 3, "3d_fullres", [1.0] * 3, [32, 32, 32], 2, [64, 64, 32], network)
+    # 3 x 3 x 1 windows, 8 mirrorings; one window = 0.35 x 1.0 s / batch 2
+    assert estimate_predict_seconds(configuration, [64, 64, 32], 1.0, True) == pytest.approx(9 * 8 * 0.175)
+    assert estimate_predict_seconds(configuration, [64, 64, 32], 1.0, False) == pytest.approx(9 * 0.175)
+
+
+@pytest.mark.slow
+def test_plan_states_the_choice_and_train_auto_follows_it(tmp_path, capsys):
+    dataset, work = make_tiny_work_dir(tmp_path)
+    assert main(["plan", str(dataset), "-o", str(work), "--time-budget", "20s"]) == 0
+    printed = capsys.readouterr().out
+    assert "time budget 0.3 min per fold" in printed and "chosen:" in printed and "predict s/case" in printed
+    record = WorkDir(work).load_plans().budget_plan
+    assert set(record["configurations"]) == {"2d", "3d_fullres"} and record["chosen"] in record["configurations"]
+    entry = record["configurations"][record["chosen"]]
+    assert entry["iterations"] > 0
+    assert entry["predict_seconds_per_case"] > entry["predict_seconds_per_case_without_mirroring"]
+    assert main(["train", str(work), "--time-budget", "20s", "--num-workers", "0", "--no-validation"]) == 0
+    assert "chosen:" in capsys.readouterr().out  # the recorded plan, printed again before training
+    run = WorkDir(work).read_run_record(entry["trained_as"], 0)
+    assert any("measured before" in line for line in run["decisions"])  # no second measurement
+    assert json.loads(WorkDir(work).plans_path.read_text())["budget_plan"]["chosen"] == record["chosen"]
