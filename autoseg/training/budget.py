@@ -7,7 +7,10 @@ the budget are computed, and, when they are fewer than :data:`MIN_USEFUL_ITERATI
 the smaller variants of :func:`autoseg.planning.variants.budget_variants` are measured
 until one allows enough. A chosen variant is recorded in plans.json as a configuration
 of its own (the planned one is left as it is) and every fold of the configuration
-then trains as that variant.
+then trains as that variant; measured speeds are kept in plans.json so that later folds
+do not measure again. The validation cases are predicted after training within the same
+budget (:func:`plan_validation`); training gets what measuring and validation leave.
+Which configuration to train for a budget is :mod:`autoseg.training.choice`.
 """
 
 from __future__ import annotations
