@@ -56,14 +56,29 @@ def test_plan_states_the_choice_and_train_auto_follows_it(tmp_path, capsys):
     dataset, work = make_tiny_work_dir(tmp_path)
     assert main(["plan", str(dataset), "-o", str(work), "--time-budget", "20s"]) == 0
     printed = capsys.readouterr().out
-    assert "time budget 0.3 min per fold" in printed and "chosen:" in printed and "predict s/case" in printed
+    assert "time budget 0.3 min per fold" in printed and "chosen:" in printed and "largest none" in printed
     record = WorkDir(work).load_plans().budget_plan
     assert set(record["configurations"]) == {"2d", "3d_fullres"} and record["chosen"] in record["configurations"]
     entry = record["configurations"][record["chosen"]]
     assert entry["iterations"] > 0
     assert entry["predict_seconds_per_case"] > entry["predict_seconds_per_case_without_mirroring"]
+    largest, median = (entry["predict_seconds_largest_case_without_mirroring"],
+                       entry["predict_seconds_per_case_without_mirroring"])
+    assert largest >= median
     assert main(["train", str(work), "--time-budget", "20s", "--num-workers", "0", "--no-validation"]) == 0
     assert "chosen:" in capsys.readouterr().out  # the recorded plan, printed again before training
     run = WorkDir(work).read_run_record(entry["trained_as"], 0)
     assert any("measured before" in line for line in run["decisions"])  # no second measurement
     assert json.loads(WorkDir(work).plans_path.read_text())["budget_plan"]["chosen"] == record["chosen"]
+
+
+def test_the_largest_case_is_found_at_the_configuration_spacing():
+    from autoseg.plans import ConfigurationPlan, NetworkConfig
+    from autoseg.training.choice import largest_case_shape
+
+    network = NetworkConfig("unet", 2, [8, 16], [[3, 3], [3, 3]], [[1, 1], [2, 2]], [2, 2], [2])
+    configuration = ConfigurationPlan("2d", 2, "2d", [1.0, 1.0], [64, 64], 2, [64, 64], network)
+    fingerprint = {"cases": {"a": {"shape_after_crop": [10, 100, 100], "spacing": [5.0, 0.5, 0.5]},
+                             "b": {"shape_after_crop": [40, 64, 64], "spacing": [1.0, 1.0, 1.0]}}}
+    # a: 10 slices of 50x50 at 1 mm = 25,000 voxels; b: 40 x 64 x 64 = 163,840 voxels
+    assert largest_case_shape(configuration, fingerprint) == [40, 64, 64]
