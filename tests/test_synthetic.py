@@ -1,4 +1,4 @@
-"""Tests of the synthetic dataset generator (autoseg/synthetic.py)."""
+"""Tests of the synthetic dataset generator (autoseg/synthetic/)."""
 
 from __future__ import annotations
 
