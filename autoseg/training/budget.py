@@ -168,9 +168,10 @@ class FoldTraining:
     validation: ValidationPlan
 
 
-def estimate_validation_seconds(shapes: list[list[int]], configuration: ConfigurationPlan,
+def estimate_prediction_seconds(shapes: list[list[int]], configuration: ConfigurationPlan,
                                 seconds_per_iteration: float, use_mirroring: bool) -> float:
-    """Seconds to predict cases of these preprocessed shapes (voxels, ``(z, y, x)``).
+    """Network seconds to predict cases of these preprocessed shapes (voxels, ``(z, y, x)``); used for
+    the validation cases after training and for the per-case estimates of ``plan --time-budget``.
 
     One window's forward pass costs :data:`VALIDATION_COST_FRACTION` of a training
     iteration divided by the batch size (a training iteration is the forward and backward
@@ -184,12 +185,12 @@ def estimate_validation_seconds(shapes: list[list[int]], configuration: Configur
 def plan_validation(shapes: list[list[int]], configuration: ConfigurationPlan, seconds_per_iteration: float,
                     budget_seconds: float) -> ValidationPlan:
     """Mirroring when validation with it fits :data:`MAX_VALIDATION_BUDGET_FRACTION` of the budget, else none."""
-    with_mirroring = estimate_validation_seconds(shapes, configuration, seconds_per_iteration, True)
+    with_mirroring = estimate_prediction_seconds(shapes, configuration, seconds_per_iteration, True)
     limit = MAX_VALIDATION_BUDGET_FRACTION * budget_seconds
     if with_mirroring <= limit:
         return ValidationPlan(True, with_mirroring, f"validation of {len(shapes)} cases with test-time mirroring: "
                                                     f"estimated {with_mirroring:.0f} s, kept within the budget")
-    without = estimate_validation_seconds(shapes, configuration, seconds_per_iteration, False)
+    without = estimate_prediction_seconds(shapes, configuration, seconds_per_iteration, False)
     return ValidationPlan(False, without, (
         f"validation of {len(shapes)} cases with test-time mirroring would take about {with_mirroring:.0f} s "
         f"(> {MAX_VALIDATION_BUDGET_FRACTION:.0%} of the budget), so it runs without mirroring: estimated "
@@ -349,8 +350,9 @@ def train_fold(work_dir: str | os.PathLike | WorkDir, configuration_name: str, f
 
     start = time.time()
     name = configuration_to_train(plans, work, configuration_name, options.split_mode, budget)
-    trainer_type(work, name, fold, options).check_can_start(resume, overwrite)
-    if resume and trainer_type(work, name, fold, options).has_checkpoints():
+    probe = trainer_type(work, name, fold, options)
+    probe.check_can_start(resume, overwrite)
+    if resume and probe.has_checkpoints():
         validation = ValidationPlan(True, 0.0, "validation with test-time mirroring")
         if work.run_record_path(name, fold, options.split_mode).is_file():
             recorded = work.read_run_record(name, fold, options.split_mode).get("validation")

@@ -22,19 +22,20 @@ estimated from the measured speed (reading, preprocessing and writing come on to
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict
 from typing import Any
 
-from autoseg.planning.inference_cost import network_passes
-from autoseg.planning.spacing import ANISOTROPY_SPACING_RATIO
+from autoseg.planning.spacing import ANISOTROPY_SPACING_RATIO, shape_after_resampling
 from autoseg.plans.schema import ConfigurationPlan, Plans
+from autoseg.preprocessing.preprocess import target_spacing_for_case
 from autoseg.training.budget import (
     MIN_USEFUL_ITERATIONS,
-    VALIDATION_COST_FRACTION,
     NetworkDecision,
     TrainingLength,
     decide_network,
+    estimate_prediction_seconds,
     trainer_class,
 )
 from autoseg.training.trainer import TrainingOptions
@@ -54,7 +55,7 @@ def has_thick_slices(plans: Plans) -> bool:
     return max(spacing) / min(spacing) > ANISOTROPY_SPACING_RATIO
 
 
-def median_case_shape(plans: Plans, configuration: ConfigurationPlan, fingerprint: dict) -> list[int]:
+def median_case_shape(configuration: ConfigurationPlan, fingerprint: dict) -> list[int]:
     """The median case at the configuration's spacing, ``(z, y, x)`` voxels (2D: the case's own slices)."""
     if configuration.dimension == 3:
         return [int(v) for v in configuration.median_image_shape]
@@ -64,25 +65,11 @@ def median_case_shape(plans: Plans, configuration: ConfigurationPlan, fingerprin
 
 def largest_case_shape(configuration: ConfigurationPlan, fingerprint: dict) -> list[int]:
     """The training case with the most voxels at the configuration's spacing, ``(z, y, x)`` voxels
-    (2D: its own slices), from its cropped shape and spacing in the fingerprint."""
-    def at_target(case: dict) -> list[int]:
-        shape, spacing = case["shape_after_crop"], case["spacing"]
-        target = list(configuration.target_spacing)
-        if configuration.dimension == 2:
-            target = [spacing[0]] + target
-        return [max(1, round(size * have / want)) for size, have, want in zip(shape, spacing, target)]
-
-    shapes = [at_target(case) for case in fingerprint["cases"].values()]
-    return max(shapes, key=lambda shape: shape[0] * shape[1] * shape[2])
-
-
-def estimate_predict_seconds(configuration: ConfigurationPlan, shape: list[int], seconds_per_iteration: float,
-                             use_mirroring: bool) -> float:
-    """Network time to predict a case of ``shape`` voxels: passes x one window's forward pass
-    (:data:`VALIDATION_COST_FRACTION` of a training iteration, per patch of the batch)."""
-    mirror_axes = configuration.training.augmentation.mirror_axes if use_mirroring else None
-    passes = network_passes(shape, configuration.patch_size, mirror_axes)
-    return passes * seconds_per_iteration * VALIDATION_COST_FRACTION / configuration.batch_size
+    (2D: its own slices), by the rules preprocessing resamples with."""
+    shapes = [shape_after_resampling(case["shape_after_crop"], case["spacing"],
+                                     target_spacing_for_case(configuration, case["spacing"])).tolist()
+              for case in fingerprint["cases"].values()]
+    return max(shapes, key=math.prod)
 
 
 def candidate_configurations(plans: Plans) -> list[str]:
@@ -124,7 +111,8 @@ def plan_time_budget(work_dir: str | WorkDir, budget_seconds: float, options: Tr
                                   trainer_class(plans, name, options))
         decisions[name] = decision
         trained = work.load_plans().configuration(decision.trained_as)
-        shape = median_case_shape(plans, trained, fingerprint)
+        shape = median_case_shape(trained, fingerprint)
+        largest = largest_case_shape(trained, fingerprint)
         seconds = decision.speed.seconds_per_iteration
         entries[name] = {
             "trained_as": decision.trained_as, "target_spacing": trained.target_spacing,
@@ -133,11 +121,11 @@ def plan_time_budget(work_dir: str | WorkDir, budget_seconds: float, options: Tr
             "seconds_per_iteration": seconds, "iterations": decision.iterations.total_iterations,
             "reaches_minimum": decision.feasible, "validation": asdict(decision.validation),
             "median_case_shape": shape,
-            "predict_seconds_per_case": estimate_predict_seconds(trained, shape, seconds, True),
-            "predict_seconds_per_case_without_mirroring": estimate_predict_seconds(trained, shape, seconds, False),
-            "largest_case_shape": largest_case_shape(trained, fingerprint),
-            "predict_seconds_largest_case_without_mirroring": estimate_predict_seconds(
-                trained, largest_case_shape(trained, fingerprint), seconds, False),
+            "predict_seconds_per_case": estimate_prediction_seconds([shape], trained, seconds, True),
+            "predict_seconds_per_case_without_mirroring": estimate_prediction_seconds([shape], trained, seconds, False),
+            "largest_case_shape": largest,
+            "predict_seconds_largest_case_without_mirroring": estimate_prediction_seconds([largest], trained, seconds,
+                                                                                           False),
             "decisions": decision.decisions}
     chosen, reason = choose_configuration(decisions, has_thick_slices(plans))
     record = {"time_budget_seconds": budget_seconds, "device_name": next(iter(decisions.values())).speed.device_name,

@@ -127,7 +127,6 @@ class Trainer:
                  options: TrainingOptions | None = None, iteration_plan: IterationPlan | None = None,
                  time_budget: TimeBudget | None = None, configuration: ConfigurationPlan | None = None):
         self.work = WorkDir.of(work_dir)
-        self.work_dir = self.work.root
         self.options = options or TrainingOptions()
         self.plans: Plans = self.work.load_plans()
         self.configuration_name = configuration_name

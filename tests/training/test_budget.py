@@ -157,12 +157,12 @@ def test_the_speed_stored_by_plan_benchmark_is_used(tmp_path):
 
 
 def test_validation_keeps_mirroring_only_when_it_fits_the_budget():
-    from autoseg.training.budget import MAX_VALIDATION_BUDGET_FRACTION, estimate_validation_seconds, plan_validation
+    from autoseg.training.budget import MAX_VALIDATION_BUDGET_FRACTION, estimate_prediction_seconds, plan_validation
 
     configuration = planned_configuration()
     shapes = [[36, 50, 35]] * 52
-    with_mirroring = estimate_validation_seconds(shapes, configuration, 9.0, True)
-    without = estimate_validation_seconds(shapes, configuration, 9.0, False)
+    with_mirroring = estimate_prediction_seconds(shapes, configuration, 9.0, True)
+    without = estimate_prediction_seconds(shapes, configuration, 9.0, False)
     assert with_mirroring == pytest.approx(8 * without)
     assert without == pytest.approx(52 * 9.0 * 0.35 / configuration.batch_size)
     roomy = plan_validation(shapes, configuration, 9.0, budget_seconds=with_mirroring / MAX_VALIDATION_BUDGET_FRACTION)

@@ -9,8 +9,14 @@ from helpers import make_tiny_work_dir
 
 from autoseg.cli import main
 from autoseg.plans.training import IterationPlan
-from autoseg.training.budget import MIN_USEFUL_ITERATIONS, NetworkDecision, SpeedMeasurement, ValidationPlan
-from autoseg.training.choice import choose_configuration, estimate_predict_seconds
+from autoseg.training.budget import (
+    MIN_USEFUL_ITERATIONS,
+    NetworkDecision,
+    SpeedMeasurement,
+    ValidationPlan,
+    estimate_prediction_seconds,
+)
+from autoseg.training.choice import choose_configuration
 from autoseg.workdir import WorkDir
 
 
@@ -47,8 +53,8 @@ def test_predict_time_counts_windows_and_mirrorings():
                             [2, 2, 2], [2, 2])
     configuration = ConfigurationPlan("3d_fullres", 3, "3d_fullres", [1.0] * 3, [32, 32, 32], 2, [64, 64, 32], network)
     # 3 x 3 x 1 windows, 8 mirrorings; one window = 0.35 x 1.0 s / batch 2
-    assert estimate_predict_seconds(configuration, [64, 64, 32], 1.0, True) == pytest.approx(9 * 8 * 0.175)
-    assert estimate_predict_seconds(configuration, [64, 64, 32], 1.0, False) == pytest.approx(9 * 0.175)
+    assert estimate_prediction_seconds([[64, 64, 32]], configuration, 1.0, True) == pytest.approx(9 * 8 * 0.175)
+    assert estimate_prediction_seconds([[64, 64, 32]], configuration, 1.0, False) == pytest.approx(9 * 0.175)
 
 
 @pytest.mark.slow
