@@ -74,9 +74,7 @@ def _interpolate_axis_pairs(volume: torch.Tensor, new_shape: Sequence[int], mode
         moved = planes.reshape(n, a, new_b, new_c)
     if a != new_a:
         if thick_axis is not None and not thick_axis_linear:
-            index = torch.clamp(((torch.arange(new_a, dtype=torch.float64) + 0.5) * (a / new_a)).floor().long(),
-                                max=a - 1)
-            moved = moved.index_select(1, index.to(moved.device))
+            moved = moved.index_select(1, _nearest_source_rows(a, new_a, 0, new_a).to(moved.device))
         else:
             columns = moved.reshape(n, 1, a, new_b * new_c)
             column_mode = "linear" if thick_axis is not None else mode
@@ -148,6 +146,13 @@ def resample_probabilities(probabilities: torch.Tensor, new_shape: Sequence[int]
     return _interpolate_axis_pairs(probabilities.float(), new_shape, "linear", thick_axis)
 
 
+def _nearest_source_rows(size: int, new_size: int, start: int, stop: int) -> torch.Tensor:
+    """Source row of each output row ``start..stop`` of a nearest-neighbour resize ``size -> new_size``
+    along one axis (the row whose cell contains the output cell's centre)."""
+    centres = (torch.arange(start, stop, dtype=torch.float64) + 0.5) * (size / new_size)
+    return torch.clamp(centres.floor().long(), max=size - 1)
+
+
 def _linear_source_rows(size: int, new_size: int, start: int,
                         stop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Source rows and weights of output rows ``start..stop`` of a linear resize ``size -> new_size`` along
@@ -174,9 +179,7 @@ def resample_probability_rows(probabilities: torch.Tensor, new_shape: Sequence[i
         return probabilities[:, start:stop]  # nothing to resample: a view
     size, new_z = probabilities.shape[1], new_shape[0]
     if thick_axis == 0:
-        rows = torch.clamp(((torch.arange(start, stop, dtype=torch.float64) + 0.5) * (size / new_z)).floor().long(),
-                           max=size - 1)
-        needed, lower, upper, weight = rows, None, None, None
+        needed, lower, upper, weight = _nearest_source_rows(size, new_z, start, stop), None, None, None
     else:
         lower, upper, weight = _linear_source_rows(size, new_z, start, stop)
         needed = torch.unique(torch.cat([lower, upper]))
