@@ -19,9 +19,11 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from autoseg.errors import AutosegInputError
+from autoseg.inference.export import class_argmax
 from autoseg.io.formats import known_file_endings
 from autoseg.io.geometry import ImageGeometry, geometry_mismatch
 from autoseg.io.images import write_segmentation
@@ -35,10 +37,9 @@ MAX_LISTED_CASES = 5
 def argmax_segmentation(probabilities: np.ndarray) -> np.ndarray:
     """Argmax over the class axis of ``(K, z, y, x)`` -> uint8 (uint16 for > 256 classes) ``(z, y, x)``.
 
-    Ties go to the lower class index.
+    Ties go to the lower class index (:func:`autoseg.inference.export.class_argmax`).
     """
-    dtype = np.uint8 if probabilities.shape[0] <= 256 else np.uint16
-    return np.argmax(probabilities, axis=0).astype(dtype)
+    return class_argmax(torch.from_numpy(np.ascontiguousarray(probabilities)))
 
 
 def average_probabilities(bases: Sequence[Path]) -> tuple[np.ndarray, ImageGeometry]:

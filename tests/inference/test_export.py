@@ -62,3 +62,17 @@ def test_an_ensemble_averages_configurations_on_different_grids():
     top2 = average.topk(2, dim=0).values
     clear = (top2[0] - top2[1] > 1e-5).numpy()
     np.testing.assert_array_equal(chunked[clear], probabilities_to_segmentation(average)[clear])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_class_argmax_is_torch_argmax_with_ties_to_the_lower_class(dtype):
+    from autoseg.inference.export import class_argmax
+
+    generator = torch.Generator().manual_seed(0)
+    probabilities = torch.randint(0, 4, (5, 6, 7, 8), generator=generator).to(dtype)  # many ties
+    labels = class_argmax(probabilities)
+    assert labels.dtype == np.uint8
+    np.testing.assert_array_equal(labels, torch.argmax(probabilities.float(), dim=0).numpy())
+    many = torch.rand(300, 2, 3, generator=generator)
+    assert class_argmax(many).dtype == np.uint16
+    np.testing.assert_array_equal(class_argmax(many), torch.argmax(many, dim=0).numpy())
