@@ -33,6 +33,11 @@ def test_load_probabilities_round_trip(tmp_path):
     loaded, geometry = load_probabilities(tmp_path / "case.a")
     assert loaded.dtype == np.float32 and geometry == GEOMETRY
     np.testing.assert_array_equal(loaded, probabilities.astype(np.float32))
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "case.a.npz") as archive:  # a compressed npz, one member per array
+        assert [(m.filename, m.compress_type) for m in archive.infolist()] == [("probabilities.npy",
+                                                                               zipfile.ZIP_DEFLATED)]
 
 
 def test_ensemble_of_two_folders_is_the_average(tmp_path):
