@@ -1,16 +1,20 @@
 """Sliding-window prediction of a whole (preprocessed) image with a patch-based network.
 
 Pure torch, no file I/O. Images are tensors ``(C, *spatial)`` in array axis order
-(``(C, z, y, x)`` for 3D); the returned probabilities are ``(K, *spatial)`` float32 with
-K = number of classes including background, summing to 1 per voxel.
+(``(C, z, y, x)`` for 3D); the returned probabilities are ``(K, *spatial)`` (float32, or
+float16 when asked) with K = number of classes including background, summing to 1 per voxel.
 
 The network is any callable mapping a float tensor ``(B, C, *patch_size)`` to logits
 ``(B, K, *patch_size)``. It is called as is: put a ``torch.nn.Module`` in eval mode first.
 
 Windows overlap (``step_size`` is a fraction of the patch size); each window's softmax
 probabilities are weighted by an importance map (a Gaussian centred on the patch, so
-predictions near patch borders, which see less context, count less) and the weighted
-sum is divided by the summed weights.
+predictions near patch borders, which see less context, count less), normalized by the
+summed weights of all windows covering each voxel (known from the layout before any window
+is predicted, so each window adds its final share). The patch passed in is the window:
+the predictor may use one larger than the training patch
+(:func:`autoseg.planning.inference_cost.inference_window`). Where the image is smaller
+than the window it is padded with zeros, virtually (no padded copy is made).
 """
 
 from __future__ import annotations
@@ -126,39 +130,73 @@ def _flip_sets(mirror_axes: Sequence[int] | None, n_spatial: int) -> list[tuple[
     return [combo for r in range(len(dims) + 1) for combo in itertools.combinations(dims, r)]
 
 
-def _pad_spatial(
-    image: torch.Tensor, min_size: Sequence[int]
-) -> tuple[torch.Tensor, tuple[slice, ...] | None]:
-    """Zero-pad the spatial axes of ``(C, *spatial)`` up to ``min_size`` (centred).
+def _window_layout(
+    spatial: Sequence[int], window: tuple[int, ...], step_size: float
+) -> list[tuple[tuple[slice, ...], tuple[slice, ...]]]:
+    """Every window as ``(slices into the image, slices into the window)``.
 
-    Returns the padded image and the spatial slices that crop the padding off again
-    (None when nothing was padded).
+    Where the image is smaller than the window along an axis it is zero-padded, centred, up
+    to the window, virtually: windows are laid out over the padded extent, but only their
+    part inside the image is read and accumulated (the padding is zeros, the
+    post-normalization mean), so no padded copy of the image or of the result is made.
     """
-    spatial = image.shape[1:]
-    if all(s >= m for s, m in zip(spatial, min_size, strict=True)):
-        return image, None
-    new_size = [max(s, m) for s, m in zip(spatial, min_size, strict=True)]
-    before = [(n - s) // 2 for n, s in zip(new_size, spatial, strict=True)]
-    crop = tuple(slice(b, b + s) for b, s in zip(before, spatial, strict=True))
-    padded = image.new_zeros((image.shape[0], *new_size))
-    padded[(slice(None), *crop)] = image
-    return padded, crop
+    padded = [max(int(size), length) for size, length in zip(spatial, window, strict=True)]
+    before = [(p - int(size)) // 2 for p, size in zip(padded, spatial, strict=True)]
+    layout = []
+    for start in itertools.product(*sliding_window_starts(padded, window, step_size)):
+        image_part, window_part = [], []
+        for first, length, offset, size in zip(start, window, before, spatial, strict=True):
+            low = first - offset  # image coordinate of the window's first voxel
+            image_low, image_high = max(0, low), min(int(size), low + length)
+            image_part.append(slice(image_low, image_high))
+            window_part.append(slice(image_low - low, image_high - low))
+        layout.append((tuple(image_part), tuple(window_part)))
+    return layout
 
 
-def _window_weights(
-    patch_size: tuple[int, ...],
-    use_gaussian: bool,
-    n_passes: int,
+def _window_input(image: torch.Tensor, image_part: tuple[slice, ...], window_part: tuple[slice, ...],
+                  window: tuple[int, ...], leading: int) -> torch.Tensor:
+    """The window's input: the image's voxels, zero-padded where the window reaches outside it.
+
+    ``image`` has ``leading`` non-spatial axes before the spatial ones (1: ``(C, ...)``;
+    2: ``(C, Z, y, x)`` read slice-wise by a 2D window).
+    """
+    part = image[(slice(None),) * leading + image_part]
+    if tuple(part.shape[leading:]) == window:
+        return part
+    padded = part.new_zeros((*part.shape[:leading], *window))
+    padded[(slice(None),) * leading + window_part] = part
+    return padded
+
+
+def _window_weight_map(patch_size: tuple[int, ...], use_gaussian: bool, device: torch.device) -> torch.Tensor | float:
+    """Weight of each window voxel: the Gaussian importance map, or 1 everywhere."""
+    return gaussian_importance_map(patch_size, device=device) if use_gaussian else 1.0
+
+
+def _window_shares(
+    layout: list[tuple[tuple[slice, ...], tuple[slice, ...]]],
+    spatial: tuple[int, ...],
+    weight: torch.Tensor | float,
     device: torch.device,
-    accumulation_device: torch.device,
-) -> tuple[torch.Tensor | float, torch.Tensor | float]:
-    """(factor applied to summed TTA probabilities on ``device``, weight added to the weight sum)."""
-    if not use_gaussian:
-        return 1.0 / n_passes, 1.0
-    gauss_acc = gaussian_importance_map(patch_size, device=accumulation_device)
-    gauss_dev = gaussian_importance_map(patch_size, device=device)
-    # One small per-call tensor folding the 1 / n_passes average into the weights.
-    return gauss_dev / n_passes if n_passes > 1 else gauss_dev, gauss_acc
+) -> Callable[[tuple[slice, ...], tuple[slice, ...]], torch.Tensor]:
+    """``share(image_part, window_part)``: each window voxel's weight divided by the sum of the
+    weights of every window covering that image voxel.
+
+    The weights depend on the layout only, so their sum is known before any window is
+    predicted; a window's probabilities times its share are final contributions in [0, 1]
+    that add up to the result, which is why float16 can accumulate them without losing
+    the small weights near patch borders (and no division is left for the end).
+    """
+    weight_sum = torch.zeros(spatial, dtype=torch.float32, device=device)
+    for image_part, window_part in layout:
+        weight_sum[image_part].add_(weight[window_part] if isinstance(weight, torch.Tensor) else weight)
+
+    def share(image_part: tuple[slice, ...], window_part: tuple[slice, ...]) -> torch.Tensor:
+        part = weight[window_part] if isinstance(weight, torch.Tensor) else weight
+        return part / weight_sum[image_part]
+
+    return share
 
 
 def _predict_batch(
@@ -167,10 +205,9 @@ def _predict_batch(
     flip_sets: list[tuple[int, ...]],
     num_classes: int,
     autocast: bool,
-    factor: torch.Tensor | float,
 ) -> torch.Tensor:
-    """Softmax probabilities of a batch ``(B, C, *patch)``, summed over the flip passes
-    and multiplied by ``factor``; returns ``(B, K, *patch)`` float32 on ``x.device``."""
+    """Softmax probabilities of a batch ``(B, C, *patch)``, averaged over the flip passes;
+    returns ``(B, K, *patch)`` float32 on ``x.device``."""
     expected = (x.shape[0], num_classes, *x.shape[2:])
     total: torch.Tensor | None = None
     for dims in flip_sets:
@@ -192,8 +229,8 @@ def _predict_batch(
         else:
             total += probs
     assert total is not None
-    if isinstance(factor, torch.Tensor) or factor != 1.0:
-        total *= factor
+    if len(flip_sets) > 1:
+        total /= len(flip_sets)
     return total
 
 
@@ -228,6 +265,7 @@ def predict_sliding_window(
     accumulation_device: DeviceLike | None = None,
     autocast: bool = False,
     show_progress: bool = False,
+    accumulation_dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """Predict class probabilities for a whole image with overlapping windows.
 
@@ -247,10 +285,13 @@ def predict_sliding_window(
             (default ``device``); e.g. CPU for a large volume with the network on a GPU.
         autocast: run the network under ``torch.autocast`` (mixed precision).
         show_progress: tqdm progress bar over windows.
+        accumulation_dtype: dtype of the ``(K, *spatial)`` result: float32, or float16 for
+            half the memory on large images (as nnU-Net v2 accumulates; the weights are
+            summed in float32 either way).
 
     Returns:
-        ``(K, *spatial)`` float32 probabilities on ``accumulation_device`` summing to 1
-        per voxel. Where the image is smaller than the patch it is zero-padded (0 is the
+        ``(K, *spatial)`` probabilities (``accumulation_dtype``) on ``accumulation_device``
+        summing to 1 per voxel. Where the image is smaller than the patch it is zero-padded (0 is the
         post-normalization mean) and the padding is cropped off the result.
     """
     patch = tuple(int(p) for p in patch_size)
@@ -260,31 +301,22 @@ def predict_sliding_window(
     flip_sets = _flip_sets(mirror_axes, len(patch))
 
     with torch.no_grad():
-        padded, crop = _pad_spatial(image, patch)
-        spatial = tuple(padded.shape[1:])
-        starts = sliding_window_starts(spatial, patch, step_size)
-        windows = [
-            tuple(slice(s, s + p) for s, p in zip(start, patch, strict=True))
-            for start in itertools.product(*starts)
-        ]
-        factor, weight = _window_weights(patch, use_gaussian, len(flip_sets), device, acc_device)
+        spatial = tuple(image.shape[1:])
+        layout = _window_layout(spatial, patch, step_size)
+        share = _window_shares(layout, spatial, _window_weight_map(patch, use_gaussian, acc_device), acc_device)
 
-        probs = torch.zeros((num_classes, *spatial), dtype=torch.float32, device=acc_device)
-        weight_sum = torch.zeros(spatial, dtype=torch.float32, device=acc_device)
-        with tqdm(total=len(windows), disable=not show_progress, desc="sliding window", unit="win") as bar:
-            for first in range(0, len(windows), window_batch_size):
-                batch = windows[first : first + window_batch_size]
-                x = torch.stack([padded[(slice(None), *w)] for w in batch])
+        probs = torch.zeros((num_classes, *spatial), dtype=accumulation_dtype, device=acc_device)
+        with tqdm(total=len(layout), disable=not show_progress, desc="sliding window", unit="win") as bar:
+            for first in range(0, len(layout), window_batch_size):
+                batch = layout[first : first + window_batch_size]
+                x = torch.stack([_window_input(image, image_part, window_part, patch, 1)
+                                 for image_part, window_part in batch])
                 x = x.to(device=device, dtype=torch.float32)
-                out = _predict_batch(network, x, flip_sets, num_classes, autocast, factor)
-                out = out.to(acc_device)
-                for i, w in enumerate(batch):
-                    probs[(slice(None), *w)].add_(out[i])
-                    weight_sum[w].add_(weight)
+                out = _predict_batch(network, x, flip_sets, num_classes, autocast).to(acc_device)
+                for i, (image_part, window_part) in enumerate(batch):
+                    contribution = out[(i, slice(None), *window_part)] * share(image_part, window_part)
+                    probs[(slice(None), *image_part)].add_(contribution)
                 bar.update(len(batch))
-        probs.div_(weight_sum)
-        if crop is not None:
-            probs = probs[(slice(None), *crop)].contiguous()
     return probs
 
 
@@ -301,13 +333,14 @@ def predict_volume_with_2d_network(
     accumulation_device: DeviceLike | None = None,
     autocast: bool = False,
     show_progress: bool = False,
+    accumulation_dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """Predict a volume ``(C, Z, Y, X)`` slice by slice with a 2D network.
 
     The 2D sliding window runs over ``(y, x)`` with patch ``(py, px)``; up to
     ``slice_batch_size`` consecutive z-slices form the batch of each network call.
     ``mirror_axes`` refer to the 2D patch axes (0 = y, 1 = x). Other arguments as in
-    :func:`predict_sliding_window`. Returns ``(K, Z, Y, X)`` float32 probabilities on
+    :func:`predict_sliding_window`. Returns ``(K, Z, Y, X)`` probabilities (``accumulation_dtype``) on
     ``accumulation_device`` (default ``device``), identical to running
     :func:`predict_sliding_window` on every slice ``image[:, z]``.
     """
@@ -320,33 +353,24 @@ def predict_volume_with_2d_network(
     flip_sets = _flip_sets(mirror_axes, 2)
 
     with torch.no_grad():
-        padded, crop = _pad_spatial(image, (1, *patch))
-        n_z, size_y, size_x = padded.shape[1:]
-        starts = sliding_window_starts((size_y, size_x), patch, step_size)
-        windows = [
-            (slice(y, y + patch[0]), slice(x, x + patch[1])) for y, x in itertools.product(*starts)
-        ]
-        factor, weight = _window_weights(patch, use_gaussian, len(flip_sets), device, acc_device)
+        n_z = image.shape[1]
+        layout = _window_layout(tuple(image.shape[2:]), patch, step_size)
+        weight = _window_weight_map(patch, use_gaussian, acc_device)
+        share = _window_shares(layout, tuple(image.shape[2:]), weight, acc_device)
+        shares = [share(image_part, window_part) for image_part, window_part in layout]  # the same for every slice
 
-        probs = torch.zeros((num_classes, n_z, size_y, size_x), dtype=torch.float32, device=acc_device)
-        # The weights depend on (y, x) only: accumulate them once, in 2D.
-        weight_sum = torch.zeros((size_y, size_x), dtype=torch.float32, device=acc_device)
-        for wy, wx in windows:
-            weight_sum[wy, wx].add_(weight)
-
+        probs = torch.zeros((num_classes, *image.shape[1:]), dtype=accumulation_dtype, device=acc_device)
         chunks = range(0, n_z, slice_batch_size)
-        with tqdm(total=len(chunks) * len(windows), disable=not show_progress,
+        with tqdm(total=len(chunks) * len(layout), disable=not show_progress,
                   desc="2D sliding window", unit="win") as bar:
             for z0 in chunks:
                 zs = slice(z0, min(z0 + slice_batch_size, n_z))
-                for wy, wx in windows:
+                for (image_part, window_part), window_share in zip(layout, shares, strict=True):
                     # (C, b, py, px) -> (b, C, py, px), a fresh contiguous copy on device
-                    x = padded[:, zs, wy, wx].transpose(0, 1)
+                    x = _window_input(image[:, zs], image_part, window_part, patch, 2).transpose(0, 1)
                     x = x.to(device, torch.float32, memory_format=torch.contiguous_format, copy=True)
-                    out = _predict_batch(network, x, flip_sets, num_classes, autocast, factor)
-                    probs[:, zs, wy, wx].add_(out.to(acc_device).transpose(0, 1))
+                    out = _predict_batch(network, x, flip_sets, num_classes, autocast).to(acc_device)
+                    contribution = out[(slice(None), slice(None), *window_part)] * window_share
+                    probs[(slice(None), zs, *image_part)].add_(contribution.transpose(0, 1))
                     bar.update(1)
-        probs.div_(weight_sum)
-        if crop is not None:
-            probs = probs[(slice(None), *crop)].contiguous()
     return probs

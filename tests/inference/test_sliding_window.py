@@ -333,3 +333,32 @@ def test_autocast_on_cpu_runs() -> None:
     assert probs.dtype == torch.float32
     torch.testing.assert_close(probs.sum(0), torch.ones(image.shape[1:]))
     torch.testing.assert_close(probs, ref, atol=2e-2, rtol=0)  # bfloat16 on CPU
+
+
+@pytest.mark.parametrize("shape", [(1, 5, 37, 9), (2, 3, 5, 4), (1, 8, 30, 12)])
+def test_virtual_padding_equals_padding_the_image(shape: tuple[int, ...]) -> None:
+    """Windows reaching outside the image see zeros, as if the image were padded (centred) to the patch."""
+    image = torch.randn(shape)
+    net = conv_net(3, shape[0], 3)
+    patch = (8, 16, 12)
+    padded_size = [max(s, p) for s, p in zip(shape[1:], patch)]
+    before = [(p - s) // 2 for p, s in zip(padded_size, shape[1:])]
+    crop = tuple(slice(b, b + s) for b, s in zip(before, shape[1:]))
+    padded = image.new_zeros((shape[0], *padded_size))
+    padded[(slice(None), *crop)] = image
+    expected = predict_sliding_window(net, padded, patch, 3, mirror_axes=(0, 2))[(slice(None), *crop)]
+    torch.testing.assert_close(predict_sliding_window(net, image, patch, 3, mirror_axes=(0, 2)), expected)
+
+
+def test_half_precision_accumulation_matches_float32() -> None:
+    image = torch.randn(2, 9, 30, 21)
+    net = conv_net(3, 2, 4)
+    full = predict_sliding_window(net, image, (8, 16, 12), 4, mirror_axes=(1,))
+    half = predict_sliding_window(net, image, (8, 16, 12), 4, mirror_axes=(1,), accumulation_dtype=torch.float16)
+    assert half.dtype == torch.float16 and half.shape == full.shape
+    torch.testing.assert_close(half.float(), full, atol=2e-3, rtol=0)
+    net_2d = conv_net(2, 2, 4)
+    slices = predict_volume_with_2d_network(net_2d, image, (16, 12), 4, accumulation_dtype=torch.float16)
+    assert slices.dtype == torch.float16
+    torch.testing.assert_close(slices.float(), predict_volume_with_2d_network(net_2d, image, (16, 12), 4),
+                               atol=2e-3, rtol=0)
