@@ -27,8 +27,9 @@ def test_command_line_pipeline(tmp_path, capsys):
     plan = json.loads((work / "inference_plan.json").read_text())
     assert len(plan["candidates"]) == 3  # 2d, 3d_fullres, and the pair
     predictions = tmp_path / "predictions"
-    assert main(["predict", "-i", str(dataset / "imagesTs"), "-o", str(predictions), "-m", str(work),
-                 "--no-tta"]) == 0
+    capsys.readouterr()
+    assert main(["predict", "-i", str(dataset / "imagesTs"), "-o", str(predictions), "-m", str(work)]) == 0
+    assert "mirroring" in capsys.readouterr().out  # on or off as cross-validation measured, with the reason
     assert sorted(p.name for p in predictions.iterdir()) == ["case_005.nii.gz", "case_006.nii.gz"]
     capsys.readouterr()
     assert main(["evaluate", "-r", str(dataset / "labelsTs"), "-p", str(predictions), "-l",

@@ -50,6 +50,7 @@ def train_and_validate(work_dir: str | os.PathLike | WorkDir, configuration_name
         if work.run_record_path(trainer.configuration_name, fold, split_mode).is_file():
             record = work.read_run_record(trainer.configuration_name, fold, split_mode)
             record["validation_seconds"] = seconds
+            record["validation_mirroring"] = trained.validation.use_mirroring
             work.write_run_record(trainer.configuration_name, fold, record, split_mode)
     return trainer, summary
 

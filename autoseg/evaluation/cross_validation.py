@@ -6,6 +6,12 @@ map and as class probabilities (``autoseg ensemble`` selects models on these), a
 scored against the raw reference label. Outputs go to the fold's ``validation/``
 folder (see :mod:`autoseg.workdir`): ``{case}{ending}``, ``{case}.npz`` + ``.json``,
 ``summary.json`` and ``per_case.csv``.
+
+With test-time mirroring, every case is also predicted once without it (one network pass
+more than the 4 or 8 mirrored ones) and scored, so ``summary.json`` records what mirroring
+gained on this fold (``summary["mirroring"]``, see :func:`mirroring_measurement`);
+``autoseg predict`` mirrors only where the gain pays for its cost
+(:mod:`autoseg.inference.mirroring`).
 """
 
 from __future__ import annotations
@@ -20,7 +26,12 @@ from tqdm import tqdm
 
 from autoseg.evaluation.evaluate import evaluate_arrays
 from autoseg.evaluation.summary import format_table, write_results
-from autoseg.inference.export import export_segmentation, probabilities_to_segmentation, restore_original_shape
+from autoseg.inference.export import (
+    export_segmentation,
+    probabilities_to_segmentation,
+    restore_original_shape,
+    restore_segmentation,
+)
 from autoseg.inference.predictor import Predictor
 from autoseg.io.images import read_label
 from autoseg.io.probabilities import save_probabilities
@@ -53,7 +64,7 @@ def validate_fold(work_dir: str | os.PathLike | WorkDir, configuration_name: str
     predictor = Predictor(plans, configuration_name, [network_state], device, use_mirroring=use_mirroring)
     ending = plans.file_ending
     labels_folder = Path(plans.raw_dataset) / "labelsTr"
-    pairs = []
+    pairs, unmirrored_pairs = [], []
     for case_id in tqdm(val_cases, desc="validation cases", unit="case", disable=not progress):
         image, _, properties = load_cached_case(cache, case_id)
         network_input = np.asarray(image)
@@ -65,11 +76,32 @@ def validate_fold(work_dir: str | os.PathLike | WorkDir, configuration_name: str
         export_segmentation(segmentation, properties, output / f"{case_id}{ending}")
         save_probabilities(probabilities.cpu().numpy(), properties["geometry"], output / case_id)
         reference, _ = read_label(labels_folder / f"{case_id}{ending}")
-        pairs.append((case_id, reference, segmentation, properties["geometry"]["spacing"]))
+        spacing = properties["geometry"]["spacing"]
+        pairs.append((case_id, reference, segmentation, spacing))
+        if use_mirroring:
+            unmirrored = predictor.predict_preprocessed(network_input, use_mirroring=False)
+            unmirrored_pairs.append((case_id, reference, restore_segmentation([(unmirrored, properties)]), spacing))
     results = evaluate_arrays(pairs, plans.labels)
+    if unmirrored_pairs:
+        without = evaluate_arrays(unmirrored_pairs, plans.labels)["summary"]
+        results["summary"]["mirroring"] = mirroring_measurement(results["summary"], without)
     write_results(results["per_case"], results["summary"], output / "summary.json", output / "per_case.csv")
     label_names = {value: name for name, value in plans.labels.items()}
     log(f"validation of {configuration_name} fold {fold} ({len(pairs)} cases, original geometry, "
         f"{'with' if use_mirroring else 'without'} test-time mirroring):\n"
         + format_table(results["summary"], label_names))
+    if unmirrored_pairs:
+        measured = results["summary"]["mirroring"]
+        log(f"test-time mirroring: mean foreground Dice {measured['dice_with']:.4f} with, "
+            f"{measured['dice_without']:.4f} without (gain {measured['gain']:+.4f})")
     return results["summary"]
+
+
+def mirroring_measurement(with_mirroring: dict, without_mirroring: dict) -> dict:
+    """What test-time mirroring gained on one fold: mean foreground Dice with and without it, and the
+    difference (``{"dice_with", "dice_without", "gain", "num_cases"}``)."""
+    dice_with = with_mirroring["foreground_mean"]["dice"]
+    dice_without = without_mirroring["foreground_mean"]["dice"]
+    gain = None if dice_with is None or dice_without is None else dice_with - dice_without
+    return {"dice_with": dice_with, "dice_without": dice_without, "gain": gain,
+            "num_cases": with_mirroring["num_cases"]}

@@ -20,6 +20,7 @@ from autoseg.inference.sliding_window import predict_sliding_window, predict_vol
 from autoseg.io.geometry import ImageGeometry
 from autoseg.model.builders import build_network
 from autoseg.model.checkpoints import load_checkpoint
+from autoseg.planning.inference_cost import inference_window, slices_per_call
 from autoseg.plans.schema import ConfigurationPlan, Plans
 from autoseg.preprocessing.preprocess import preprocess_case
 from autoseg.preprocessing.previous_stage import (
@@ -28,6 +29,11 @@ from autoseg.preprocessing.previous_stage import (
     trained_previous_stage,
 )
 from autoseg.workdir import WorkDir
+
+#: Probabilities of a case are accumulated in float16 (half the memory, as nnU-Net v2 always does)
+#: when in float32 they would take more than this: 512 MiB, e.g. 4 classes of a 512x512x128 volume.
+#: Smaller cases keep float32.
+HALF_PRECISION_ABOVE_BYTES = 2**29
 
 
 class ChannelsLastNetwork(torch.nn.Module):
@@ -127,9 +133,9 @@ class Predictor:
         predictor.folds = list(folds)
         return predictor
 
-    @property
-    def mirror_axes(self) -> list[int] | None:
-        if not self.use_mirroring:
+    def mirror_axes(self, use_mirroring: bool | None = None) -> list[int] | None:
+        """Axes mirrored at test time (``use_mirroring`` None: the predictor's setting)."""
+        if not (self.use_mirroring if use_mirroring is None else use_mirroring):
             return None
         axes = [axis for axis in self.configuration.training.augmentation.mirror_axes
                 if axis < self.configuration.dimension]
@@ -143,22 +149,38 @@ class Predictor:
         needed = 4 * (self.plans.num_classes + 1) * image[0].numel()
         return self.device if needed < free / 4 else torch.device("cpu")
 
+    def _accumulation_dtype(self, image: torch.Tensor) -> torch.dtype:
+        """float16 when float32 probabilities of the case would exceed :data:`HALF_PRECISION_ABOVE_BYTES`."""
+        needed = 4 * self.plans.num_classes * image[0].numel()
+        return torch.float16 if needed > HALF_PRECISION_ABOVE_BYTES else torch.float32
+
+    def window_for(self, shape: Sequence[int]) -> list[int]:
+        """The sliding window for a preprocessed image of spatial ``shape`` ``(z, y, x)`` voxels: the
+        training patch or a larger one that computes fewer voxels (:func:`inference_window`)."""
+        spatial = shape[1:] if self.configuration.dimension == 2 else shape
+        return inference_window(spatial, self.configuration.patch_size,
+                                self.configuration.network.total_downsampling(), self.step_size)
+
     @torch.no_grad()
-    def predict_preprocessed(self, image: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Probabilities ``(K, z, y, x)`` for a preprocessed ``(C, z, y, x)`` image, averaged over folds."""
-        tensor = torch.from_numpy(np.array(image, dtype=np.float32))  # a writable copy (the cache is read-only)
+    def predict_preprocessed(self, image: np.ndarray | torch.Tensor, use_mirroring: bool | None = None) -> torch.Tensor:
+        """Probabilities ``(K, z, y, x)`` for a preprocessed ``(C, z, y, x)`` image, averaged over folds
+        (``use_mirroring`` None: the predictor's setting)."""
+        # A copy only when needed (the cache is read-only): a 512x512x300 image is 300 MB.
+        tensor = torch.from_numpy(np.require(image, np.float32, ["C", "W"]))
         accumulation_device = self._accumulation_device(tensor)
+        window = self.window_for(tensor.shape[1:])
         total = None
         for network in self.networks:
             kwargs = dict(num_classes=self.plans.num_classes, step_size=self.step_size,
-                          mirror_axes=self.mirror_axes, device=self.device,
+                          mirror_axes=self.mirror_axes(use_mirroring), device=self.device,
                           accumulation_device=accumulation_device, autocast=self.device.type == "cuda",
+                          accumulation_dtype=self._accumulation_dtype(tensor),
                           show_progress=self.show_progress)
             if self.configuration.dimension == 2:
-                probabilities = predict_volume_with_2d_network(network, tensor, self.configuration.patch_size,
-                                                               **kwargs)
+                probabilities = predict_volume_with_2d_network(network, tensor, window,
+                                                               slice_batch_size=slices_per_call(window), **kwargs)
             else:
-                probabilities = predict_sliding_window(network, tensor, self.configuration.patch_size, **kwargs)
+                probabilities = predict_sliding_window(network, tensor, window, **kwargs)
             total = probabilities if total is None else total.add_(probabilities)
         return total.div_(len(self.networks))
 

@@ -71,6 +71,9 @@ def test_training_writes_checkpoints_plot_log_and_validation(tiny):
         np.testing.assert_allclose(probabilities.astype(np.float32).sum(0), 1, atol=5e-3)
     saved = json.loads((output / "validation" / "summary.json").read_text())
     assert saved["summary"]["num_cases"] == len(trainer.val_cases)
+    mirroring = saved["summary"]["mirroring"]  # validated with mirroring: its gain is measured too
+    assert mirroring["dice_with"] == saved["summary"]["foreground_mean"]["dice"]
+    assert mirroring["gain"] == mirroring["dice_with"] - mirroring["dice_without"]
 
 
 def test_existing_checkpoints_need_resume_or_overwrite(tiny):
