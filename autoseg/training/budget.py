@@ -15,6 +15,7 @@ Which configuration to train for a budget is :mod:`autoseg.training.choice`.
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import time
@@ -23,7 +24,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from autoseg.model.device import device_name, prepare_device
-from autoseg.planning.inference_cost import network_passes
+from autoseg.planning.inference_cost import case_cost_in_patches
 from autoseg.planning.variants import add_budget_variant, budget_variants
 from autoseg.plans.schema import ConfigurationPlan, Plans
 from autoseg.plans.training import IterationPlan, validation_iterations
@@ -45,6 +46,10 @@ BUDGET_ITERATIONS_PER_EPOCH = 50
 MEASUREMENT_BUDGET_FRACTION = 0.05
 #: A validation iteration (forward only) costs about this fraction of a training iteration.
 VALIDATION_COST_FRACTION = 0.35
+#: Restoring a validation case to its original grid, writing its label map and float16
+#: probabilities (.npz) and scoring it takes about this long per million voxels of the original
+#: image (measured: 14 s for a 300x512x512 CT, 2 cores; profile_validation_case.py).
+EXPORT_SECONDS_PER_MEGAVOXEL = 0.2
 #: Predicting the validation cases after training may take at most this fraction of the budget
 #: with test-time mirroring; beyond it they are predicted without mirroring (8x fewer passes in 3D).
 MAX_VALIDATION_BUDGET_FRACTION = 0.15
@@ -100,9 +105,18 @@ class SpeedMeasurement:
     threads: int
     augmentation_workers: int
     iterations_timed: int
+    #: one forward pass of a training patch without gradients, as when predicting (s; None when
+    #: measured before this was: then :data:`VALIDATION_COST_FRACTION` of an iteration is assumed)
+    seconds_per_patch_forward: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def forward_seconds(self, batch_size: int) -> float:
+        """Seconds of one patch's forward pass when predicting: measured, else estimated from an iteration."""
+        if self.seconds_per_patch_forward:
+            return self.seconds_per_patch_forward
+        return self.seconds_per_iteration * VALIDATION_COST_FRACTION / batch_size
 
 
 def measure_speed(trainer: Trainer, iterations: int = 5, warmup: int = 3,
@@ -120,7 +134,8 @@ def measure_speed(trainer: Trainer, iterations: int = 5, warmup: int = 3,
         trainer.network.train()
         for index in range(warmup + iterations):
             start = time.perf_counter()
-            trainer.train_step(next(batches))
+            batch = next(batches)
+            trainer.train_step(batch)
             if trainer.device.type == "cuda":
                 torch.cuda.synchronize()
             step = time.perf_counter() - start
@@ -132,7 +147,36 @@ def measure_speed(trainer: Trainer, iterations: int = 5, warmup: int = 3,
     finally:
         batches.close()
     return SpeedMeasurement(statistics.median(times), trainer.device.type, device_name(trainer.device),
-                            torch.get_num_threads(), trainer.config.num_workers, len(times))
+                            torch.get_num_threads(), trainer.config.num_workers, len(times),
+                            measure_forward_seconds(trainer, batch["data"]))
+
+
+def measure_forward_seconds(trainer: Trainer, data: torch.Tensor, repeats: int = 2) -> float:
+    """Seconds of one patch's forward pass without gradients (median of ``repeats`` after a warm-up),
+    batched as prediction batches it (one 3D window; up to 16 slices of a 2D network, per slice)."""
+    from autoseg.planning.inference_cost import slices_per_call
+
+    batch = slices_per_call(trainer.configuration.patch_size) if trainer.configuration.dimension == 2 else 1
+    sample = data[:1].expand(batch, *data.shape[1:])
+    network, deep_supervision = trainer.network, trainer.network.deep_supervision
+    network.eval()
+    network.deep_supervision = False
+    times = []
+    try:
+        with torch.no_grad():
+            inputs = trainer._input({"data": sample})
+            for index in range(repeats + 1):
+                start = time.perf_counter()
+                network(inputs)
+                if trainer.device.type == "cuda":
+                    torch.cuda.synchronize()
+                if index:
+                    times.append(time.perf_counter() - start)
+    finally:
+        network.deep_supervision = deep_supervision
+        network.train()
+    return statistics.median(times) / batch
+
 
 
 def stored_speed(configuration: ConfigurationPlan, trainer: Trainer) -> SpeedMeasurement | None:
@@ -169,38 +213,55 @@ class FoldTraining:
 
 
 def estimate_prediction_seconds(shapes: list[list[int]], configuration: ConfigurationPlan,
-                                seconds_per_iteration: float, use_mirroring: bool) -> float:
+                                speed: SpeedMeasurement, use_mirroring: bool) -> float:
     """Network seconds to predict cases of these preprocessed shapes (voxels, ``(z, y, x)``); used for
     the validation cases after training and for the per-case estimates of ``plan --time-budget``.
 
-    One window's forward pass costs :data:`VALIDATION_COST_FRACTION` of a training
-    iteration divided by the batch size (a training iteration is the forward and backward
-    pass of a whole batch).
+    A forward pass of one training patch costs what :meth:`SpeedMeasurement.forward_seconds`
+    says (measured with the training speed); a larger inference window costs in proportion
+    to its voxels.
     """
     mirror_axes = configuration.training.augmentation.mirror_axes if use_mirroring else None
-    passes = sum(network_passes(shape, configuration.patch_size, mirror_axes) for shape in shapes)
-    return passes * seconds_per_iteration * VALIDATION_COST_FRACTION / configuration.batch_size
+    divisors = configuration.network.total_downsampling()
+    patches = sum(case_cost_in_patches(shape, configuration.patch_size, divisors, mirror_axes) for shape in shapes)
+    return patches * speed.forward_seconds(configuration.batch_size)
 
 
-def plan_validation(shapes: list[list[int]], configuration: ConfigurationPlan, seconds_per_iteration: float,
-                    budget_seconds: float) -> ValidationPlan:
-    """Mirroring when validation with it fits :data:`MAX_VALIDATION_BUDGET_FRACTION` of the budget, else none."""
-    with_mirroring = estimate_prediction_seconds(shapes, configuration, seconds_per_iteration, True)
+def export_seconds(shapes: list[list[int]]) -> float:
+    """Seconds to restore, write and score validation cases of these original shapes (voxels):
+    :data:`EXPORT_SECONDS_PER_MEGAVOXEL` per million voxels."""
+    return EXPORT_SECONDS_PER_MEGAVOXEL * sum(math.prod(shape) for shape in shapes) / 1e6
+
+
+def plan_validation(shapes: list[list[int]], original_shapes: list[list[int]], configuration: ConfigurationPlan,
+                    speed: SpeedMeasurement, budget_seconds: float) -> ValidationPlan:
+    """Mirroring when validation with it fits :data:`MAX_VALIDATION_BUDGET_FRACTION` of the budget, else none.
+
+    ``shapes``: the validation cases preprocessed (network grid), ``original_shapes``: as read
+    (voxels); the estimate is the network time plus restoring, writing and scoring
+    (:func:`export_seconds`). Validation with mirroring also predicts and scores each case once
+    without it (one more pass), so that the Dice gain of mirroring is measured (``autoseg
+    predict`` mirrors only when it pays).
+    """
+    export = export_seconds(original_shapes)
+    without = estimate_prediction_seconds(shapes, configuration, speed, False) + export
+    with_mirroring = estimate_prediction_seconds(shapes, configuration, speed, True) + without + export / 2
     limit = MAX_VALIDATION_BUDGET_FRACTION * budget_seconds
     if with_mirroring <= limit:
-        return ValidationPlan(True, with_mirroring, f"validation of {len(shapes)} cases with test-time mirroring: "
-                                                    f"estimated {with_mirroring:.0f} s, kept within the budget")
-    without = estimate_prediction_seconds(shapes, configuration, seconds_per_iteration, False)
+        return ValidationPlan(True, with_mirroring, f"validation of {len(shapes)} cases with and without test-time "
+                                                    f"mirroring: estimated {with_mirroring:.0f} s, kept within the "
+                                                    "budget")
     return ValidationPlan(False, without, (
         f"validation of {len(shapes)} cases with test-time mirroring would take about {with_mirroring:.0f} s "
         f"(> {MAX_VALIDATION_BUDGET_FRACTION:.0%} of the budget), so it runs without mirroring: estimated "
         f"{without:.0f} s, kept within the budget"))
 
 
-def validation_shapes(trainer: Trainer) -> list[list[int]]:
-    """Preprocessed shapes (voxels) of the trainer's validation cases."""
-    return [read_json(cached_case_paths(trainer.cache, case)[2])["shape_after_resampling"]
-            for case in trainer.val_cases]
+def validation_shapes(trainer: Trainer) -> tuple[list[list[int]], list[list[int]]]:
+    """Shapes (voxels) of the trainer's validation cases: preprocessed, and as read."""
+    properties = [read_json(cached_case_paths(trainer.cache, case)[2]) for case in trainer.val_cases]
+    return ([entry["shape_after_resampling"] for entry in properties],
+            [entry["geometry"]["shape"] for entry in properties])
 
 
 def trainer_class(plans: Plans, configuration_name: str, options: TrainingOptions) -> type[Trainer]:
@@ -284,12 +345,16 @@ def decide_network(work: WorkDir, configuration_name: str, fold: int, options: T
             decisions.append(f"WARNING: only {plan.total_iterations} iterations fit the budget (< "
                              f"{MIN_USEFUL_ITERATIONS}), but the network is kept: {why}")
         else:
+            recorded = work.load_plans().configurations
             for variant in smaller:
                 candidate = trainer_type(work, name, fold, options, configuration=variant)
-                speed = measure_speed(candidate, time_limit=measurement_limit)
+                # a variant recorded before (another budget, `plan --time-budget`) keeps its measured speed
+                speed = (stored_speed(recorded[variant.name], candidate) if variant.name in recorded else None)
+                how = "measured before" if speed is not None else "measured"
+                speed = speed or measure_speed(candidate, time_limit=measurement_limit)
                 plan = iterations_for_budget(budget - (time.time() - start), speed.seconds_per_iteration)
-                decisions.append(f"variant {variant.name}: {speed.seconds_per_iteration:.3f} s per iteration, "
-                                 f"{plan.total_iterations} iterations fit")
+                decisions.append(f"variant {variant.name}: {speed.seconds_per_iteration:.3f} s per iteration "
+                                 f"({how}), {plan.total_iterations} iterations fit")
                 if plan.total_iterations >= MIN_USEFUL_ITERATIONS:
                     break
             variant_reason = (
@@ -305,7 +370,7 @@ def decide_network(work: WorkDir, configuration_name: str, fold: int, options: T
             name = variant.name
             decisions.append(variant_reason + f"; recorded in plans.json as {name}")
     chosen = work.load_plans().configuration(name)
-    validation = plan_validation(validation_shapes(trainer), chosen, speed.seconds_per_iteration, budget)
+    validation = plan_validation(*validation_shapes(trainer), chosen, speed, budget)
     decisions.append(validation.reason)
     if length.epochs is None:  # training gets what validation leaves of the budget
         plan = iterations_for_budget(budget - validation.estimated_seconds - (time.time() - start),

@@ -113,18 +113,18 @@ def plan_time_budget(work_dir: str | WorkDir, budget_seconds: float, options: Tr
         trained = work.load_plans().configuration(decision.trained_as)
         shape = median_case_shape(trained, fingerprint)
         largest = largest_case_shape(trained, fingerprint)
-        seconds = decision.speed.seconds_per_iteration
+        speed = decision.speed
         entries[name] = {
             "trained_as": decision.trained_as, "target_spacing": trained.target_spacing,
             "patch_size": trained.patch_size, "batch_size": trained.batch_size,
             "features_per_stage": trained.network.features_per_stage,
-            "seconds_per_iteration": seconds, "iterations": decision.iterations.total_iterations,
+            "seconds_per_iteration": speed.seconds_per_iteration, "iterations": decision.iterations.total_iterations,
             "reaches_minimum": decision.feasible, "validation": asdict(decision.validation),
             "median_case_shape": shape,
-            "predict_seconds_per_case": estimate_prediction_seconds([shape], trained, seconds, True),
-            "predict_seconds_per_case_without_mirroring": estimate_prediction_seconds([shape], trained, seconds, False),
+            "predict_seconds_per_case": estimate_prediction_seconds([shape], trained, speed, True),
+            "predict_seconds_per_case_without_mirroring": estimate_prediction_seconds([shape], trained, speed, False),
             "largest_case_shape": largest,
-            "predict_seconds_largest_case_without_mirroring": estimate_prediction_seconds([largest], trained, seconds,
+            "predict_seconds_largest_case_without_mirroring": estimate_prediction_seconds([largest], trained, speed,
                                                                                            False),
             "decisions": decision.decisions}
     chosen, reason = choose_configuration(decisions, has_thick_slices(plans))

@@ -139,6 +139,27 @@ def test_short_budget_records_a_variant_and_leaves_the_planned_configuration(tmp
 
 
 @pytest.mark.slow
+def test_a_recorded_variant_keeps_its_measured_speed(tmp_path, monkeypatch):
+    import shutil
+
+    import autoseg.training.budget as budget
+
+    _, work = make_tiny_work_dir(tmp_path)
+    make_slow_plan(work)
+    first = train_fold(work, "3d_fullres", 0, options(), TrainingLength(time_budget_seconds=8.0),
+                       ).trainer.configuration_name
+    shutil.rmtree(WorkDir(work).results_dir(first))  # as if another budget were being decided
+    measured, measure = [], budget.measure_speed
+    monkeypatch.setattr(budget, "measure_speed",
+                        lambda trainer, **kwargs: measured.append(trainer.configuration.name) or measure(trainer,
+                                                                                                         **kwargs))
+    decision = budget.decide_network(WorkDir(work), "3d_fullres", 0, options(), TrainingLength(time_budget_seconds=6.0),
+                                     6.0, time.time())
+    assert first not in measured and "3d_fullres" not in measured
+    assert any(f"variant {first}" in line and "measured before" in line for line in decision.decisions)
+
+
+@pytest.mark.slow
 def test_the_speed_stored_by_plan_benchmark_is_used(tmp_path):
     import torch
 
@@ -150,25 +171,38 @@ def test_the_speed_stored_by_plan_benchmark_is_used(tmp_path):
     WorkDir(work).save_plans(plans)
     trainer = train_fold(work, "3d_fullres", 0, options(), TrainingLength(time_budget_seconds=3.0)).trainer
     run = WorkDir(work).read_run_record(trainer.configuration_name, 0)
-    assert run["measured_speed"] == stored
+    assert run["measured_speed"] == {**stored, "seconds_per_patch_forward": None}  # as stored by older versions
     assert any("autoseg plan --benchmark" in line for line in run["decisions"])
     # 3 s at 0.001 s per iteration: dozens of epochs planned, then fitted to the deadline as training goes
     assert run["planned_epochs"] > 10 and trainer.epochs < run["planned_epochs"]
 
 
 def test_validation_keeps_mirroring_only_when_it_fits_the_budget():
-    from autoseg.training.budget import MAX_VALIDATION_BUDGET_FRACTION, estimate_prediction_seconds, plan_validation
+    from autoseg.training.budget import (
+        EXPORT_SECONDS_PER_MEGAVOXEL,
+        MAX_VALIDATION_BUDGET_FRACTION,
+        SpeedMeasurement,
+        estimate_prediction_seconds,
+        plan_validation,
+    )
 
     configuration = planned_configuration()
-    shapes = [[36, 50, 35]] * 52
-    with_mirroring = estimate_prediction_seconds(shapes, configuration, 9.0, True)
-    without = estimate_prediction_seconds(shapes, configuration, 9.0, False)
+    shapes, original = [[36, 50, 35]] * 52, [[40, 50, 40]] * 52
+    speed = SpeedMeasurement(9.0, "cpu", "test", 2, 0, 5)  # the forward pass not measured: 0.35 of an iteration
+    with_mirroring = estimate_prediction_seconds(shapes, configuration, speed, True)
+    without = estimate_prediction_seconds(shapes, configuration, speed, False)
     assert with_mirroring == pytest.approx(8 * without)
     assert without == pytest.approx(52 * 9.0 * 0.35 / configuration.batch_size)
-    roomy = plan_validation(shapes, configuration, 9.0, budget_seconds=with_mirroring / MAX_VALIDATION_BUDGET_FRACTION)
-    assert roomy.use_mirroring and roomy.estimated_seconds == pytest.approx(with_mirroring)
-    tight = plan_validation(shapes, configuration, 9.0, budget_seconds=with_mirroring)
+    measured = SpeedMeasurement(9.0, "cpu", "test", 2, 0, 5, seconds_per_patch_forward=0.5)
+    assert estimate_prediction_seconds(shapes, configuration, measured, False) == pytest.approx(52 * 0.5)
+    export = EXPORT_SECONDS_PER_MEGAVOXEL * 52 * 40 * 50 * 40 / 1e6  # restoring, writing, scoring
+    # validation with mirroring also predicts and scores every case without it: one more pass
+    both = with_mirroring + without + 1.5 * export
+    roomy = plan_validation(shapes, original, configuration, speed, 1.001 * both / MAX_VALIDATION_BUDGET_FRACTION)
+    assert roomy.use_mirroring and roomy.estimated_seconds == pytest.approx(both)
+    tight = plan_validation(shapes, original, configuration, speed, both)
     assert not tight.use_mirroring and "without mirroring" in tight.reason
+    assert tight.estimated_seconds == pytest.approx(without + export)
 
 
 @pytest.mark.slow
