@@ -7,8 +7,11 @@ Usage: python benchmarks/bench_large_ct.py [--cases 20] [--budget 10m] [--root /
 2. ``autoseg plan --time-budget``: plans, preprocesses, measures every configuration and
    records what a training of that budget per fold would be (printed).
 3. Predicts the test case with the chosen configuration's network (random weights: speed and
-   memory do not depend on them), with and without test-time mirroring, as whole
-   ``autoseg predict`` processes: wall time (reading and writing included) and peak RAM.
+   memory do not depend on them; or ``--checkpoint``), with and without test-time mirroring,
+   as whole ``autoseg predict`` processes: wall time (reading and writing included) and peak RAM.
+   The model is put in its own folder (ROOT/model), so the work folder is left alone.
+   ``--no-plan`` reuses the work folder as planned; ``--configuration`` predicts with another
+   configuration recorded in its plans.json (e.g. the one a 30-minute budget trains).
 
 Issue 12's target: under 60 s and 4 GiB for this prediction on 2 cores. Not part of the test suite.
 """
@@ -23,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import run_measured, save_results  # noqa: E402
 
 from autoseg.model.builders import build_network  # noqa: E402
-from autoseg.model.checkpoints import save_checkpoint  # noqa: E402
+from autoseg.model.checkpoints import load_checkpoint, save_checkpoint  # noqa: E402
 from autoseg.synthetic import generate_synthetic_dataset, large_ct_spec  # noqa: E402
 from autoseg.workdir import WorkDir  # noqa: E402
 
@@ -33,6 +36,9 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=20)
     parser.add_argument("--budget", default="10m")
     parser.add_argument("--root", default="/tmp/autoseg_bench_large_ct")
+    parser.add_argument("--no-plan", action="store_true", help="use the work folder as planned before")
+    parser.add_argument("--configuration", default=None, help="default: the budget plan's choice")
+    parser.add_argument("--checkpoint", default=None, help="trained weights (default: random)")
     args = parser.parse_args()
     root = Path(args.root)
     spec = large_ct_spec(num_training=args.cases, num_test=0, seed=0)
@@ -47,23 +53,29 @@ def main() -> None:
         test_dataset = generate_synthetic_dataset(root / "data", test_spec)
     inputs = test_dataset / "imagesTr"
     work = root / "work"
-    plan = run_measured([sys.executable, "-m", "autoseg.cli", "plan", str(dataset), "-o", str(work), "-j", "2",
-                         "--time-budget", args.budget], env={"TQDM_DISABLE": "1"})
-    print(plan["output_tail"])
-    if plan["exit_code"] != 0:
-        raise SystemExit("plan failed")
+    plan = {"wall_seconds": None, "peak_rss_bytes": None}
+    if not args.no_plan:
+        plan = run_measured([sys.executable, "-m", "autoseg.cli", "plan", str(dataset), "-o", str(work), "-j", "2",
+                             "--time-budget", args.budget], env={"TQDM_DISABLE": "1"})
+        print(plan["output_tail"])
+        if plan["exit_code"] != 0:
+            raise SystemExit("plan failed")
     plans = WorkDir(work).load_plans()
     record = plans.budget_plan
-    chosen = record["configurations"][record["chosen"]]["trained_as"]
+    chosen = args.configuration or record["configurations"][record["chosen"]]["trained_as"]
     configuration = plans.configuration(chosen)
-    network = build_network(configuration.network, plans.input_channels(chosen), plans.num_classes)
-    save_checkpoint(WorkDir(work).checkpoint_path(chosen, 0, "final"), {"network": network.state_dict(), "epoch": 0})
+    model = WorkDir(root / "model")
+    model.save_plans(plans)
+    if args.checkpoint:
+        state = load_checkpoint(args.checkpoint, map_location="cpu")["network"]
+    else:
+        state = build_network(configuration.network, plans.input_channels(chosen), plans.num_classes).state_dict()
+    save_checkpoint(model.checkpoint_path(chosen, 0, "final"), {"network": state, "epoch": 0})
     predictions = []
     for tta in (False, True):
         command = [sys.executable, "-m", "autoseg.cli", "predict", "-i", str(inputs), "-o",
-                   str(root / f"out_tta{int(tta)}"), "-m", str(work), "-c", chosen, "-f", "0", "--overwrite"]
-        if not tta:
-            command.append("--no-tta")
+                   str(root / f"out_tta{int(tta)}"), "-m", str(model.root), "-c", chosen, "-f", "0", "--overwrite",
+                   "--tta" if tta else "--no-tta"]
         measured = run_measured(command, env={"TQDM_DISABLE": "1"})
         print(measured["output_tail"][-600:])
         predictions.append({"tta": tta, "wall_seconds": measured["wall_seconds"],
@@ -71,6 +83,7 @@ def main() -> None:
         print(f"predict 512x512x300 with {chosen}, tta={tta}: {measured['wall_seconds']:.1f} s, peak RAM "
               f"{measured['peak_rss_bytes'] / 2**30:.2f} GiB", flush=True)
     save_results("large_ct", {"dataset": spec.dataset_name, "cases": args.cases, "budget": args.budget,
+                              "configuration": chosen, "checkpoint": args.checkpoint,
                               "plan_wall_seconds": plan["wall_seconds"], "plan_peak_rss_bytes": plan["peak_rss_bytes"],
                               "budget_plan": record, "predict_512x512x300": predictions})
 
