@@ -37,19 +37,22 @@ HALF_PRECISION_ABOVE_BYTES = 2**29
 
 
 class ChannelsLastNetwork(torch.nn.Module):
-    """Runs a network in the ``channels_last_3d`` memory format (inputs converted on the way in).
+    """Runs a network in the channels-last memory format (inputs converted on the way in).
 
-    3D inference on the CPU is about 12% faster this way (1.86 vs 2.10 s for the eight
-    mirrored passes of a 40x56x40 window, 2 threads); 2D inference is slower (0.73 vs
-    0.65 s per case) and keeps the default layout (see BENCHMARKS.md).
+    On the CPU, 3D inference is about 12% faster this way (1.86 vs 2.10 s for the eight
+    mirrored passes of a 40x56x40 window, 2 threads) and 2D inference of 512x512 slices 25%
+    (0.151 vs 0.203 s per slice, 1 thread, AVX-512); the small 2D slices of Task04 were 12%
+    slower on the AVX2 machine (0.73 vs 0.65 s per case), a loss of under 0.1 s per case (see
+    BENCHMARKS.md).
     """
 
-    def __init__(self, network: torch.nn.Module):
+    def __init__(self, network: torch.nn.Module, dimension: int = 3):
         super().__init__()
-        self.network = network.to(memory_format=torch.channels_last_3d)
+        self.memory_format = torch.channels_last_3d if dimension == 3 else torch.channels_last
+        self.network = network.to(memory_format=self.memory_format)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.network(x.contiguous(memory_format=torch.channels_last_3d))
+        return self.network(x.contiguous(memory_format=self.memory_format))
 
 
 @dataclass
@@ -101,8 +104,8 @@ class Predictor:
             network.load_state_dict(state)
             network.deep_supervision = False
             network = network.to(self.device).eval()
-            if self.device.type == "cpu" and self.configuration.dimension == 3:
-                network = ChannelsLastNetwork(network).eval()
+            if self.device.type == "cpu":
+                network = ChannelsLastNetwork(network, self.configuration.dimension).eval()
             self.networks.append(network)
 
     @classmethod

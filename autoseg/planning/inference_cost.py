@@ -11,7 +11,10 @@ predicted with a 512x512 patch takes 2x2 windows (3.3x the slice's voxels); one 
 window covering it takes 1.3x. :func:`inference_window` picks the window that computes
 the fewest voxels, at most :data:`MAX_WINDOW_VOXELS_FACTOR` times the patch's voxels
 (inference keeps no activations for a backward pass, so such a window needs less memory
-than one training step of a batch of two).
+than one training step of a batch of two). Only for 2D networks: their time per voxel is
+the same for 256x256 to 640x640 windows, while a 3D network's grows with the window
+(2 cores: a 144x128x128 window took 5.2x the time of a 48x128x128 patch for 3x the
+voxels; BENCHMARKS.md), so 3D predicts with the patch.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ import itertools
 import math
 from collections.abc import Sequence
 
-#: An inference window holds at most this many times the voxels of the training patch.
-MAX_WINDOW_VOXELS_FACTOR = 4
+#: An inference window holds at most this many times the voxels of the training patch, by the
+#: network's dimension (3D: the patch itself, see the module docstring).
+MAX_WINDOW_VOXELS_FACTOR = {2: 4, 3: 1}
 #: A 2D network predicts up to 16 slices per call, fewer where 16 windows would exceed this many
 #: voxels (16 slices of 512x512), so a larger window does not raise the memory of a call.
 MAX_SLICE_BATCH = 16
@@ -67,11 +71,14 @@ def computed_voxels(shape: Sequence[int], window: Sequence[int], step_size: floa
 
 
 def inference_window(shape: Sequence[int], patch_size: Sequence[int], divisors: Sequence[int],
-                     step_size: float = 0.5, max_voxels_factor: float = MAX_WINDOW_VOXELS_FACTOR) -> list[int]:
+                     step_size: float = 0.5, max_voxels_factor: float | None = None) -> list[int]:
     """The sliding window (voxels, the patch's axis order) that computes the fewest voxels for an image of
     ``shape`` (for a 2D patch: one slice, ``(y, x)``): the patch itself, or a larger window whose lengths
     are multiples of the network's ``divisors`` (its total downsampling) and which holds at most
-    ``max_voxels_factor`` times the patch's voxels. Ties go to the smaller window."""
+    ``max_voxels_factor`` (default: :data:`MAX_WINDOW_VOXELS_FACTOR` of the patch's dimension) times the
+    patch's voxels. Ties go to the smaller window."""
+    if max_voxels_factor is None:
+        max_voxels_factor = MAX_WINDOW_VOXELS_FACTOR[len(patch_size)]
     limit = max_voxels_factor * math.prod(patch_size)
     options = [window_candidates(size, patch, divisor)
                for size, patch, divisor in zip(shape, patch_size, divisors, strict=True)]

@@ -130,3 +130,11 @@ def test_channels_last_wrapper_gives_the_same_probabilities():
         result = wrapped(x)
     assert next(wrapped.parameters()).is_contiguous(memory_format=torch.channels_last_3d)
     torch.testing.assert_close(result, expected, rtol=1e-4, atol=1e-5)
+    flat = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.LeakyReLU(), torch.nn.Conv2d(4, 3, 1))
+    x = torch.randn(2, 1, 9, 7)
+    with torch.no_grad():
+        expected = flat(x)
+        wrapped = ChannelsLastNetwork(flat.eval(), dimension=2)
+        result = wrapped(x)
+    assert next(wrapped.parameters()).is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(result, expected, rtol=1e-4, atol=1e-5)

@@ -47,19 +47,28 @@ def test_a_case_smaller_than_the_patch_keeps_the_patch():
 
 @pytest.mark.parametrize(("shape", "patch", "divisors"), [((133, 563, 563), (48, 128, 128), (16, 32, 32)),
                                                           ((300, 90, 700), (32, 64, 256), (8, 16, 32)),
-                                                          ((1000, 1000), (256, 256), (32, 32))])
-def test_the_window_is_bounded_divisible_and_never_costlier_than_the_patch(shape, patch, divisors):
-    window = inference_window(shape, patch, divisors)
-    assert math.prod(window) <= MAX_WINDOW_VOXELS_FACTOR * math.prod(patch)
+                                                          ((1000, 1000), (256, 256), (32, 32)),
+                                                          ((700, 300), (256, 128), (32, 32))])
+@pytest.mark.parametrize("factor", [None, 4])
+def test_the_window_is_bounded_divisible_and_never_costlier_than_the_patch(shape, patch, divisors, factor):
+    window = inference_window(shape, patch, divisors, max_voxels_factor=factor)
+    assert math.prod(window) <= (factor or MAX_WINDOW_VOXELS_FACTOR[len(patch)]) * math.prod(patch)
     assert all(w == p or w % d == 0 for w, p, d in zip(window, patch, divisors))
     assert all(w >= p for w, p in zip(window, patch))
     assert computed_voxels(shape, window) <= computed_voxels(shape, patch)
 
 
+def test_3d_networks_predict_with_the_patch():
+    # a larger 3D window costs more per voxel (measured), so the patch stays
+    assert inference_window((133, 563, 563), (48, 128, 128), (16, 32, 32)) == [48, 128, 128]
+    assert inference_window((133, 563, 563), (48, 128, 128), (16, 32, 32), max_voxels_factor=4) == [144, 128, 128]
+
+
 def test_case_cost_counts_slices_mirrorings_and_window_size():
     assert case_cost_in_patches((30, 56, 40), (56, 40), (8, 8), [0, 1]) == 30 * 4
-    # a 3D case covered by one window of three patches' voxels along z: 64 windows x 3 patches
-    assert case_cost_in_patches((133, 563, 563), (48, 128, 128), (16, 32, 32), None) == 64 * 3
+    # 2D: one 640x640 window per 563x563 slice, 1.5625 patches' voxels
+    assert case_cost_in_patches((10, 563, 563), (512, 512), (128, 128), None) == 10 * 640 * 640 / 512**2
+    assert case_cost_in_patches((133, 563, 563), (48, 128, 128), (16, 32, 32), None) == 320
 
 
 def test_a_larger_2d_window_predicts_fewer_slices_per_call():

@@ -54,12 +54,9 @@ def test_predict_time_counts_windows_and_mirrorings():
                             [2, 2, 2], [2, 2])
     configuration = ConfigurationPlan("3d_fullres", 3, "3d_fullres", [1.0] * 3, [32, 32, 32], 2, [64, 64, 32], network)
     speed = SpeedMeasurement(1.0, "cpu", "test", 2, 0, 5)
-    # one patch-sized pass = 0.35 x 1.0 s / batch 2; 3 x 3 x 1 patch windows (9 passes), or, as predicted,
-    # one 64x64x32 window of 4 patches' voxels; 8 mirrorings
-    assert estimate_prediction_seconds([[64, 64, 32]], configuration, speed, True) == pytest.approx(4 * 8 * 0.175)
-    assert estimate_prediction_seconds([[64, 64, 32]], configuration, speed, False) == pytest.approx(4 * 0.175)
-    # too large for one window: 3 windows of 32x64x64 (4 patches' voxels each) instead of 27 patch windows
-    assert estimate_prediction_seconds([[64, 64, 64]], configuration, speed, False) == pytest.approx(12 * 0.175)
+    # one patch-sized pass = 0.35 x 1.0 s / batch 2; 3 x 3 x 1 windows (3D predicts with the patch), 8 mirrorings
+    assert estimate_prediction_seconds([[64, 64, 32]], configuration, speed, True) == pytest.approx(9 * 8 * 0.175)
+    assert estimate_prediction_seconds([[64, 64, 32]], configuration, speed, False) == pytest.approx(9 * 0.175)
 
 
 @pytest.mark.slow
