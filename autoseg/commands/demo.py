@@ -44,6 +44,7 @@ def run_demo(output: str | os.PathLike, data: str | os.PathLike | None = None, c
     """Run plan, train, predict and evaluate; see the module docstring."""
     # Deferred for start-up time (autoseg --help must not load SimpleITK, scipy or torch).
     from autoseg.evaluation.evaluate import evaluate_folders
+    from autoseg.inference.mirroring import choose_mirroring
     from autoseg.inference.predict_folder import InferenceChoice, predict_folder
     from autoseg.model.device import prepare_device
     from autoseg.synthetic import SyntheticDatasetSpec, generate_synthetic_dataset
@@ -90,10 +91,12 @@ def run_demo(output: str | os.PathLike, data: str | os.PathLike | None = None, c
     test_images, test_labels = dataset / "imagesTs", dataset / "labelsTs"
     if test_images.is_dir() and any(test_images.iterdir()):
         predictions = output / "predictions"
+        use_mirroring, _ = choose_mirroring(work, [trainer.configuration_name], [0])  # as autoseg predict decides
         predict_folder(work, test_images, predictions, InferenceChoice([trainer.configuration_name], folds=[0]),
-                       resolved, overwrite=True)
+                       resolved, use_mirroring=use_mirroring, overwrite=True)
         report.paths["predictions"] = predictions
-        step(f"predict {len(list(test_images.glob('*_0000*')))} held-out cases")
+        step(f"predict {len(list(test_images.glob('*_0000*')))} held-out cases "
+             f"({'with' if use_mirroring else 'without'} test-time mirroring)")
         if test_labels.is_dir():
             plans = trainer.plans
             results = evaluate_folders(test_labels, predictions, plans.labels, plans.file_ending,
