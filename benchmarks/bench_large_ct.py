@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("--no-plan", action="store_true", help="use the work folder as planned before")
     parser.add_argument("--configuration", default=None, help="default: the budget plan's choice")
     parser.add_argument("--checkpoint", default=None, help="trained weights (default: random)")
+    parser.add_argument("--skip-tta", action="store_true", help="predict without test-time mirroring only")
     args = parser.parse_args()
     root = Path(args.root)
     spec = large_ct_spec(num_training=args.cases, num_test=0, seed=0)
@@ -72,7 +73,7 @@ def main() -> None:
         state = build_network(configuration.network, plans.input_channels(chosen), plans.num_classes).state_dict()
     save_checkpoint(model.checkpoint_path(chosen, 0, "final"), {"network": state, "epoch": 0})
     predictions = []
-    for tta in (False, True):
+    for tta in (False,) if args.skip_tta else (False, True):
         command = [sys.executable, "-m", "autoseg.cli", "predict", "-i", str(inputs), "-o",
                    str(root / f"out_tta{int(tta)}"), "-m", str(model.root), "-c", chosen, "-f", "0", "--overwrite",
                    "--tta" if tta else "--no-tta"]
