@@ -42,19 +42,6 @@ def count_windows(shape: Sequence[int], patch_size: Sequence[int], step_size: fl
     return math.prod(windows_along_axis(size, patch, step_size) for size, patch in zip(shape, patch_size))
 
 
-def network_passes(shape: Sequence[int], patch_size: Sequence[int], mirror_axes: Sequence[int] | None,
-                   step_size: float = 0.5) -> int:
-    """Network passes to predict a ``(z, y, x)`` case: windows x mirrorings.
-
-    A 2D patch ``(y, x)`` runs on every slice of the case. Test-time mirroring runs every
-    combination of the mirrored axes (8 passes for 3 axes).
-    """
-    mirrorings = 2 ** len(mirror_axes or [])
-    if len(patch_size) == 2:
-        return int(shape[0]) * count_windows(shape[1:], patch_size, step_size) * mirrorings
-    return count_windows(shape, patch_size, step_size) * mirrorings
-
-
 def window_candidates(size: int, patch: int, divisor: int) -> list[int]:
     """Window lengths along one axis: the patch, then larger multiples of ``divisor`` up to the first
     that covers ``size`` (voxels)."""

@@ -13,7 +13,6 @@ from autoseg.planning.inference_cost import (
     computed_voxels,
     count_windows,
     inference_window,
-    network_passes,
     slices_per_call,
     windows_along_axis,
 )
@@ -28,9 +27,9 @@ def test_window_count_is_the_layout_the_predictor_uses(shape, patch):
 
 def test_passes_count_mirrorings_and_2d_slices():
     assert windows_along_axis(100, 40, 0.5) == 4
-    assert network_passes((40, 56, 40), (40, 56, 40), [0, 1, 2]) == 8
-    assert network_passes((40, 56, 40), (40, 56, 40), None) == 1
-    assert network_passes((30, 56, 40), (56, 40), [0, 1]) == 30 * 4  # every slice, 4 mirrorings
+    assert case_cost_in_patches((40, 56, 40), (40, 56, 40), (8, 8, 8), [0, 1, 2]) == 8
+    assert case_cost_in_patches((40, 56, 40), (40, 56, 40), (8, 8, 8), None) == 1
+    assert case_cost_in_patches((30, 56, 40), (56, 40), (8, 8), [0, 1]) == 30 * 4  # every slice, 4 mirrorings
 
 
 def test_a_window_covering_the_slice_replaces_four_overlapping_patches():
