@@ -172,12 +172,13 @@ class Predictor:
         tensor = torch.from_numpy(np.require(image, np.float32, ["C", "W"]))
         accumulation_device = self._accumulation_device(tensor)
         window = self.window_for(tensor.shape[1:])
+        accumulation_dtype = self._accumulation_dtype(tensor)
         total = None
         for network in self.networks:
             kwargs = dict(num_classes=self.plans.num_classes, step_size=self.step_size,
                           mirror_axes=self.mirror_axes(use_mirroring), device=self.device,
                           accumulation_device=accumulation_device, autocast=self.device.type == "cuda",
-                          accumulation_dtype=self._accumulation_dtype(tensor),
+                          accumulation_dtype=accumulation_dtype,
                           show_progress=self.show_progress)
             if self.configuration.dimension == 2:
                 probabilities = predict_volume_with_2d_network(network, tensor, window,
