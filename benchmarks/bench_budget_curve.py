@@ -11,7 +11,8 @@ and its results folder is moved to ROOT/curve/LABEL afterwards.
 
 Recorded per run: the configuration trained, its iterations, wall time (choice and validation
 included), peak RAM, mean Dice per class and the per-case spread (std, worst case) of the mean
-foreground Dice. Written to benchmarks/results/budget_curve.json after every run.
+foreground Dice. Written to benchmarks/results/NAME.json (``--name``, default budget_curve)
+after every run; with another name the results folders go to ROOT/curve/NAME/LABEL.
 Not part of the test suite; run with nothing else on the machine.
 """
 
@@ -42,7 +43,8 @@ def per_case_foreground_dice(csv_path: Path) -> dict[str, float]:
     return {case: statistics.fmean(dice) for case, dice in values.items()}
 
 
-def run_one(work: WorkDir, root: Path, original_plans: Path, label: str, configuration: str, budget: str) -> dict:
+def run_one(work: WorkDir, curve_dir: Path, original_plans: Path, label: str, configuration: str,
+            budget: str) -> dict:
     shutil.copyfile(original_plans, work.root / "plans.json")
     if (work.root / "results").exists():
         shutil.rmtree(work.root / "results")
@@ -69,7 +71,7 @@ def run_one(work: WorkDir, root: Path, original_plans: Path, label: str, configu
             "log_tail": (fold / "training_log.txt").read_text().splitlines()[-12:]
             if (fold / "training_log.txt").is_file() else []})
         entry["plans_entry"] = work.load_plans().configuration(trained[0]).to_dict()
-    destination = root / "curve" / label
+    destination = curve_dir / label
     if destination.exists():
         shutil.rmtree(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
@@ -83,7 +85,8 @@ def main() -> None:
     parser.add_argument("--root", default="/tmp/autoseg_bench_large_ct")
     # the most informative runs first (10 min and its full-resolution comparison, then 40 min, ...)
     parser.add_argument("--budgets", nargs="+", default=["10m", "40m", "20m", "5m"])
-    parser.add_argument("--fullres-budget", default="10m")
+    parser.add_argument("--fullres-budget", default="10m", help="none: no full-resolution comparison")
+    parser.add_argument("--name", default="budget_curve")
     args = parser.parse_args()
     root = Path(args.root)
     work = WorkDir(root / "work")
@@ -99,11 +102,12 @@ def main() -> None:
             runs.append((f"3d_fullres_{budget}", "3d_fullres", budget))
     results = []
     for label, configuration, budget in runs:
-        entry = run_one(work, root, original_plans, label, configuration, budget)
+        curve_dir = root / "curve" if args.name == "budget_curve" else root / "curve" / args.name
+        entry = run_one(work, curve_dir, original_plans, label, configuration, budget)
         results.append(entry)
         print(f"{label}: trained as {entry['trained_as']}, {entry['wall_seconds'] / 60:.1f} min, foreground Dice "
               f"{entry.get('foreground_mean_dice')}, worst case {entry.get('worst_case')}", flush=True)
-        save_results("budget_curve", {"root": str(root), "runs": results})
+        save_results(args.name, {"root": str(root), "runs": results})
     shutil.copyfile(original_plans, work.root / "plans.json")
 
 

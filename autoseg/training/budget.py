@@ -3,14 +3,16 @@
 The decision is made here; the Trainer only runs it. Given a budget, the planned
 network's seconds per iteration are measured on the actual device (or taken from
 ``autoseg plan --benchmark`` when it measured this device), the iterations that fit
-the budget are computed, and, when they are fewer than :data:`MIN_USEFUL_ITERATIONS`,
-the smaller variants of :func:`autoseg.planning.variants.budget_variants` are measured
-until one allows enough. A chosen variant is recorded in plans.json as a configuration
-of its own (the planned one is left as it is) and every fold of the configuration
-then trains as that variant; measured speeds are kept in plans.json so that later folds
-do not measure again. The validation cases are predicted after training within the same
-budget (:func:`plan_validation`); training gets what measuring and validation leave.
-Which configuration to train for a budget is :mod:`autoseg.training.choice`.
+the budget are computed, and, when they are fewer than the configuration needs
+(:func:`iterations_needed`), the smaller variants of
+:func:`autoseg.planning.variants.budget_variants` are measured until one allows enough
+(or, when even the smallest cannot, the smallest is trained: iterations beat width).
+A chosen variant is recorded in plans.json as a configuration of its own (the planned
+one is left as it is) and every fold of the configuration then trains as that variant;
+measured speeds are kept in plans.json so that later folds do not measure again. The
+validation cases are predicted after training within the same budget
+(:func:`plan_validation`); training gets what measuring and validation leave. Which
+configuration to train for a budget is :mod:`autoseg.training.choice`.
 """
 
 from __future__ import annotations
@@ -37,6 +39,15 @@ from autoseg.workdir import WorkDir, cached_case_paths
 #: (Dice 0.0-0.38), 700-1500 reach 0.82-0.85, and at 30 minutes 2,750 iterations of a
 #: half-width network beat 800 of the full-width one. Below this, the network is scaled down.
 MIN_USEFUL_ITERATIONS = 1000
+#: When one patch covers only part of a case, the floor grows with the square root of the
+#: patches it takes to cover the median case (:func:`iterations_needed`). Measured on 20 synthetic
+#: 512x512x100-300 CTs (BENCHMARKS.md, "Dice against time budget"): 1,200 iterations of
+#: 3d_fullres (60 patches per case) reached a mean foreground Dice of 0.30 and 1,250 of 2d
+#: (180 slices per case) 0.67, still rising steeply with iterations (500: 0.21), where on Task04
+#: (a case smaller than the patch) 1,000 iterations reach 0.84. A linear growth would fit these
+#: points too but would leave no 3D configuration trainable on a CPU for a CT; the square root is
+#: the milder rule they allow.
+ITERATIONS_NEEDED_EXPONENT = 0.5
 #: Default training time per fold on a CPU (seconds) when no budget is given.
 DEFAULT_CPU_BUDGET_SECONDS = 30 * 60
 #: Iterations per epoch under a time budget (shorter epochs than nnU-Net's 250 give
@@ -283,6 +294,28 @@ def configuration_to_train(plans: Plans, work: WorkDir, configuration_name: str,
     return configuration_name
 
 
+def median_case_shape(configuration: ConfigurationPlan, fingerprint: dict) -> list[int]:
+    """The median case at the configuration's spacing, ``(z, y, x)`` voxels (2D: the case's own slices)."""
+    if configuration.dimension == 3:
+        return [int(v) for v in configuration.median_image_shape]
+    slices = int(round(fingerprint.get("median_shape_after_crop", [1])[0]))
+    return [slices] + [int(v) for v in configuration.median_image_shape]
+
+
+def patches_per_case(configuration: ConfigurationPlan, case_shape: list[int]) -> float:
+    """How many training samples it takes to see a case of ``case_shape`` (``(z, y, x)`` voxels) once:
+    its voxels over the patch's (a 2D sample is one slice, so the slices count)."""
+    return math.prod(case_shape) / math.prod(configuration.patch_size)
+
+
+def iterations_needed(configuration: ConfigurationPlan, case_shape: list[int]) -> int:
+    """The fewest iterations worth training the configuration for, given its median case
+    (``(z, y, x)`` voxels at its spacing): :data:`MIN_USEFUL_ITERATIONS` when a patch covers the case,
+    growing with ``patches_per_case ** ITERATIONS_NEEDED_EXPONENT`` beyond (multiples of 50)."""
+    growth = max(1.0, patches_per_case(configuration, case_shape)) ** ITERATIONS_NEEDED_EXPONENT
+    return int(math.ceil(MIN_USEFUL_ITERATIONS * growth / 50.0)) * 50
+
+
 @dataclass
 class NetworkDecision:
     """What a time budget decided for one configuration: the configuration trained (the planned one
@@ -295,25 +328,37 @@ class NetworkDecision:
     validation: ValidationPlan
     variant_reason: str
     decisions: list[str]
+    iterations_needed: int = MIN_USEFUL_ITERATIONS
 
     @property
     def feasible(self) -> bool:
-        return self.iterations.total_iterations >= MIN_USEFUL_ITERATIONS
+        """Whether the budget allows the iterations this configuration needs (:func:`iterations_needed`)."""
+        return self.iterations.total_iterations >= self.iterations_needed
 
 
 def decide_network(work: WorkDir, configuration_name: str, fold: int, options: TrainingOptions,
                    length: TrainingLength, budget: float, start: float,
                    trainer_type: type[Trainer] = Trainer) -> NetworkDecision:
-    """Measure (or take the stored speed of) the configuration; when fewer than
-    :data:`MIN_USEFUL_ITERATIONS` fit, measure smaller variants and record the chosen one in
-    plans.json (with its measured speed, so later folds need not measure again); then fit
+    """Measure (or take the stored speed of) the configuration; when fewer iterations fit than it
+    needs (:func:`iterations_needed`), go to a smaller variant (measured, unless measured before) and
+    record it in plans.json (with its measured speed, so later folds need not measure again); then fit
     validation and iterations to the budget. ``start`` is when the budget began (``time.time()``).
+
+    The smallest variant is measured first: when even it cannot reach the floor (a case far larger
+    than the patch), it is trained without measuring the others, since iterations beat width there
+    (BENCHMARKS.md: 1,250 iterations of 8 base features reached 0.67 where 900 of 16 reached 0.32).
+    Otherwise the variants are tried from the largest down and the first that reaches the floor wins.
     """
     plans = work.load_plans()
     name = configuration_to_train(plans, work, configuration_name, options.split_mode, budget)
     trainer = trainer_type(work, name, fold, options)
+    median_case = median_case_shape(trainer.configuration, work.read_fingerprint())
+    needed = iterations_needed(trainer.configuration, median_case)
     decisions = [f"chosen configuration {name}" + (f" (the budget variant of {configuration_name} chosen "
-                                                   "before)" if name != configuration_name else "")]
+                                                   "before)" if name != configuration_name else ""),
+                 f"{name} needs at least {needed} iterations ({MIN_USEFUL_ITERATIONS} x the square root of the "
+                 f"{patches_per_case(trainer.configuration, median_case):.1f} patches that cover its median case "
+                 f"{'x'.join(map(str, median_case))}, at least 1)"]
     measurement_limit = max(5.0, MEASUREMENT_BUDGET_FRACTION * budget)
     speed = stored_speed(trainer.configuration, trainer)
     if speed is not None:
@@ -329,7 +374,7 @@ def decide_network(work: WorkDir, configuration_name: str, fold: int, options: T
     plan = iterations_for_budget(budget, speed.seconds_per_iteration)
     decisions.append(f"{plan.total_iterations} iterations fit {budget / 60:.1f} min")
     variant_reason = ""
-    if plan.total_iterations < MIN_USEFUL_ITERATIONS:
+    if plan.total_iterations < needed:
         smaller = budget_variants(trainer.configuration)
         if work.has_checkpoints(name, options.split_mode):
             why = "other folds were trained with it"
@@ -343,26 +388,45 @@ def decide_network(work: WorkDir, configuration_name: str, fold: int, options: T
             why = None
         if why is not None:
             decisions.append(f"WARNING: only {plan.total_iterations} iterations fit the budget (< "
-                             f"{MIN_USEFUL_ITERATIONS}), but the network is kept: {why}")
+                             f"{needed}), but the network is kept: {why}")
         else:
             recorded = work.load_plans().configurations
-            for variant in smaller:
+
+            def iterations_left(measured: SpeedMeasurement) -> int:
+                return iterations_for_budget(budget - (time.time() - start),
+                                             measured.seconds_per_iteration).total_iterations
+
+            def variant_speed(variant: ConfigurationPlan) -> SpeedMeasurement:
                 candidate = trainer_type(work, name, fold, options, configuration=variant)
                 # a variant recorded before (another budget, `plan --time-budget`) keeps its measured speed
-                speed = (stored_speed(recorded[variant.name], candidate) if variant.name in recorded else None)
-                how = "measured before" if speed is not None else "measured"
-                speed = speed or measure_speed(candidate, time_limit=measurement_limit)
-                plan = iterations_for_budget(budget - (time.time() - start), speed.seconds_per_iteration)
-                decisions.append(f"variant {variant.name}: {speed.seconds_per_iteration:.3f} s per iteration "
-                                 f"({how}), {plan.total_iterations} iterations fit")
-                if plan.total_iterations >= MIN_USEFUL_ITERATIONS:
-                    break
+                known = stored_speed(recorded[variant.name], candidate) if variant.name in recorded else None
+                measured = known or measure_speed(candidate, time_limit=measurement_limit)
+                decisions.append(f"variant {variant.name}: {measured.seconds_per_iteration:.3f} s per iteration "
+                                 f"({'measured before' if known else 'measured'}), {iterations_left(measured)} "
+                                 "iterations fit")
+                return measured
+
+            variant = smaller[-1]
+            speeds = {variant.name: variant_speed(variant)}
+            if iterations_left(speeds[variant.name]) >= needed:
+                for candidate in smaller:  # largest first; the first that reaches the floor
+                    if candidate.name not in speeds:
+                        speeds[candidate.name] = variant_speed(candidate)
+                    if iterations_left(speeds[candidate.name]) >= needed:
+                        variant = candidate
+                        break
+                why_variant = f"{variant.name} is the largest variant that reaches them"
+            else:
+                why_variant = ("not even the smallest variant reaches them, so the smallest is trained (on cases "
+                               "larger than the patch, iterations beat width)")
+            speed = speeds[variant.name]
+            plan = iterations_for_budget(budget - (time.time() - start), speed.seconds_per_iteration)
             variant_reason = (
                 f"time budget {budget / 60:.1f} min on {speed.device_name} ({speed.threads} threads): "
-                f"{configuration_name} as planned allowed fewer than {MIN_USEFUL_ITERATIONS} iterations, so it is "
-                f"trained as {variant.name} ({variant.network.features_per_stage[0]} base features, batch "
-                f"{variant.batch_size}; measured {speed.seconds_per_iteration:.3f} s per iteration, "
-                f"{plan.total_iterations} iterations)")
+                f"{configuration_name} as planned allowed fewer than the {needed} iterations it needs; "
+                f"{why_variant}: trained as {variant.name} ({variant.network.features_per_stage[0]} base "
+                f"features, batch {variant.batch_size}; measured {speed.seconds_per_iteration:.3f} s per "
+                f"iteration, {plan.total_iterations} iterations)")
             variant.measured_speed = speed.to_dict()
             plans = work.load_plans()
             add_budget_variant(plans, variant, variant_reason)
@@ -378,7 +442,7 @@ def decide_network(work: WorkDir, configuration_name: str, fold: int, options: T
         decisions.append(f"{plan.total_iterations} iterations fit the {budget / 60:.1f} min budget after "
                          f"measuring and validation")
     plan = with_length_overrides(plan, length)
-    return NetworkDecision(configuration_name, name, speed, plan, validation, variant_reason, decisions)
+    return NetworkDecision(configuration_name, name, speed, plan, validation, variant_reason, decisions, needed)
 
 
 def resolve_budget(device_type: str, length: TrainingLength) -> float | None:

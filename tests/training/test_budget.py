@@ -139,6 +139,34 @@ def test_short_budget_records_a_variant_and_leaves_the_planned_configuration(tmp
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("budget, trained_as, measured_variants", [
+    (2400.0, "3d_fullres_f32_b2", ["3d_fullres_f8_b2", "3d_fullres_f32_b2"]),  # 2,400 iterations at 1 s
+    (800.0, "3d_fullres_f16_b2", ["3d_fullres_f8_b2", "3d_fullres_f32_b2", "3d_fullres_f16_b2"]),  # 1,600 at 0.5 s
+    (400.0, "3d_fullres_f8_b2", ["3d_fullres_f8_b2", "3d_fullres_f32_b2", "3d_fullres_f16_b2"]),  # measured once
+    (200.0, "3d_fullres_f8_b2", ["3d_fullres_f8_b2"]),  # 800 at 0.25 s: even the smallest falls short
+])
+def test_the_variant_walk_measures_the_smallest_first(tmp_path, monkeypatch, budget, trained_as, measured_variants):
+    import autoseg.training.budget as budget_module
+
+    _, work = make_tiny_work_dir(tmp_path)
+    make_slow_plan(work)  # 32 base features, batch 4: variants f32_b2, f16_b2, f8_b2
+    seconds = {"3d_fullres": 4.0, "3d_fullres_f32_b2": 1.0, "3d_fullres_f16_b2": 0.5, "3d_fullres_f8_b2": 0.25}
+    measured = []
+
+    def fake_measurement(trainer, **kwargs):
+        measured.append(trainer.configuration.name)
+        return budget_module.SpeedMeasurement(seconds[trainer.configuration.name], "cpu", "test cpu", 2, 0, 5)
+
+    monkeypatch.setattr(budget_module, "measure_speed", fake_measurement)
+    decision = budget_module.decide_network(WorkDir(work), "3d_fullres", 0, options(),
+                                            TrainingLength(time_budget_seconds=budget), budget, time.time())
+    assert decision.iterations_needed == 1000  # the tiny cases fit in one patch
+    assert decision.trained_as == trained_as and measured == ["3d_fullres"] + measured_variants
+    if budget == 200.0:
+        assert "not even the smallest variant reaches them" in decision.variant_reason
+
+
+@pytest.mark.slow
 def test_a_recorded_variant_keeps_its_measured_speed(tmp_path, monkeypatch):
     import shutil
 

@@ -20,10 +20,10 @@ from autoseg.training.choice import choose_configuration
 from autoseg.workdir import WorkDir
 
 
-def decision(name: str, iterations: int) -> NetworkDecision:
+def decision(name: str, iterations: int, needed: int = MIN_USEFUL_ITERATIONS) -> NetworkDecision:
     speed = SpeedMeasurement(0.5, "cpu", "test cpu", 2, 0, 5)
     return NetworkDecision(name, name, speed, IterationPlan(iterations // 50, 50, 10),
-                           ValidationPlan(True, 10.0, ""), "", [])
+                           ValidationPlan(True, 10.0, ""), "", [], needed)
 
 
 def test_full_resolution_first_then_the_coarser_resolution_then_2d():
@@ -32,7 +32,7 @@ def test_full_resolution_first_then_the_coarser_resolution_then_2d():
                                  "3d_lowres": decision("3d_lowres", enough)}, thick_slices=False)[0] == "3d_fullres"
     name, reason = choose_configuration({"2d": decision("2d", enough), "3d_fullres": decision("3d_fullres", few),
                                          "3d_lowres": decision("3d_lowres", enough)}, thick_slices=False)
-    assert name == "3d_lowres" and "3d_fullres reach fewer than" in reason
+    assert name == "3d_lowres" and "3d_fullres (500 of 1000) reach fewer iterations than they need" in reason
     assert choose_configuration({"2d": decision("2d", enough), "3d_fullres": decision("3d_fullres", few)},
                                 thick_slices=False)[0] == "2d"
 
@@ -44,6 +44,35 @@ def test_thick_slices_prefer_2d_and_nothing_feasible_warns():
     name, reason = choose_configuration({"2d": decision("2d", 300), "3d_fullres": decision("3d_fullres", 600)},
                                         thick_slices=False)
     assert name == "3d_fullres" and reason.startswith("WARNING")
+
+
+def test_each_configuration_is_held_to_its_own_floor():
+    # a CT: 3d_fullres would need 7,750 iterations, 2d 1,000; 3,000 of 3d_fullres are not enough
+    decisions = {"3d_fullres": decision("3d_fullres", 3000, needed=7750), "2d": decision("2d", 6000)}
+    name, reason = choose_configuration(decisions, thick_slices=False)
+    assert name == "2d" and "3d_fullres (3000 of 7750)" in reason
+    # none reaches its floor: the most iterations, with a warning naming each shortfall
+    decisions = {"3d_fullres": decision("3d_fullres", 1200, needed=7750), "2d": decision("2d", 5000, needed=13400)}
+    name, reason = choose_configuration(decisions, thick_slices=False)
+    assert name == "2d" and reason.startswith("WARNING") and "3d_fullres 1200 of 7750" in reason
+
+
+def test_iterations_needed_grow_with_the_patches_per_case():
+    from autoseg.plans import ConfigurationPlan, NetworkConfig
+    from autoseg.training.budget import iterations_needed, median_case_shape, patches_per_case
+
+    network3d = NetworkConfig("unet", 3, [8, 16], [[3, 3, 3]] * 2, [[1, 1, 1], [2, 2, 2]], [2, 2], [2])
+    task04 = ConfigurationPlan("3d_fullres", 3, "3d_fullres", [1.0] * 3, [40, 56, 40], 2, [36, 50, 35], network3d)
+    assert iterations_needed(task04, [36, 50, 35]) == MIN_USEFUL_ITERATIONS  # the patch covers the case
+    ct = ConfigurationPlan("3d_fullres", 3, "3d_fullres", [2.25, 0.76, 0.76], [48, 128, 128], 2, [179, 512, 512],
+                           network3d)
+    assert patches_per_case(ct, [179, 512, 512]) == pytest.approx(59.7, abs=0.1)
+    assert iterations_needed(ct, [179, 512, 512]) == 7750  # 1000 x sqrt(59.7), up to a multiple of 50
+    network2d = NetworkConfig("unet", 2, [8, 16], [[3, 3]] * 2, [[1, 1], [2, 2]], [2, 2], [2])
+    ct2d = ConfigurationPlan("2d", 2, "2d", [0.76, 0.76], [512, 512], 2, [512, 512], network2d)
+    shape = median_case_shape(ct2d, {"median_shape_after_crop": [179, 563, 563]})
+    assert shape == [179, 512, 512]  # a 2D sample is one slice, so the case's slices count
+    assert iterations_needed(ct2d, shape) == 13400
 
 
 def test_predict_time_counts_windows_and_mirrorings():
