@@ -19,6 +19,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from autoseg.errors import AutosegInputError
+from autoseg.io.file_integrity import check_image_file
 from autoseg.io.geometry import FAKE_SLICE_SPACING_2D, ImageGeometry
 from autoseg.utils.files import atomic_path
 from autoseg.utils.registry import Registry
@@ -53,7 +54,11 @@ class ImageFormat:
 
 
 class SimpleITKFormat(ImageFormat):
-    """Any file SimpleITK reads and writes (NIfTI, NRRD, MetaImage, PNG, TIFF, ...)."""
+    """Any file SimpleITK reads and writes (NIfTI, NRRD, MetaImage, PNG, TIFF, ...).
+
+    Files are checked first (:func:`autoseg.io.file_integrity.check_image_file`): SimpleITK
+    reads a truncated .nii.gz with zeros for its missing part and NIfTI NaN voxels as 0.
+    """
 
     file_endings = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".png", ".tif", ".tiff",
                     ".bmp", ".jpg", ".jpeg", ".gipl", ".gipl.gz", ".hdr", ".img")
@@ -61,6 +66,7 @@ class SimpleITKFormat(ImageFormat):
     def read(self, path: Path) -> tuple[np.ndarray, ImageGeometry]:
         if not path.is_file():
             raise AutosegInputError(f"{path}: file not found")
+        check_image_file(path)
         try:
             image = sitk.ReadImage(str(path))
         except RuntimeError as error:
