@@ -23,7 +23,8 @@ class DatasetDescription:
         root: the dataset folder.
         name: dataset name (the folder name when dataset.json has none).
         channel_names: channel index -> modality name, e.g. ``{0: "CT"}``.
-        labels: label name -> integer value; background is 0.
+        labels: label name -> integer value; background is 0 and the values are consecutive
+            (0..N-1, as nnU-Net requires), so the network's output channels are the label values.
         num_training: ``numTraining`` as declared.
         file_ending: e.g. ``".nii.gz"``.
     """
@@ -96,6 +97,11 @@ def parse_dataset_json(data: dict, root: Path, source: str) -> DatasetDescriptio
         raise AutosegInputError(f"{source}: 'labels' has duplicate values")
     if len(labels) < 2:
         raise AutosegInputError(f"{source}: 'labels' must declare at least one foreground label")
+    values = sorted(labels.values())
+    if values != list(range(len(values))):
+        missing = sorted(set(range(max(values) + 1)) - set(values))
+        raise AutosegInputError(f"{source}: label values must be consecutive 0..{len(values) - 1} (as in nnU-Net), "
+                                f"got {values}, missing {missing}: renumber dataset.json and the label files")
     file_ending = str(data["file_ending"])
     if not file_ending.startswith("."):
         raise AutosegInputError(f"{source}: 'file_ending' must start with '.', got {file_ending!r}")

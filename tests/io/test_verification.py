@@ -134,6 +134,11 @@ def test_dataset_json_errors(tmp_path):
                                                    "file_ending": ".nii.gz"}))
     with pytest.raises(AutosegInputError, match="background"):
         load_dataset_description(root)
+    (root / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}, "file_ending": ".nii.gz",
+                                                   "labels": {"background": 0, "organ": 1, "tumour": 5}}))
+    with pytest.raises(AutosegInputError, match=r"dataset.json: label values must be consecutive 0..2 \(as in "
+                                                r"nnU-Net\), got \[0, 1, 5\], missing \[2, 3, 4\]"):
+        load_dataset_description(root)
 
 
 def test_cli_reports_problems_and_writes_nothing(raw_dataset, tmp_path, capsys):
