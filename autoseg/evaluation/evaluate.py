@@ -61,10 +61,23 @@ def _foreground(labels: Mapping[str, int] | Sequence[int]) -> tuple[list[int], d
     return sorted(names), names
 
 
+def undeclared_values(label_map: np.ndarray, highest: int) -> list[int]:
+    """Values of an integer label map outside the declared ``0..highest`` (dataset.json's labels are
+    consecutive), sorted; found from the out-of-range voxels only, so a valid map costs a min and a max."""
+    if label_map.size == 0 or (label_map.min() >= 0 and label_map.max() <= highest):
+        return []
+    return np.unique(label_map[(label_map < 0) | (label_map > highest)]).tolist()
+
+
 def _evaluate_case(task: tuple[str, Path, Path, list[int], float]) -> tuple[str, dict[int, dict]]:
     case_id, reference_path, prediction_path, labels, tolerance = task
     reference, reference_geometry = read_label(reference_path)
     prediction, prediction_geometry = read_label(prediction_path)
+    for path, label_map in ((reference_path, reference), (prediction_path, prediction)):
+        undeclared = undeclared_values(label_map, max(labels))
+        if undeclared:
+            raise AutosegInputError(f"{path}: label values {undeclared} are not declared in dataset.json "
+                                    f"(declared: 0..{max(labels)})")
     mismatch = geometry_mismatch(reference_geometry, prediction_geometry)
     if mismatch is not None:
         raise AutosegInputError(f"{prediction_path}: {mismatch} (reference {reference_path})")

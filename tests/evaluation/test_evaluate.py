@@ -107,6 +107,17 @@ def test_geometry_mismatch_names_the_prediction(folders):
     assert str(reference_dir / "case_002.nii.gz") in message
 
 
+@pytest.mark.parametrize("side", ["ref", "pred"])
+def test_label_values_that_dataset_json_does_not_declare_are_refused(folders, side):
+    reference_dir, prediction_dir, cases = folders
+    undeclared = cases["case_001"][0 if side == "ref" else 1].copy()
+    undeclared[0, 0, :3] = [3, 7, 3]
+    write(reference_dir.parent / side / "case_001.nii.gz", undeclared)
+    with pytest.raises(AutosegInputError, match=rf"{side}/case_001.nii.gz: label values \[3, 7\] are not declared in "
+                                                r"dataset.json \(declared: 0..2\)"):
+        evaluate_folders(reference_dir, prediction_dir, LABELS)
+
+
 def test_shape_mismatch_and_empty_folder(folders, tmp_path):
     reference_dir, prediction_dir, _ = folders
     write(prediction_dir / "case_001.nii.gz", np.zeros((6, 12, 13), dtype=np.uint8))
