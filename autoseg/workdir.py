@@ -8,6 +8,7 @@ Layout (``WORK`` is the folder given to ``autoseg plan -o``)::
     WORK/preprocessed/{data_identifier}/   preprocessed cache: {case}.npy, {case}_seg.npy, {case}.json,
                                            cache.json (index)
     WORK/preprocessed/{id}__from_{prev}/   a cascade's previous-stage segmentations on its grid
+    WORK/results/{configuration}/fold_{k}.lock   held while fold k of the configuration trains
     WORK/results/{configuration}/fold_{k}/ checkpoint_{latest,best,final}.pt, training_log.txt,
                                            progress.png, run.json, validation/
                                            ({configuration}__split_spacing/ for acquisition folds)
@@ -154,6 +155,10 @@ class WorkDir:
 
     def fold_dir(self, configuration: str, fold: int, split_mode: str = "random") -> Path:
         return self.results_dir(configuration, split_mode) / f"fold_{fold}"
+
+    def training_lock_path(self, configuration: str, fold: int, split_mode: str = "random") -> Path:
+        """The lock held while a fold of ``configuration`` (as asked for, before any budget variant) trains."""
+        return self.results_dir(configuration, split_mode) / f"fold_{fold}.lock"
 
     def checkpoint_path(self, configuration: str, fold: int, which: str, split_mode: str = "random") -> Path:
         return checkpoint_file(self.fold_dir(configuration, fold, split_mode), which)

@@ -8,6 +8,8 @@ import time
 
 from autoseg.errors import AutosegInputError
 from autoseg.utils.durations import parse_duration
+from autoseg.utils.files import remove_stale_temporaries
+from autoseg.utils.locks import FileLock
 from autoseg.workdir import NUM_FOLDS, SPLIT_MODES, WorkDir
 
 
@@ -29,10 +31,25 @@ def parse_folds(text: list[str]) -> list[int]:
 def train_and_validate(work_dir: str | os.PathLike | WorkDir, configuration_name: str, fold: int, options=None,
                        length=None, resume: bool = False, overwrite: bool = False, validate: bool = True):
     """Train one fold (:func:`autoseg.training.budget.train_fold`), then predict and score its
-    validation cases (:func:`autoseg.evaluation.cross_validation.validate_fold`).
+    validation cases (:func:`autoseg.evaluation.cross_validation.validate_fold`), holding the fold's
+    lock (a second process on the same configuration and fold stops with one line; a lock left by a
+    killed run is reported and taken over) and first removing temporary files killed runs left.
 
     Returns ``(trainer, validation summary or None)``.
     """
+    work = WorkDir.of(work_dir)
+    split_mode = options.split_mode if options is not None else "random"
+    with FileLock(work.training_lock_path(configuration_name, fold, split_mode),
+                  f"training {configuration_name} fold {fold}") as lock:
+        if lock.stale_message:
+            print(lock.stale_message)
+        removed = remove_stale_temporaries(work.results_dir(configuration_name, split_mode).parent)
+        if removed:
+            print(f"removed {len(removed)} temporary file(s) left by an interrupted run, e.g. {removed[0]}")
+        return _train_and_validate(work, configuration_name, fold, options, length, resume, overwrite, validate)
+
+
+def _train_and_validate(work_dir, configuration_name, fold, options, length, resume, overwrite, validate):
     # Deferred for start-up time: training and evaluation import torch.
     from autoseg.evaluation.cross_validation import validate_fold
     from autoseg.training.budget import train_fold

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import uuid
 import zipfile
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from autoseg.errors import AutosegInputError
+from autoseg.utils.processes import ProcessIdentity
 
 
 def full_suffix(path: Path, known_endings: tuple[str, ...] = (".nii.gz", ".tar.gz")) -> str:
@@ -31,19 +33,45 @@ def full_suffix(path: Path, known_endings: tuple[str, ...] = (".nii.gz", ".tar.g
     return path.suffix
 
 
+#: A temporary file's name: ``.{stem}.tmp-{host}-{pid}-{8 hex digits}{ending}``.
+TEMPORARY_NAME = re.compile(r"^\..*\.tmp-(?P<host>[A-Za-z0-9_-]+)-(?P<pid>\d+)-[0-9a-f]{8}(\.[^/]*)?$")
+
+
+def temporary_name(target: Path) -> Path:
+    """A temporary path beside ``target`` naming this machine and process, with ``target``'s ending."""
+    ending = full_suffix(target)
+    stem = target.name[: len(target.name) - len(ending)] if ending else target.name
+    me = ProcessIdentity.current()
+    return target.with_name(f".{stem}.tmp-{me.host}-{me.pid}-{uuid.uuid4().hex[:8]}{ending}")
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete temporary files under ``folder`` (recursively) left by processes of this machine that
+    no longer run (a killed run); returns them. Another machine's temporaries are left alone."""
+    removed = []
+    for directory, _, names in os.walk(folder):
+        for name in names:
+            match = TEMPORARY_NAME.match(name)
+            if match and ProcessIdentity(match["host"], int(match["pid"])).is_running() is False:
+                path = Path(directory) / name
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    removed.append(path)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` on success.
 
     The temporary name keeps the file ending (libraries such as SimpleITK and numpy
-    choose the format from it). On an exception the temporary file is removed and
-    ``path`` is left untouched.
+    choose the format from it) and names this process (:func:`temporary_name`), so that a
+    later run can remove what a killed one left (:func:`remove_stale_temporaries`). On an
+    exception the temporary file is removed and ``path`` is left untouched.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    ending = full_suffix(target)
-    stem = target.name[: len(target.name) - len(ending)] if ending else target.name
-    temporary = target.with_name(f".{stem}.tmp-{uuid.uuid4().hex[:8]}{ending}")
+    temporary = temporary_name(target)
     try:
         yield temporary
         os.replace(temporary, target)
