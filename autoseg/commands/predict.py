@@ -69,6 +69,11 @@ def run(args: argparse.Namespace) -> int:
     report = predict_folder(args.model, args.input, args.output, choice, device, use_mirroring=use_mirroring,
                             step_size=args.step_size, save_probabilities_too=args.save_probabilities,
                             overwrite=args.overwrite)
+    if report.removed_temporaries:
+        print(f"removed {len(report.removed_temporaries)} temporary file(s) left by an interrupted run, e.g. "
+              f"{report.removed_temporaries[0]}")
+    for case_id, damage in sorted(report.redone.items()):
+        print(f"predicted {case_id} again: its existing output was damaged ({damage})")
     print(f"{len(report.predicted)} predicted, {len(report.skipped)} already done (skipped; --overwrite redoes "
           f"them), {len(report.failed)} failed, in {time.perf_counter() - start:.1f} s -> {args.output}")
     print(report.summary())

@@ -33,10 +33,11 @@ from autoseg.inference.export import restore_segmentation
 from autoseg.inference.predictor import Predictor
 from autoseg.io.formats import ending_of, known_file_endings
 from autoseg.io.geometry import ImageGeometry
-from autoseg.io.images import read_case_images, write_segmentation
+from autoseg.io.images import image_file_problem, read_case_images, write_segmentation
 from autoseg.io.probabilities import save_probabilities
 from autoseg.plans.schema import Plans
 from autoseg.postprocessing.components import apply_postprocessing
+from autoseg.utils.files import remove_stale_temporaries
 from autoseg.workdir import WorkDir
 
 
@@ -53,12 +54,16 @@ class InferenceChoice:
 
 @dataclass
 class PredictionReport:
-    """What ``predict_folder`` did: cases predicted, skipped (output exists) and failed (with the reason),
+    """What ``predict_folder`` did: cases predicted, skipped (complete output exists), predicted again
+    because their output was damaged (with the problem), failed (with the reason), temporary files of
+    an interrupted run removed,
     the seconds each predicted case took (reading to segmentation, writing overlaps the next case) and
     the peak resident memory of the process (bytes)."""
 
     predicted: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    redone: dict[str, str] = field(default_factory=dict)
+    removed_temporaries: list[Path] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     seconds_per_case: dict[str, float] = field(default_factory=dict)
     peak_rss_bytes: int = 0
@@ -197,10 +202,14 @@ def predict_folder(work_dir: str | os.PathLike, input_dir: str | os.PathLike, ou
         ending = ending_of(channels[0])
         target = output_dir / f"{case_id}{ending}"
         if target.is_file() and not overwrite:
-            report.skipped.append(case_id)
-            continue
+            damage = image_file_problem(target)
+            if damage is None:
+                report.skipped.append(case_id)
+                continue
+            report.redone[case_id] = damage
         todo.append((case_id, [channels[c] for c in range(plans.num_channels)], target))
-    output_dir.mkdir(parents=True, exist_ok=True)
+    prepare_output_folder(output_dir)
+    report.removed_temporaries = remove_stale_temporaries(output_dir)
     pending: Future | None = None
     with ThreadPoolExecutor(max_workers=1) as writer:
         for case_id, files, target in tqdm(todo, desc="predict", unit="case", disable=not progress):
@@ -223,6 +232,18 @@ def predict_folder(work_dir: str | os.PathLike, input_dir: str | os.PathLike, ou
             _finish(pending, report)
     report.peak_rss_bytes = peak_rss_bytes()
     return report
+
+
+def prepare_output_folder(output_dir: Path) -> None:
+    """Create ``output_dir`` and check that files can be written there (one-line error otherwise)."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise AutosegInputError(f"{output_dir}: exists and is a file, not a folder; give -o a folder")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise AutosegInputError(f"{output_dir}: cannot create the output folder ({error.strerror})") from None
+    if not os.access(output_dir, os.W_OK | os.X_OK):
+        raise AutosegInputError(f"{output_dir}: the output folder is not writable; give -o a folder you can write")
 
 
 def _write_case(case_id: str, segmentation: np.ndarray, probabilities: torch.Tensor | None, properties: dict,

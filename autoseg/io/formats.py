@@ -52,6 +52,10 @@ class ImageFormat:
         """Write a ``(z, y, x)`` array with the geometry's header, atomically."""
         raise NotImplementedError(f"{type(self).__name__} cannot write images")
 
+    def verify(self, path: Path) -> None:
+        """Raise :class:`AutosegInputError` unless ``path`` is a complete, readable image (default: read it)."""
+        self.read(path)
+
 
 class SimpleITKFormat(ImageFormat):
     """Any file SimpleITK reads and writes (NIfTI, NRRD, MetaImage, PNG, TIFF, ...).
@@ -85,6 +89,19 @@ class SimpleITKFormat(ImageFormat):
         if image.GetDimension() == 2:
             array = array[None]
         return array, sitk_geometry(image)
+
+    def verify(self, path: Path) -> None:
+        """Complete (:func:`check_image_file`) and with a readable header; the voxels are not decoded
+        where the file's own checks suffice (an integer .nii.gz: its gzip trailer)."""
+        if not path.is_file():
+            raise AutosegInputError(f"{path}: file not found")
+        check_image_file(path)
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError:
+            raise AutosegInputError(f"{path}: cannot be read as an image") from None
 
     def write(self, array: np.ndarray, geometry: ImageGeometry, path: Path, compress: bool = True) -> None:
         if tuple(array.shape) != tuple(geometry.shape):

@@ -22,6 +22,16 @@ def read_raw(path: str | os.PathLike) -> tuple[np.ndarray, ImageGeometry]:
     return format_for(path).read(path)
 
 
+def image_file_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` is not a complete, readable image (one line naming it), or None when it is."""
+    path = Path(path)
+    try:
+        format_for(path).verify(path)
+    except AutosegInputError as error:
+        return str(error)
+    return None
+
+
 def read_image(path: str | os.PathLike, dtype: type = np.float32) -> tuple[np.ndarray, ImageGeometry]:
     """Read one image file as a ``(z, y, x)`` array of ``dtype`` and its geometry."""
     array, geometry = read_raw(path)

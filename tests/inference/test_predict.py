@@ -70,6 +70,61 @@ def test_rerun_skips_done_cases_unless_overwrite(trained, tmp_path):
     assert len(forced.predicted) == 3
 
 
+def test_a_damaged_output_is_predicted_again_and_temporaries_of_a_killed_run_removed(trained, tmp_path):
+    import subprocess
+    import sys
+
+    from autoseg.utils.processes import this_host
+
+    dataset, work = trained
+    choice = InferenceChoice(["3d_fullres"], folds=[0])
+    out = tmp_path / "out"
+    predict_folder(work, dataset / "imagesTs", out, choice, progress=False)
+    whole = (out / "case_007.nii.gz").read_bytes()
+    (out / "case_007.nii.gz").write_bytes(whole[: len(whole) // 2])  # as a crash of another tool would leave it
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    temporary = out / f".case_008.tmp-{this_host()}-{ended.pid}-0123abcd.nii.gz"
+    temporary.write_bytes(b"half")
+    again = predict_folder(work, dataset / "imagesTs", out, choice, progress=False)
+    assert again.predicted == ["case_007"] and sorted(again.skipped) == ["case_006", "case_008"]
+    assert "case_007.nii.gz: file is truncated" in again.redone["case_007"]
+    assert again.removed_temporaries == [temporary] and not temporary.exists()
+    assert (out / "case_007.nii.gz").read_bytes() == whole
+
+
+def test_an_output_that_is_a_file_or_unwritable_is_one_line(trained, tmp_path, capsys):
+    import os
+
+    dataset, work = trained
+    (tmp_path / "taken").write_text("a file")
+    arguments = ["predict", "-i", str(dataset / "imagesTs"), "-m", str(work), "-c", "3d_fullres", "-f", "0"]
+    assert main([*arguments, "-o", str(tmp_path / "taken")]) == 1
+    assert capsys.readouterr().err.strip().endswith("taken: exists and is a file, not a folder; give -o a folder")
+    if os.geteuid() != 0:  # root writes anywhere
+        (tmp_path / "readonly").mkdir(mode=0o555)
+        assert main([*arguments, "-o", str(tmp_path / "readonly")]) == 1
+        assert "the output folder is not writable" in capsys.readouterr().err
+
+
+def test_nan_voxels_fail_the_case_and_the_command(trained, tmp_path, capsys):
+    import SimpleITK as sitk
+
+    dataset, work = trained
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    image = sitk.ReadImage(str(dataset / "imagesTs" / "case_006_0000.nii.gz"), sitk.sitkFloat32)
+    array = sitk.GetArrayFromImage(image)
+    array[0, 0, 0] = np.nan
+    damaged = sitk.GetImageFromArray(array)
+    damaged.CopyInformation(image)
+    sitk.WriteImage(damaged, str(inputs / "case_006_0000.nii.gz"))
+    code = main(["predict", "-i", str(inputs), "-o", str(tmp_path / "out"), "-m", str(work), "-c", "3d_fullres",
+                 "-f", "0", "--no-tta"])
+    assert code == 1 and "case_006_0000.nii.gz: contains 1 NaN/Inf voxels" in capsys.readouterr().err
+    assert not list((tmp_path / "out").iterdir())
+
+
 def test_bad_cases_are_reported_and_the_others_predicted(trained, tmp_path):
     dataset, work = trained
     inputs = tmp_path / "in"
