@@ -12,6 +12,8 @@ Arrays are in array axis order ``(z, y, x)``; a 2D file gives ``(1, y, x)``.
 
 from __future__ import annotations
 
+import errno
+import math
 import os
 from pathlib import Path
 
@@ -21,7 +23,7 @@ import SimpleITK as sitk
 from autoseg.errors import AutosegInputError
 from autoseg.io.file_integrity import check_image_file
 from autoseg.io.geometry import FAKE_SLICE_SPACING_2D, ImageGeometry
-from autoseg.utils.files import atomic_path
+from autoseg.utils.files import atomic_path, free_bytes
 from autoseg.utils.registry import Registry
 
 
@@ -61,7 +63,8 @@ class SimpleITKFormat(ImageFormat):
     """Any file SimpleITK reads and writes (NIfTI, NRRD, MetaImage, PNG, TIFF, ...).
 
     Files are checked first (:func:`autoseg.io.file_integrity.check_image_file`): SimpleITK
-    reads a truncated .nii.gz with zeros for its missing part and NIfTI NaN voxels as 0.
+    reads a truncated .nii.gz with zeros for its missing part and NIfTI NaN voxels as 0. The
+    image read must have a positive spacing and (floating-point voxels) no NaN/Inf.
     """
 
     file_endings = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".png", ".tif", ".tiff",
@@ -88,7 +91,15 @@ class SimpleITKFormat(ImageFormat):
         array = sitk.GetArrayFromImage(image)
         if image.GetDimension() == 2:
             array = array[None]
-        return array, sitk_geometry(image)
+        geometry = sitk_geometry(image)
+        if not all(math.isfinite(value) and value > 0 for value in geometry.sitk_spacing):
+            raise AutosegInputError(f"{path}: voxel spacing {list(geometry.sitk_spacing)} mm (x, y, z) is not "
+                                    "positive: fix the header")
+        if array.dtype.kind == "f":
+            non_finite = int(array.size - np.count_nonzero(np.isfinite(array)))
+            if non_finite:
+                raise AutosegInputError(f"{path}: contains {non_finite} NaN/Inf voxels")
+        return array, geometry
 
     def verify(self, path: Path) -> None:
         """Complete (:func:`check_image_file`) and with a readable header; the voxels are not decoded
@@ -112,8 +123,15 @@ class SimpleITKFormat(ImageFormat):
         image.SetSpacing(geometry.sitk_spacing)
         image.SetOrigin(geometry.sitk_origin)
         image.SetDirection(geometry.sitk_direction)
-        with atomic_path(path) as temporary:
-            sitk.WriteImage(image, str(temporary), compress)
+        with atomic_path(path, needed_bytes=array.nbytes) as temporary:
+            try:
+                sitk.WriteImage(image, str(temporary), compress)
+            except RuntimeError as error:  # SimpleITK reports a full disk as a RuntimeError
+                free = free_bytes(temporary)
+                if free is not None and free < array.nbytes:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from None
+                detail = str(error).strip().splitlines()[-1][:200] if str(error).strip() else ""
+                raise AutosegInputError(f"{path}: cannot be written ({detail})") from None
 
 
 def sitk_geometry(image: sitk.Image) -> ImageGeometry:

@@ -70,8 +70,8 @@ def write_segmentation(segmentation: np.ndarray, geometry: ImageGeometry, path: 
 def read_case_images(paths: Sequence[str | os.PathLike], tolerance: float = 1e-3) -> tuple[np.ndarray, ImageGeometry]:
     """Read the channel files of one case as a ``(C, z, y, x)`` float32 array.
 
-    All channels must share channel 0's geometry (within ``tolerance``) and hold no NaN/Inf
-    voxel (one-line error naming the file); the geometry of channel 0 is returned.
+    All channels must share channel 0's geometry (within ``tolerance``); the geometry of
+    channel 0 is returned. (Every reader refuses NaN/Inf voxels and non-positive spacings.)
     """
     arrays = []
     reference = None
@@ -83,9 +83,6 @@ def read_case_images(paths: Sequence[str | os.PathLike], tolerance: float = 1e-3
             mismatch = geometry_mismatch(reference, geometry, tolerance)
             if mismatch:
                 raise AutosegInputError(f"{path}: {mismatch} (channel 0: {Path(paths[0]).name})")
-        non_finite = int(array.size - np.count_nonzero(np.isfinite(array)))
-        if non_finite:
-            raise AutosegInputError(f"{path}: contains {non_finite} NaN/Inf voxels")
         arrays.append(array)
     if reference is None:
         raise AutosegInputError("no image files given")
