@@ -48,8 +48,31 @@ def case_fingerprint(case: LoadedCase, foreground_labels: Sequence[int],
         "bounding_box": box,
         "shape_after_crop": cropped_shape,
         "class_voxels": {str(label_value): int(counts[label_value]) for label_value in foreground_labels},
+        "intensity_range": [[float(channel.min()), float(channel.max())] for channel in image],
     }
     return record, samples
+
+
+def dataset_problems(description: DatasetDescription, case_records: dict[str, dict],
+                     channel_samples: list[np.ndarray]) -> list[str]:
+    """Problems no single case shows but that leave nothing to learn, one line each naming the folder:
+    every label map all background; a channel constant in every image, or over all foreground voxels."""
+    problems = []
+    records = list(case_records.values())
+    if records and not any(any(voxels > 0 for voxels in record["class_voxels"].values()) for record in records):
+        problems.append(f"{description.root / 'labelsTr'}: every label map is all background (0): there is "
+                        "nothing to learn; check that these label files belong to the images")
+    for channel, name in sorted(description.channel_names.items()):
+        ranges = [record["intensity_range"][channel] for record in records if "intensity_range" in record]
+        if ranges and all(low == high for low, high in ranges):
+            problems.append(f"{description.root / 'imagesTr'}: every image of channel {channel} ('{name}') is "
+                            f"constant: there is nothing to learn from; check the image files")
+        elif channel < len(channel_samples) and channel_samples[channel].size and \
+                np.ptp(channel_samples[channel]) == 0:
+            problems.append(f"{description.root / 'imagesTr'}: every labelled voxel of channel {channel} ('{name}') "
+                            f"has intensity {float(channel_samples[channel][0]):g}: the foreground cannot be told "
+                            "apart; check the image files")
+    return problems
 
 
 def channel_statistics(samples: np.ndarray) -> dict:
@@ -136,6 +159,9 @@ def extract_fingerprint(description: DatasetDescription, num_workers: int | None
     if problems:
         raise DatasetVerificationError(problems)
     pooled = [np.concatenate(chunks) if chunks else np.zeros(0) for chunks in samples_per_channel]
+    problems = dataset_problems(description, records, pooled)
+    if problems:
+        raise DatasetVerificationError(problems)
     return aggregate_fingerprint(description, records, pooled)
 
 
