@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from autoseg.errors import AutosegInputError
 from autoseg.io.dataset import RawCase, list_training_cases, load_dataset_description
 from autoseg.io.images import read_case_images, read_label
 from autoseg.plans.schema import Plans
@@ -43,18 +44,54 @@ def cache_key(plans: Plans, configuration_name: str) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
+#: Advice in the one-line errors about damaged cache files.
+REBUILD_HINT = "run `autoseg plan` again: it rebuilds damaged cache files"
+
+
+def cached_case_problem(folder: Path, case_id: str) -> str | None:
+    """Why a case's cache files cannot be used (one line naming the file), or None when they can.
+
+    Only the .npy headers are read: the image must be a float ``(C, z, y, x)`` array, the label an
+    integer ``(z, y, x)`` array on the same grid (object arrays are refused without being unpickled).
+    """
+    image_path, label_path, properties_path = cached_case_paths(folder, case_id)
+    for path in (image_path, label_path, properties_path):
+        if not path.is_file():
+            return f"{path}: missing"
+    arrays = []
+    for path in (image_path, label_path):
+        try:
+            arrays.append(np.load(path, mmap_mode="r", allow_pickle=False))
+        except (OSError, ValueError, EOFError):
+            return f"{path}: not a numpy array file (damaged or replaced)"
+    image, label = arrays
+    if image.ndim != 4 or image.dtype.kind != "f":
+        return f"{image_path}: {image.dtype} array of shape {list(image.shape)}, expected float (C, z, y, x)"
+    if label.dtype.kind not in "iu" or tuple(label.shape) != tuple(image.shape[1:]):
+        return (f"{label_path}: {label.dtype} array of shape {list(label.shape)}, expected an integer label map "
+                f"of shape {list(image.shape[1:])}")
+    return None
+
+
 def is_case_done(folder: Path, case_id: str, key: str) -> bool:
+    """Whether the case's cache files exist, are intact (:func:`cached_case_problem`) and match ``key``."""
     image_path, label_path, properties_path = cached_case_paths(folder, case_id)
     if not (properties_path.is_file() and image_path.is_file() and label_path.is_file()):
         return False
     try:
-        return read_json(properties_path).get("cache_key") == key
+        if read_json(properties_path).get("cache_key") != key:
+            return False
     except (OSError, ValueError):
         return False
+    return cached_case_problem(folder, case_id) is None
 
 
 def load_cached_case(folder: Path, case_id: str, memory_map: bool = True) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Image ``(C, z, y, x)``, label ``(z, y, x)`` (memory-mapped by default) and properties."""
+    """Image ``(C, z, y, x)``, label ``(z, y, x)`` (memory-mapped by default) and properties; a one-line
+    :class:`AutosegInputError` when the files are damaged."""
+    problem = cached_case_problem(folder, case_id)
+    if problem:
+        raise AutosegInputError(f"{problem}; {REBUILD_HINT}")
     image_path, label_path, properties_path = cached_case_paths(folder, case_id)
     mode = "r" if memory_map else None
     return np.load(image_path, mmap_mode=mode), np.load(label_path, mmap_mode=mode), read_json(properties_path)

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from autoseg.errors import AutosegInputError
+from autoseg.preprocessing.cache import REBUILD_HINT, cached_case_problem
 from autoseg.utils.files import read_json
 from autoseg.workdir import cached_case_paths
 
@@ -95,6 +96,9 @@ class PatchSampler:
         # Foreground voxel lists per case: {case: [(class value, (N, 3) int array), ...]} (non-empty only).
         self.foreground: dict[str, list[tuple[int, np.ndarray]]] = {}
         for case_id in self.case_ids:
+            problem = cached_case_problem(self.folder, case_id)  # headers only: damage is found before training
+            if problem:
+                raise AutosegInputError(f"{problem}; {REBUILD_HINT}")
             properties_path = cached_case_paths(self.folder, case_id)[2]
             try:
                 properties = read_json(properties_path)
