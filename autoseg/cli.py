@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from autoseg import __version__
 from autoseg.commands import demo, ensemble, evaluate, plan, predict, train
 from autoseg.errors import AutosegInputError, DatasetVerificationError
+from autoseg.utils.files import os_error_message
 
 #: Subcommands in the order ``autoseg --help`` lists them.
 COMMANDS = (plan, train, predict, demo, ensemble, evaluate)
@@ -44,6 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as error:  # disk full, read-only folder, ... (atomic writes left nothing half-written)
+        print(f"error: {os_error_message(error)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

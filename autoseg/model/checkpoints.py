@@ -5,6 +5,7 @@ Where they live: :func:`autoseg.workdir.checkpoint_file` / ``WorkDir.checkpoint_
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Any
@@ -12,13 +13,32 @@ from typing import Any
 import torch
 
 from autoseg.errors import AutosegInputError
-from autoseg.utils.files import atomic_path
+from autoseg.utils.files import atomic_path, free_bytes
+
+
+def checkpoint_bytes(content: dict[str, Any]) -> int:
+    """About how many bytes a checkpoint of ``content`` takes (its tensors; nested dicts and lists)."""
+    if isinstance(content, torch.Tensor):
+        return content.numel() * content.element_size()
+    if isinstance(content, dict):
+        return sum(checkpoint_bytes(value) for value in content.values())
+    if isinstance(content, (list, tuple)):
+        return sum(checkpoint_bytes(value) for value in content)
+    return 0
 
 
 def save_checkpoint(path: str | os.PathLike, content: dict[str, Any]) -> None:
-    """``torch.save`` to a temporary name, then rename: an interruption never leaves half a checkpoint."""
-    with atomic_path(path) as temporary:
-        torch.save(content, temporary)
+    """``torch.save`` to a temporary name, then rename: an interruption never leaves half a checkpoint;
+    a full disk is a one-line error naming the file and the space needed."""
+    needed = checkpoint_bytes(content)
+    with atomic_path(path, needed_bytes=needed) as temporary:
+        try:
+            torch.save(content, temporary)
+        except RuntimeError:  # torch's writer reports a full disk as a RuntimeError
+            free = free_bytes(temporary)
+            if free is not None and free < needed:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from None
+            raise
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

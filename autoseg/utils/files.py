@@ -9,9 +9,11 @@ one, never a half-written file.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
+import shutil
 import uuid
 import zipfile
 from collections.abc import Iterator
@@ -60,24 +62,69 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     return removed
 
 
+#: errno values meaning the disk (or the user's quota) is full.
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def size_text(num_bytes: float) -> str:
+    """``num_bytes`` in kB, MB or GB, for messages."""
+    if num_bytes >= 2**30:
+        return f"{num_bytes / 2**30:.1f} GB"
+    return f"{num_bytes / 2**20:.0f} MB" if num_bytes >= 2**20 else f"{max(num_bytes / 2**10, 1):.0f} kB"
+
+
+def free_bytes(path: str | os.PathLike) -> int | None:
+    """Free space (bytes) on the file system holding ``path`` (or its nearest existing parent)."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
+
+
+def os_error_message(error: OSError, path: str | os.PathLike | None = None, needed_bytes: int | None = None) -> str:
+    """One line naming the file and what to do, for an :class:`OSError` (disk full, read-only, ...)."""
+    where = path or error.filename or "(unknown file)"
+    if error.errno in DISK_FULL_ERRNOS:
+        free = free_bytes(where)
+        needed = f", about {size_text(needed_bytes)} needed for this file" if needed_bytes else ""
+        return (f"{where}: disk full while writing it ({size_text(free) if free is not None else 'unknown'} free"
+                f"{needed}); free some space and run the same command again: finished work is kept")
+    if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"{where}: cannot write here ({error.strerror}); choose a folder you can write to"
+    return f"{where}: {error.strerror or error}"
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, needed_bytes: int | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` on success.
 
     The temporary name keeps the file ending (libraries such as SimpleITK and numpy
     choose the format from it) and names this process (:func:`temporary_name`), so that a
     later run can remove what a killed one left (:func:`remove_stale_temporaries`). On an
-    exception the temporary file is removed and ``path`` is left untouched.
+    exception the temporary file is removed and ``path`` is left untouched; a full disk
+    becomes a one-line :class:`AutosegInputError` naming ``path``, the free space and
+    ``needed_bytes`` (the file's expected size, where the caller knows it).
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise AutosegInputError(os_error_message(error, target.parent)) from None
     temporary = temporary_name(target)
     try:
         yield temporary
         os.replace(temporary, target)
+    except OSError as error:
+        if error.errno in DISK_FULL_ERRNOS or error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise AutosegInputError(os_error_message(error, target, needed_bytes)) from None
+        raise
     finally:
-        if temporary.exists():
-            temporary.unlink()
+        with contextlib.suppress(OSError):
+            if temporary.exists():
+                temporary.unlink()
 
 
 def _json_default(value: Any) -> Any:
@@ -160,7 +207,7 @@ def read_json_input(path: str | os.PathLike, missing: str = "file not found", wh
 
 def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
     """Save an uncompressed ``.npy`` file (memory-mappable), atomically."""
-    with atomic_path(path) as temporary:
+    with atomic_path(path, needed_bytes=array.nbytes) as temporary:
         with open(temporary, "wb") as handle:
             np.save(handle, np.ascontiguousarray(array))
 
@@ -175,7 +222,7 @@ def save_npz_compressed(path: str | os.PathLike, **arrays: np.ndarray) -> None:
 
     Written member by member as ``np.savez_compressed`` does, but at :data:`NPZ_COMPRESS_LEVEL`.
     """
-    with atomic_path(path) as temporary:
+    with atomic_path(path, needed_bytes=sum(np.asanyarray(array).nbytes for array in arrays.values())) as temporary:
         with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED,
                              compresslevel=NPZ_COMPRESS_LEVEL) as archive:
             for name, array in arrays.items():
