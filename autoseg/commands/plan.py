@@ -18,6 +18,7 @@ from autoseg.errors import AutosegInputError
 from autoseg.plans.architectures import ARCHITECTURES
 from autoseg.plans.schema import Plans
 from autoseg.utils.durations import parse_duration
+from autoseg.utils.files import remove_stale_temporaries
 from autoseg.workdir import WorkDir
 
 
@@ -45,6 +46,13 @@ def run_planning(dataset_dir: str | os.PathLike, work_dir: str | os.PathLike | W
     from autoseg.preprocessing.cache import preprocess_dataset
 
     work = WorkDir.of(work_dir)
+    if work.root.is_file():
+        raise AutosegInputError(f"{work.root}: exists and is a file, not a folder; give -o a folder")
+    messages = []
+    if work.root.is_dir():
+        removed = remove_stale_temporaries(work.root)
+        if removed:
+            messages.append(f"removed {len(removed)} temporary file(s) left by an interrupted run, e.g. {removed[0]}")
     planned = plan_dataset(dataset_dir, work, gpu_memory_gb=gpu_memory_gb, num_workers=num_workers, replan=replan,
                            ct_window=ct_window, architecture=architecture, progress=progress)
     plans = planned.plans
@@ -54,7 +62,7 @@ def run_planning(dataset_dir: str | os.PathLike, work_dir: str | os.PathLike | W
     report = {}
     if preprocess:
         report = preprocess_dataset(plans, work, names, num_workers, progress=progress)
-    messages = list(planned.messages)
+    messages += planned.messages
     if benchmark:
         if not preprocess:
             raise AutosegInputError("--benchmark needs the preprocessed data (drop --no-preprocess)")
