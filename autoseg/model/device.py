@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 
 import torch
 
 from autoseg.errors import AutosegInputError
-from autoseg.utils.parallel import available_cores
+from autoseg.utils.parallel import available_cores, busy_cores
 
 #: Environment variable that fixes the number of compute threads (e.g. on a shared machine).
 THREADS_VARIABLE = "AUTOSEG_NUM_THREADS"
@@ -31,11 +32,19 @@ def resolve_device(name: str | None = None) -> torch.device:
     return torch.device(name)
 
 
-def use_all_cores() -> int:
-    """Set torch's CPU compute threads to every available core, or to ``$AUTOSEG_NUM_THREADS``.
+def threads_for(cores: int, busy: float) -> int:
+    """Compute threads for ``cores`` available cores of which other processes keep ``busy`` busy:
+    the free cores (a core counts as busy from 0.5 of its time on), at least one."""
+    return max(1, cores - int(busy + 0.5))
 
-    Returns the thread count. On a machine shared with other busy processes fewer
-    threads can be much faster: OpenMP threads wait for each other at every operation.
+
+def use_free_cores() -> int:
+    """Set torch's CPU compute threads to the cores no other process keeps busy, or to
+    ``$AUTOSEG_NUM_THREADS``; returns the thread count.
+
+    On a machine shared with other busy processes fewer threads are much faster: OpenMP
+    threads wait for each other at every operation (2 threads on 2 cores beside one busy
+    process ran 2-4x slower). A note is printed when cores are left out.
     """
     requested = os.environ.get(THREADS_VARIABLE)
     if requested:
@@ -44,20 +53,32 @@ def use_all_cores() -> int:
         except ValueError:
             raise AutosegInputError(f"${THREADS_VARIABLE} must be a whole number, got {requested!r}") from None
     else:
-        threads = available_cores()
+        threads = _free_core_threads()
     torch.set_num_threads(threads)
     return threads
 
 
+@functools.cache
+def _free_core_threads() -> int:
+    """:func:`threads_for` the machine as this process first finds it (watched once per process)."""
+    cores, busy = available_cores(), busy_cores()
+    threads = threads_for(cores, busy)
+    if threads < cores:
+        print(f"note: other processes keep {busy:.1f} of the {cores} cores busy: computing with {threads} "
+              f"thread(s) (${THREADS_VARIABLE} sets it); timings and the budget choice are less reliable "
+              "on a busy machine")
+    return threads
+
+
 def prepare_device(name: str | None = None) -> torch.device:
-    """Resolve ``name`` (see :func:`resolve_device`); on the CPU also give torch every core.
+    """Resolve ``name`` (see :func:`resolve_device`); on the CPU also give torch the free cores.
 
     Every command that computes calls this once, so training, speed measurement and
     prediction run with the same device and thread choice.
     """
     device = resolve_device(name)
     if device.type == "cpu":
-        use_all_cores()
+        use_free_cores()
     return device
 
 

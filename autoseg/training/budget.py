@@ -75,12 +75,26 @@ class TrainingLength:
         time_budget_seconds: training time per fold; None on a GPU means the plans' length,
             on a CPU :data:`DEFAULT_CPU_BUDGET_SECONDS` (unless ``epochs`` is given).
         scale_to_budget: allow a smaller variant when the planned network is too slow.
+        min_iterations, max_time_budget_seconds: with a time budget, when fewer than
+            ``min_iterations`` fit it at the measured speed (a busy or slow machine), the budget
+            grows to reach them, up to ``max_time_budget_seconds`` (the demo: every class learned).
     """
 
     epochs: int | None = None
     iterations_per_epoch: int | None = None
     time_budget_seconds: float | None = None
     scale_to_budget: bool = True
+    min_iterations: int | None = None
+    max_time_budget_seconds: float | None = None
+
+
+def extended_budget(budget_seconds: float, iterations: int, min_iterations: int | None,
+                    max_budget_seconds: float | None) -> float:
+    """The budget (s) that fits ``min_iterations`` where ``budget_seconds`` fits ``iterations``
+    (time scales with iterations), within ``max_budget_seconds``; ``budget_seconds`` when enough fit."""
+    if not min_iterations or not max_budget_seconds or iterations >= min_iterations:
+        return budget_seconds
+    return min(max_budget_seconds, budget_seconds * min_iterations / max(iterations, 1))
 
 
 def iterations_for_budget(budget_seconds: float, seconds_per_iteration: float,
@@ -130,20 +144,36 @@ class SpeedMeasurement:
         return self.seconds_per_iteration * VALIDATION_COST_FRACTION / batch_size
 
 
+#: Timed steps whose slowest is more than this times the fastest mark a noisy (busy) machine:
+#: as many steps again are timed and the lower quartile is taken.
+NOISY_SPREAD = 1.5
+
+
+def robust_step_seconds(times: list[float]) -> float:
+    """One step's time from timed steps: the median, or on a noisy machine (spread above
+    :data:`NOISY_SPREAD`) the lower quartile, since other processes only ever add time."""
+    if len(times) >= 4 and max(times) > NOISY_SPREAD * min(times):
+        return statistics.quantiles(times, n=4)[0]
+    return statistics.median(times)
+
+
 def measure_speed(trainer: Trainer, iterations: int = 5, warmup: int = 3,
                   time_limit: float | None = None) -> SpeedMeasurement:
-    """Median time of ``iterations`` real training steps of ``trainer``, loader included.
+    """Time of a real training step of ``trainer``, loader included (:func:`robust_step_seconds`).
 
     The first ``warmup`` steps are not timed: they include the augmentation workers'
-    start-up and the one-off set-up of the convolution kernels for these shapes.
-    With ``time_limit`` (seconds), measuring stops early once it is exceeded (a slow
-    network is recognised as too slow without spending the budget on it).
+    start-up and the one-off set-up of the convolution kernels for these shapes. When the
+    timed steps spread more than :data:`NOISY_SPREAD`, as many again are timed. With
+    ``time_limit`` (seconds), measuring stops early once it is exceeded (a slow network is
+    recognised as too slow without spending the budget on it).
     """
     batches = trainer.training_batches(seed=12345)
     times, began = [], time.perf_counter()
+    total = warmup + iterations
     try:
         trainer.network.train()
-        for index in range(warmup + iterations):
+        index = 0
+        while index < total:
             start = time.perf_counter()
             batch = next(batches)
             trainer.train_step(batch)
@@ -155,9 +185,12 @@ def measure_speed(trainer: Trainer, iterations: int = 5, warmup: int = 3,
             if time_limit is not None and time.perf_counter() - began > time_limit and index >= 1:
                 times = times or [step]
                 break
+            index += 1
+            if index == total == warmup + iterations and max(times) > NOISY_SPREAD * min(times):
+                total += iterations  # a busy machine: time as many steps again
     finally:
         batches.close()
-    return SpeedMeasurement(statistics.median(times), trainer.device.type, device_name(trainer.device),
+    return SpeedMeasurement(robust_step_seconds(times), trainer.device.type, device_name(trainer.device),
                             torch.get_num_threads(), trainer.config.num_workers, len(times),
                             measure_forward_seconds(trainer, batch["data"]))
 
@@ -329,6 +362,7 @@ class NetworkDecision:
     variant_reason: str
     decisions: list[str]
     iterations_needed: int = MIN_USEFUL_ITERATIONS
+    budget_seconds: float | None = None  # the budget trained for (grown for ``min_iterations``)
 
     @property
     def feasible(self) -> bool:
@@ -419,6 +453,11 @@ def decide_network(work: WorkDir, configuration_name: str, fold: int, options: T
             else:
                 why_variant = ("not even the smallest variant reaches them, so the smallest is trained (on cases "
                                "larger than the patch, iterations beat width)")
+            smallest = speeds[smaller[-1].name].seconds_per_iteration
+            faster = [name for name, other in speeds.items() if other.seconds_per_iteration < smallest]
+            if faster:  # a larger network cannot be faster: the machine was busy while the smallest was timed
+                decisions.append(f"WARNING: {', '.join(faster)} measured faster than the smaller {smaller[-1].name}: "
+                                 "the machine was busy while measuring, so these timings are unreliable")
             speed = speeds[variant.name]
             plan = iterations_for_budget(budget - (time.time() - start), speed.seconds_per_iteration)
             variant_reason = (
@@ -433,6 +472,12 @@ def decide_network(work: WorkDir, configuration_name: str, fold: int, options: T
             work.save_plans(plans)
             name = variant.name
             decisions.append(variant_reason + f"; recorded in plans.json as {name}")
+    grown = extended_budget(budget, plan.total_iterations, length.min_iterations, length.max_time_budget_seconds)
+    if grown > budget:
+        decisions.append(f"only {plan.total_iterations} iterations fit {budget / 60:.1f} min on this machine now "
+                         f"(busy, or slower than expected): the budget grows to {grown / 60:.1f} min to reach "
+                         f"{length.min_iterations} (at most {length.max_time_budget_seconds / 60:.1f} min)")
+        budget = grown
     chosen = work.load_plans().configuration(name)
     validation = plan_validation(*validation_shapes(trainer), chosen, speed, budget)
     decisions.append(validation.reason)
@@ -442,7 +487,8 @@ def decide_network(work: WorkDir, configuration_name: str, fold: int, options: T
         decisions.append(f"{plan.total_iterations} iterations fit the {budget / 60:.1f} min budget after "
                          f"measuring and validation")
     plan = with_length_overrides(plan, length)
-    return NetworkDecision(configuration_name, name, speed, plan, validation, variant_reason, decisions, needed)
+    return NetworkDecision(configuration_name, name, speed, plan, validation, variant_reason, decisions, needed,
+                           budget)
 
 
 def resolve_budget(device_type: str, length: TrainingLength) -> float | None:
@@ -493,6 +539,7 @@ def train_fold(work_dir: str | os.PathLike | WorkDir, configuration_name: str, f
 
     decision = decide_network(work, configuration_name, fold, options, length, budget, start, trainer_type)
     name, plan, validation = decision.trained_as, decision.iterations, decision.validation
+    budget = decision.budget_seconds or budget
     trainer = trainer_type(work, name, fold, options, iteration_plan=plan,
                            time_budget=TimeBudget(budget - validation.estimated_seconds, start))
     for line in decision.decisions:
