@@ -22,6 +22,6 @@ setup(
         "tqdm>=4.60",
         "matplotlib>=3.6",
     ],
-    extras_require={"test": ["pytest>=7", "ruff>=0.4"]},
+    extras_require={"test": ["pytest>=7", "ruff>=0.4", "hypothesis>=6"]},
     entry_points={"console_scripts": ["autoseg=autoseg.cli:main"]},
 )
