@@ -13,6 +13,7 @@ Layout (``WORK`` is the folder given to ``autoseg plan -o``)::
                                            progress.png, run.json, validation/
                                            ({configuration}__split_spacing/ for acquisition folds)
     WORK/inference_plan.json               what `autoseg ensemble` chose for `autoseg predict`
+    WORK/ensemble_report.png               `autoseg ensemble`: every candidate's sorted per-case Dice
 
 Nothing else in autoseg spells these names. JSON is written atomically (see
 :mod:`autoseg.utils.files`); reading a missing or invalid artefact raises a one-line
@@ -32,6 +33,7 @@ from autoseg.utils.files import read_json_input, write_json
 FINGERPRINT_FILE = "dataset_fingerprint.json"
 PLANS_FILE = "plans.json"
 INFERENCE_PLAN_FILE = "inference_plan.json"
+ENSEMBLE_REPORT_FILE = "ensemble_report.png"
 PREPROCESSED_FOLDER = "preprocessed"
 CACHE_INDEX_FILE = "cache.json"
 RESULTS_FOLDER = "results"
@@ -201,6 +203,10 @@ class WorkDir:
 
     def write_inference_plan(self, plan: dict) -> None:
         write_json(self.inference_plan_path, plan)
+
+    @property
+    def ensemble_report_path(self) -> Path:
+        return self.root / ENSEMBLE_REPORT_FILE
 
 
 def check_split_mode(mode: str) -> None:

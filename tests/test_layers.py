@@ -46,7 +46,7 @@ TORCH_FREE = ["autoseg.errors", "autoseg.utils.files", "autoseg.utils.registry",
               "autoseg.postprocessing.components"]
 #: Artefact file names only autoseg.workdir may join into paths.
 ARTEFACT_NAMES = {"plans.json", "dataset_fingerprint.json", "splits.json", "inference_plan.json", "cache.json",
-                  "run.json", "results", "preprocessed"}
+                  "run.json", "results", "preprocessed", "ensemble_report.png"}
 
 
 def module_name(path: Path) -> str:

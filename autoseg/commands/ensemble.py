@@ -19,7 +19,10 @@ def add_parser(subparsers) -> None:
         description=("Two modes. `autoseg ensemble WORK_DIR`: score every fully trained configuration and every "
                      f"pair of them (averaged probabilities) on the {NUM_FOLDS}-fold cross-validation predictions, "
                      "pick the best, learn connected-component postprocessing for it and write WORK_DIR/"
-                     "inference_plan.json, which `autoseg predict` uses. `autoseg ensemble -i DIR1 DIR2 -o OUT`: "
+                     "inference_plan.json, which `autoseg predict` uses, with a report (Dice, HD95, NSD, the spread "
+                     "over cases, the best single configuration against the ensemble, and the Dice lost on folds "
+                     "by acquisition when --split-by spacing folds were trained) and WORK_DIR/ensemble_report.png. "
+                     "`autoseg ensemble -i DIR1 DIR2 -o OUT`: "
                      "average the probabilities ({case}.npz + {case}.json, from `autoseg predict "
                      "--save-probabilities`) of the same cases in several folders and write the segmentations."))
     parser.add_argument("work_dir", nargs="?", default=None,
@@ -91,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
     if mode == "selection":
         result = select_model(args.work_dir, args.configurations, num_workers=args.num_workers)
         print(format_candidates(result))
-        print(f"written: {WorkDir(args.work_dir).inference_plan_path}")
+        work = WorkDir(args.work_dir)
+        print(f"written: {work.inference_plan_path}, {work.ensemble_report_path} (per-case Dice of every candidate)")
         return 0
 
     steps = read_postprocessing(args.postprocessing) if args.postprocessing else None

@@ -38,7 +38,8 @@ def learn_postprocessing(cases: Sequence[tuple[np.ndarray, np.ndarray]], foregro
 
     Returns:
         ``(steps, report)``: the plan for :func:`apply_postprocessing` and a JSON-able
-        report with the Dice before/after every tried step, whether it was kept and why.
+        report with the Dice before/after every tried step, whether it was kept and why,
+        and how many cases the kept steps changed (``cases_changed``).
     """
     if not cases:
         raise ValueError("learn_postprocessing needs at least one (prediction, reference) case")
@@ -54,6 +55,7 @@ def learn_postprocessing(cases: Sequence[tuple[np.ndarray, np.ndarray]], foregro
 
     steps: list[dict[str, Any]] = []
     tried: list[dict[str, Any]] = []
+    initial_predictions = predictions
     initial = _mean_label_dice(predictions, references, labels)
     current_dice = dict(initial)
 
@@ -95,5 +97,7 @@ def learn_postprocessing(cases: Sequence[tuple[np.ndarray, np.ndarray]], foregro
         "dice_after": {"foreground_mean": float(np.mean(list(current_dice.values()))),
                        "per_label": current_dice},
         "steps": steps,
+        "cases_changed": sum(not np.array_equal(before, after)
+                             for before, after in zip(initial_predictions, predictions, strict=True)),
     }
     return steps, report

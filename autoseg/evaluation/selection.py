@@ -4,23 +4,29 @@ Every configuration whose five folds left validation probabilities for all of th
 validation cases is a candidate on its own, and every pair of them is a candidate
 (the average of their probabilities). Each training case was a validation case of
 exactly one fold, so each configuration has one out-of-fold prediction per case: the
-candidates are scored on these predictions against the raw reference labels.
+candidates are scored on these predictions against the raw reference labels, with the
+metrics of :mod:`autoseg.evaluation.metrics` (Dice, HD95, NSD, ...) summarised per class by
+:func:`autoseg.evaluation.summary.summarize`.
 
 Score of a candidate: the mean foreground Dice, i.e. the mean over foreground classes
 of the per-class mean Dice over cases (Dice 1 when reference and prediction of a class
-are both empty, as in :mod:`autoseg.evaluation.metrics`). Also reported: the standard
-deviation (ddof=0) and the worst value of the per-case foreground-mean Dice. The best
-score wins; a candidate within :data:`TIE_TOLERANCE` of a better one counts as tied,
+are both empty, as in :mod:`autoseg.evaluation.metrics`). Also reported: the spread of
+the per-case foreground-mean Dice (std, 5th percentile, worst cases with their size;
+:mod:`autoseg.evaluation.stability`), the best single configuration against the ensemble,
+and a plot of every candidate's sorted per-case Dice (``WORK/ensemble_report.png``). The
+best score wins; a candidate within :data:`TIE_TOLERANCE` of a better one counts as tied,
 and ties go to the simpler candidate (one configuration before a pair, then plans order).
 
 Then connected-component postprocessing is learned on the chosen candidate's
 cross-validation segmentations with
-:func:`autoseg.evaluation.postprocessing.learn_postprocessing`, and everything is
+:func:`autoseg.evaluation.learn_postprocessing.learn_postprocessing`, and everything is
 written to ``WORK/inference_plan.json``, which ``autoseg predict`` reads.
 
-Only configurations trained on the random splits (``results/{C}/``) are candidates;
-``--split-by spacing`` runs (``results/{C}__split_spacing/``) are robustness
-estimates on other folds and are ignored.
+Candidates are chosen on the random splits (``results/{C}/``), whose models ``autoseg
+predict`` uses. Configurations also trained on folds by acquisition (``autoseg train
+--split-by spacing -f all``: ``results/{C}__split_spacing/``) are scored there too, and
+the difference (random minus acquisition folds) is reported as the Dice the model is
+expected to lose on a new scanner or protocol.
 """
 
 from __future__ import annotations
@@ -41,7 +47,11 @@ from tqdm import tqdm
 from autoseg.errors import AutosegInputError
 from autoseg.evaluation.ensemble import argmax_segmentation
 from autoseg.evaluation.learn_postprocessing import learn_postprocessing
-from autoseg.evaluation.metrics import bounding_box, dice_score
+from autoseg.evaluation.metrics import bounding_box, compute_case_metrics
+from autoseg.evaluation.report_plot import plot_candidates
+from autoseg.evaluation.stability import acquisition_gap, per_case_spread, stability_comparison
+from autoseg.evaluation.summary import summarize
+from autoseg.io.geometry import ImageGeometry
 from autoseg.io.images import read_label
 from autoseg.io.probabilities import load_probabilities, probability_paths
 from autoseg.plans.schema import Plans
@@ -66,19 +76,21 @@ def load_folds(work_dir: str | os.PathLike | WorkDir) -> list[dict]:
     return folds
 
 
-def _validation_base(work_dir: Path, configuration: str, fold: int, case: str) -> Path:
-    """``{fold folder}/validation/{case}`` (random splits), the base path of a case's probability files."""
-    return WorkDir(work_dir).validation_dir(configuration, fold) / case
+def _validation_base(work_dir: Path, configuration: str, fold: int, case: str, split_mode: str = "random") -> Path:
+    """``{fold folder}/validation/{case}``, the base path of a case's probability files."""
+    return WorkDir(work_dir).validation_dir(configuration, fold, split_mode) / case
 
 
-def missing_validation(work_dir: str | os.PathLike, configuration: str, folds: Sequence[dict]) -> dict[int, int]:
+def missing_validation(work_dir: str | os.PathLike, configuration: str, folds: Sequence[dict],
+                       split_mode: str = "random") -> dict[int, int]:
     """Folds of ``configuration`` lacking validation probabilities: ``{fold: number of missing cases}``."""
     work_dir = Path(work_dir)
     missing: dict[int, int] = {}
     for index, fold in enumerate(folds):
         count = 0
         for case in fold["val"]:
-            npz_path, json_path = probability_paths(_validation_base(work_dir, configuration, index, case))
+            npz_path, json_path = probability_paths(_validation_base(work_dir, configuration, index, case,
+                                                                     split_mode))
             if not (npz_path.is_file() and json_path.is_file()):
                 count += 1
         if count:
@@ -112,9 +124,10 @@ def candidate_list(configurations: Sequence[str]) -> list[tuple[str, ...]]:
 
 
 # ---------------------------------------------------------------------- per case work
-def _load_case(reference_path: Path, bases: Sequence[Path], num_classes: int) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Reference label map and every configuration's probabilities (float16, as stored) of one case."""
-    reference, _ = read_label(reference_path)
+def _load_case(reference_path: Path, bases: Sequence[Path],
+               num_classes: int) -> tuple[np.ndarray, ImageGeometry, list[np.ndarray]]:
+    """Reference label map, its geometry and every configuration's probabilities (float16, as stored) of one case."""
+    reference, reference_geometry = read_label(reference_path)
     probabilities = []
     for base in bases:
         array, geometry = load_probabilities(base, dtype=np.float16)
@@ -125,7 +138,7 @@ def _load_case(reference_path: Path, bases: Sequence[Path], num_classes: int) ->
         if array.shape[0] != num_classes:
             raise AutosegInputError(f"{npz_path}: {array.shape[0]} classes, plans.json has {num_classes}")
         probabilities.append(array)
-    return reference, probabilities
+    return reference, reference_geometry, probabilities
 
 
 def _candidate_segmentation(probabilities: Sequence[np.ndarray]) -> np.ndarray:
@@ -138,16 +151,22 @@ def _candidate_segmentation(probabilities: Sequence[np.ndarray]) -> np.ndarray:
     return argmax_segmentation(total)  # the argmax of the sum is the argmax of the mean
 
 
-def _score_case(task: tuple) -> tuple[str, list[list[float]]]:
-    """Per candidate, the Dice of every foreground label for one case."""
+def _case_size(reference: np.ndarray, geometry: ImageGeometry) -> dict[str, Any]:
+    """Image shape (voxels, ``(z, y, x)``) and reference foreground volume (mL) of a case."""
+    voxel_ml = float(np.prod(geometry.spacing)) / 1000.0
+    return {"shape": list(reference.shape), "foreground_ml": float(np.count_nonzero(reference > 0) * voxel_ml)}
+
+
+def _score_case(task: tuple) -> tuple[str, dict[str, Any], list[dict[int, dict]]]:
+    """One case: its size, and per candidate the metrics of every foreground label
+    (:func:`autoseg.evaluation.metrics.compute_case_metrics`)."""
     case, reference_path, bases, candidates, labels, num_classes = task
-    reference, probabilities = _load_case(reference_path, bases, num_classes)
-    masks = {label: reference == label for label in labels}
+    reference, geometry, probabilities = _load_case(reference_path, bases, num_classes)
     scores = []
     for members in candidates:
         segmentation = _candidate_segmentation([probabilities[i] for i in members])
-        scores.append([dice_score(masks[label], segmentation == label) for label in labels])
-    return case, scores
+        scores.append(compute_case_metrics(reference, segmentation, geometry.spacing, labels))
+    return case, _case_size(reference, geometry), scores
 
 
 def _case_pair(task: tuple) -> tuple[str, np.ndarray, np.ndarray]:
@@ -158,7 +177,7 @@ def _case_pair(task: tuple) -> tuple[str, np.ndarray, np.ndarray]:
     exactly those of the full arrays.
     """
     case, reference_path, bases, num_classes = task
-    reference, probabilities = _load_case(reference_path, bases, num_classes)
+    reference, _, probabilities = _load_case(reference_path, bases, num_classes)
     prediction = _candidate_segmentation(probabilities)
     box = bounding_box((prediction > 0) | (reference > 0))
     if box is None:
@@ -188,19 +207,28 @@ def _run_tasks(function: Callable, tasks: Sequence[tuple], pool: ProcessPoolExec
 
 
 # ---------------------------------------------------------------------- selection
-def _candidate_entry(members: Sequence[str], per_case: Mapping[str, Sequence[float]], labels: Sequence[int],
-                     names: Mapping[int, str]) -> dict[str, Any]:
-    cases = sorted(per_case)
-    table = np.array([per_case[case] for case in cases], dtype=np.float64)  # (cases, labels)
-    case_means = table.mean(axis=1)
-    worst = int(np.argmin(case_means))
+#: Per-class metrics reported for every candidate (their statistics over cases).
+CANDIDATE_METRICS = ("dice", "hd95_mm", "nsd")
+
+
+def _candidate_entry(members: Sequence[str], per_case: Mapping[str, Mapping[int, Mapping]], labels: Sequence[int],
+                     names: Mapping[int, str], case_sizes: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Summary of one candidate over cases: mean Dice, spread, HD95, NSD, per class and per case."""
+    summary = summarize(per_case, labels)
+    per_case_dice = {case: float(np.mean([per_case[case][label]["dice"] for label in labels]))
+                     for case in sorted(per_case)}
     return {
         "configurations": list(members),
-        "mean_dice": float(table.mean(axis=0).mean()),
-        "std": float(case_means.std(ddof=0)),
-        "worst": float(case_means[worst]),
-        "worst_case": cases[worst],
-        "per_class": {names[label]: float(value) for label, value in zip(labels, table.mean(axis=0))},
+        "mean_dice": float(summary["foreground_mean"]["dice"]),
+        **per_case_spread(per_case_dice, case_sizes),
+        "hd95_mm": summary["foreground_mean"]["hd95_mm"],
+        "nsd": summary["foreground_mean"]["nsd"],
+        "per_class": {names[label]: float(summary["per_class"][label]["dice"]["mean"]) for label in labels},
+        "per_class_metrics": {names[label]: {metric: {key: summary["per_class"][label][metric][key]
+                                                      for key in ("mean", "std", "worst", "n_undefined")}
+                                             for metric in CANDIDATE_METRICS}
+                              for label in labels},
+        "per_case_dice": per_case_dice,
     }
 
 
@@ -236,6 +264,54 @@ def _check_configurations(work_dir: Path, plans: Plans, folds: Sequence[dict],
     return complete
 
 
+def _fold_of_cases(work: WorkDir, folds: Sequence[dict], split_mode: str) -> dict[str, int]:
+    """``{case: the fold it is a validation case of}``; an error when a case is in two folds."""
+    fold_of: dict[str, int] = {}
+    for index, fold in enumerate(folds):
+        for case in fold["val"]:
+            if case in fold_of:
+                raise AutosegInputError(f"{work.splits_path(split_mode)}: case {case} is a validation case of folds "
+                                        f"{fold_of[case]} and {index}")
+            fold_of[case] = index
+    return fold_of
+
+
+def _score_candidates(work: WorkDir, plans: Plans, folds: Sequence[dict], split_mode: str,
+                      configurations: Sequence[str], pool: ProcessPoolExecutor | None,
+                      progress: bool) -> list[dict[str, Any]]:
+    """Every candidate of ``configurations`` (alone and in pairs) scored on the out-of-fold
+    predictions of ``folds`` (:func:`_candidate_entry` each, in :func:`candidate_list` order)."""
+    labels = plans.foreground_labels
+    names = {value: name for name, value in plans.labels.items()}
+    labels_dir = Path(plans.raw_dataset) / "labelsTr"
+    fold_of = _fold_of_cases(work, folds, split_mode)
+    cases = sorted(fold_of)
+    candidates = candidate_list(configurations)
+    member_index = [tuple(configurations.index(name) for name in members) for members in candidates]
+    tasks = [(case, labels_dir / f"{case}{plans.file_ending}",
+              [_validation_base(work.root, name, fold_of[case], case, split_mode) for name in configurations],
+              member_index, labels, plans.num_classes) for case in cases]
+    per_candidate: list[dict[str, dict]] = [{} for _ in candidates]
+    sizes: dict[str, dict[str, Any]] = {}
+    description = "scoring candidates" + ("" if split_mode == "random" else f" ({split_mode} folds)")
+    for case, size, scores in _run_tasks(_score_case, tasks, pool, description, progress):
+        sizes[case] = size
+        for index, metrics in enumerate(scores):
+            per_candidate[index][case] = metrics
+    return [_candidate_entry(members, per_candidate[i], labels, names, sizes) for i, members in enumerate(candidates)]
+
+
+def _acquisition_candidates(work: WorkDir, plans: Plans, configurations: Sequence[str],
+                            pool: ProcessPoolExecutor | None, progress: bool) -> list[dict[str, Any]]:
+    """The candidates of ``configurations`` trained on every fold by acquisition, scored there
+    (empty when there are no such folds or no configuration has them all)."""
+    folds = work.read_splits("spacing")
+    if folds is None:
+        return []
+    complete = [name for name in configurations if not missing_validation(work.root, name, folds, "spacing")]
+    return _score_candidates(work, plans, folds, "spacing", complete, pool, progress) if complete else []
+
+
 def select_model(work_dir: str | os.PathLike, configurations: Sequence[str] | None = None,
                  num_workers: int = 1, progress: bool = True) -> dict[str, Any]:
     """Pick the best configuration or pair by cross-validation Dice, learn postprocessing, write the plan.
@@ -250,7 +326,8 @@ def select_model(work_dir: str | os.PathLike, configurations: Sequence[str] | No
     Returns:
         The content written to ``WORK/inference_plan.json`` (see the module docstring):
         ``version, configurations, folds, checkpoint, postprocessing, label_names,
-        num_cases, candidates, cross_validation_dice, postprocessing_report``.
+        num_cases, candidates, stability, acquisition_split, cross_validation_dice,
+        postprocessing_report``. Also writes ``WORK/ensemble_report.png``.
 
     Memory: scoring holds one case at a time per worker, every complete configuration's
     probabilities as float16 (``configs x K x voxels x 2`` bytes) plus, per candidate in
@@ -275,37 +352,18 @@ def select_model(work_dir: str | os.PathLike, configurations: Sequence[str] | No
     if not labels_dir.is_dir():
         raise AutosegInputError(f"{labels_dir}: reference labels not found (plans.json 'raw_dataset' must point "
                                 "to the raw dataset the models were trained on)")
-
-    fold_of: dict[str, int] = {}
-    for index, fold in enumerate(folds):
-        for case in fold["val"]:
-            if case in fold_of:
-                raise AutosegInputError(f"{work.splits_path('random')}: case {case} is a validation case of folds "
-                                        f"{fold_of[case]} and {index}")
-            fold_of[case] = index
+    fold_of = _fold_of_cases(work, folds, "random")
     cases = sorted(fold_of)
-    ending = plans.file_ending
 
-    def bases(case: str, members: Sequence[str]) -> list[Path]:
-        return [_validation_base(work_dir, name, fold_of[case], case) for name in members]
-
-    candidates = candidate_list(complete)
-    member_index = [tuple(complete.index(name) for name in members) for members in candidates]
-    score_tasks = [(case, labels_dir / f"{case}{ending}", bases(case, complete), member_index, labels,
-                    plans.num_classes) for case in cases]
-    per_candidate: list[dict[str, list[float]]] = [{} for _ in candidates]
     with _worker_pool(num_workers, len(cases)) as pool:
-        for case, scores in _run_tasks(_score_case, score_tasks, pool, "scoring candidates", progress):
-            for index, values in enumerate(scores):
-                per_candidate[index][case] = values
-        entries = [_candidate_entry(members, per_candidate[i], labels, names)
-                   for i, members in enumerate(candidates)]
+        entries = _score_candidates(work, plans, folds, "random", complete, pool, progress)
         chosen = entries[choose_candidate(entries)]
-
-        pair_tasks = [(case, labels_dir / f"{case}{ending}", bases(case, chosen["configurations"]),
+        pair_tasks = [(case, labels_dir / f"{case}{plans.file_ending}",
+                       [_validation_base(work_dir, name, fold_of[case], case) for name in chosen["configurations"]],
                        plans.num_classes) for case in cases]
         pairs = [(prediction, reference) for _, prediction, reference in
                  _run_tasks(_case_pair, pair_tasks, pool, "learning postprocessing", progress)]
+        acquisition = _acquisition_candidates(work, plans, complete, pool, progress)
     steps, report = learn_postprocessing(pairs, labels)
     del pairs
 
@@ -318,11 +376,17 @@ def select_model(work_dir: str | os.PathLike, configurations: Sequence[str] | No
         "label_names": {str(value): names[value] for value in labels},
         "num_cases": len(cases),
         "candidates": entries,
+        "stability": stability_comparison(entries, chosen["configurations"]),
+        "acquisition_split": ({"num_cases": len(acquisition[0]["per_case_dice"]),
+                               "candidates": acquisition,
+                               **acquisition_gap(entries, acquisition, chosen["configurations"])}
+                              if acquisition else None),
         "cross_validation_dice": {"before_postprocessing": report["dice_before"]["foreground_mean"],
                                   "after_postprocessing": report["dice_after"]["foreground_mean"]},
         "postprocessing_report": report,
     }
     plan = json.loads(to_json_text(plan, indent=None))  # exactly what a reader of the file gets
+    plot_candidates(entries, chosen["configurations"], work.ensemble_report_path, acquisition)
     work.write_inference_plan(plan)
     return plan
 
@@ -335,36 +399,117 @@ def _describe_step(step: Mapping[str, Any], label_names: Mapping[str, str]) -> s
     return f"{step['operation']} ({target})"
 
 
-def format_candidates(result: Mapping[str, Any]) -> str:
-    """A text table of every candidate (best first; ``*`` = chosen) and the postprocessing outcome.
+def _number(value: float | None, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
 
-    Columns: mean foreground Dice ± std over cases, worst case, then the mean Dice per class.
-    """
-    label_names = dict(result.get("label_names") or {})
-    candidates = list(result["candidates"])
-    chosen = list(result["configurations"])
+
+def _candidate_table(candidates: Sequence[Mapping[str, Any]], chosen: Sequence[str]) -> list[str]:
+    """One row per candidate, best first: mean Dice ± std, 5th percentile, worst case, HD95, NSD, Dice per class."""
     class_names = list(candidates[0]["per_class"]) if candidates else []
     rows = sorted(candidates, key=lambda c: (-c["mean_dice"], len(c["configurations"])))
     titles = [" + ".join(c["configurations"]) for c in rows]
     name_width = max([len("candidate")] + [len(t) for t in titles]) + 2
     class_widths = [max(len(name), 6) for name in class_names]
-    header = ("candidate".ljust(name_width) + " " + "mean ± std".rjust(17) + " " + "worst".rjust(7) + "  "
-              + "worst case".ljust(12) + "".join(" " + n.rjust(w) for n, w in zip(class_names, class_widths)))
-    lines = [f"cross-validation Dice of {result.get('num_cases', '?')} cases (mean over foreground classes)",
-             header, "-" * len(header)]
+    header = ("candidate".ljust(name_width) + " " + "Dice mean ± std".rjust(17) + " " + "5th pct".rjust(7) + " "
+              + "worst".rjust(7) + "  " + "worst case".ljust(14) + "HD95 mm".rjust(8) + " " + "NSD".rjust(6)
+              + "".join(" " + n.rjust(w) for n, w in zip(class_names, class_widths)))
+    lines = [header, "-" * len(header)]
     for candidate, title in zip(rows, titles):
-        mark = "* " if list(candidate["configurations"]) == chosen else "  "
+        mark = "* " if list(candidate["configurations"]) == list(chosen) else "  "
+        worst_case = candidate["worst_cases"][0]["case"] if candidate.get("worst_cases") else ""
         line = ((mark + title).ljust(name_width) + " "
                 + f"{candidate['mean_dice']:.4f} ± {candidate['std']:.4f}".rjust(17) + " "
-                + f"{candidate['worst']:.4f}".rjust(7) + "  " + str(candidate.get("worst_case", "")).ljust(12))
+                + f"{candidate['percentile_5']:.4f}".rjust(7) + " " + f"{candidate['worst']:.4f}".rjust(7) + "  "
+                + worst_case.ljust(14) + _number(candidate.get("hd95_mm"), 2).rjust(8) + " "
+                + _number(candidate.get("nsd"), 3).rjust(6))
         line += "".join(" " + f"{candidate['per_class'][n]:.4f}".rjust(w) for n, w in zip(class_names, class_widths))
         lines.append(line.rstrip())
-    lines.append("")
-    lines.append(f"chosen: {' + '.join(chosen)} (folds {result['folds']}, checkpoint {result['checkpoint']})")
+    return lines
+
+
+def _per_class_lines(candidates: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Per candidate and class: Dice mean ± std and worst, HD95 (mm) and NSD means."""
+    lines = ["per class: Dice mean ± std (worst) | HD95 mm | NSD"]
+    for candidate in sorted(candidates, key=lambda c: (-c["mean_dice"], len(c["configurations"]))):
+        parts = []
+        for name, metrics in candidate["per_class_metrics"].items():
+            dice, hd95, nsd = metrics["dice"], metrics["hd95_mm"], metrics["nsd"]
+            undefined = f" ({hd95['n_undefined']} undefined)" if hd95["n_undefined"] else ""
+            parts.append(f"{name} {_number(dice['mean'])} ± {_number(dice['std'])} ({_number(dice['worst'])}) | "
+                         f"{_number(hd95['mean'], 2)}{undefined} | {_number(nsd['mean'], 3)}")
+        lines.append(f"  {' + '.join(candidate['configurations'])}: " + "; ".join(parts))
+    return lines
+
+
+def _stability_lines(result: Mapping[str, Any]) -> list[str]:
+    """The best single configuration against the ensemble, and the chosen candidate's worst cases."""
+    lines = []
+    comparison = result.get("stability")
+    if comparison:
+        single, ensemble = " + ".join(comparison["single"]), " + ".join(comparison["ensemble"])
+        lines.append("stability of the per-case Dice (std, 5th percentile, worst):")
+        for index, title in ((0, f"{single} (best single)"), (1, ensemble)):
+            lines.append(f"  {title}: {comparison['std'][index]:.4f}, {comparison['percentile_5'][index]:.4f}, "
+                         f"{comparison['worst'][index]:.4f}")
+        lines.append(f"  {comparison['verdict']}")
+    chosen = next(c for c in result["candidates"] if list(c["configurations"]) == list(result["configurations"]))
+    lines.append(f"worst cases of {' + '.join(chosen['configurations'])} (Dice, image voxels, reference foreground):")
+    lines += [f"  {case['case']}: {case['dice']:.4f}, {'x'.join(map(str, case.get('shape', [])))}, "
+              f"{case.get('foreground_ml', 0.0):.1f} mL" for case in chosen.get("worst_cases", [])]
+    return lines
+
+
+def _acquisition_lines(result: Mapping[str, Any]) -> list[str]:
+    """Random against acquisition folds, and what the chosen model is expected to lose on a new protocol."""
+    split = result.get("acquisition_split")
+    chosen = " + ".join(result["configurations"])
+    if not split:
+        return [f"new scanner/protocol: not measured (train {chosen} with `--split-by spacing -f all` as well, then "
+                "run `autoseg ensemble` again, to estimate what it loses on acquisitions unlike its training data)"]
+    lines = [f"folds by acquisition (--split-by spacing, {split['num_cases']} cases): mean Dice random folds / "
+             "acquisition folds / gap"]
+    for row in split["per_candidate"]:
+        lines.append(f"  {' + '.join(row['configurations'])}: {row['random']:.4f} / {row['acquisition']:.4f} / "
+                     f"{row['gap']:+.4f}")
+    row = split.get("chosen")
+    if row:
+        lines.append(f"new scanner/protocol: {chosen} is expected to lose about {row['gap']:.3f} mean Dice "
+                     f"({row['random']:.4f} on random folds, {row['acquisition']:.4f} on folds by acquisition)")
+    else:
+        measured = ", ".join(" + ".join(r["configurations"]) for r in split["per_candidate"]) or "none"
+        lines.append(f"new scanner/protocol: not measured for {chosen} (folds by acquisition complete for: "
+                     f"{measured})")
+    return lines
+
+
+def _postprocessing_lines(result: Mapping[str, Any]) -> list[str]:
+    label_names = dict(result.get("label_names") or {})
     steps = result.get("postprocessing") or []
-    lines.append("postprocessing: " + ("; ".join(_describe_step(s, label_names) for s in steps) if steps
-                                       else "none (no keep-largest-component step improved Dice)"))
+    lines = ["postprocessing: " + ("; ".join(_describe_step(s, label_names) for s in steps) if steps
+                                   else "none (no keep-largest-component step improved Dice)")]
     dice = result["cross_validation_dice"]
+    report = result.get("postprocessing_report") or {}
+    after = report.get("dice_after", {}).get("per_label", {})
+    per_label = ", ".join(f"{label_names.get(label, label)} {before:.4f} -> {after[label]:.4f}"
+                          for label, before in report.get("dice_before", {}).get("per_label", {}).items())
+    changed = (f"; changed {report['cases_changed']} of {report['num_cases']} cases"
+               if "cases_changed" in report else "")
     lines.append(f"mean foreground Dice: {dice['before_postprocessing']:.4f} before postprocessing, "
-                 f"{dice['after_postprocessing']:.4f} after")
+                 f"{dice['after_postprocessing']:.4f} after" + (f" ({per_label}){changed}" if per_label else changed))
+    return lines
+
+
+def format_candidates(result: Mapping[str, Any]) -> str:
+    """The report of ``autoseg ensemble``: every candidate (best first; ``*`` = chosen) with its mean
+    Dice ± std over cases, 5th percentile, worst case, HD95, NSD and Dice per class; per-class
+    details; the stability comparison; the acquisition-split gap; the choice and its postprocessing."""
+    lines = [f"cross-validation of {result.get('num_cases', '?')} cases (random folds; Dice, HD95 and NSD are "
+             "means over foreground classes)"]
+    lines += _candidate_table(result["candidates"], result["configurations"])
+    lines += [""] + _per_class_lines(result["candidates"])
+    lines += [""] + _stability_lines(result)
+    lines += [""] + _acquisition_lines(result)
+    lines += ["", f"chosen: {' + '.join(result['configurations'])} (folds {result['folds']}, checkpoint "
+                  f"{result['checkpoint']}): the best mean Dice (ties go to the simpler candidate)"]
+    lines += _postprocessing_lines(result)
     return "\n".join(lines)

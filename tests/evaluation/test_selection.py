@@ -181,3 +181,84 @@ def test_largest_component_postprocessing_is_learned(tmp_path):
     assert dice["before_postprocessing"] == pytest.approx(result["candidates"][0]["mean_dice"])
     assert result["postprocessing_report"]["tried"][0]["kept"] is True
     assert "keep_largest_component (whole foreground)" in format_candidates(result)
+
+
+def test_report_has_surface_metrics_spread_stability_and_plot(tmp_path):
+    work = make_work(tmp_path, {
+        "2d": lambda ref: soft_probabilities(ref, REGION_A),
+        "3d_fullres": lambda ref: soft_probabilities(ref, REGION_B),
+    })
+    result = select_model(work, progress=False)
+    candidates = by_members(result)
+    single = candidates[("2d",)]
+    organ = single["per_class_metrics"]["organ"]
+    assert organ["dice"]["mean"] == pytest.approx(single["per_class"]["organ"])
+    # 4 organ voxels of one row missed: every surface voxel of the prediction lies on the reference's
+    assert organ["hd95_mm"]["mean"] > 0 and organ["hd95_mm"]["n_undefined"] == 0
+    assert 0 < organ["nsd"]["mean"] < 1
+    assert single["per_class_metrics"]["tumour"]["hd95_mm"]["mean"] == 0.0
+    assert single["percentile_5"] == pytest.approx(single["worst"])  # every case is alike
+    assert len(single["worst_cases"]) == 5
+    assert single["worst_cases"][0] == {"case": "case_000", "dice": pytest.approx(single["worst"]),
+                                        "shape": list(SHAPE), "foreground_ml": pytest.approx(32 * 2.0 / 1000)}
+    assert set(single["per_case_dice"]) == set(CASES)
+
+    stability = result["stability"]
+    assert stability["single"] == ["2d"] and stability["ensemble"] == ["2d", "3d_fullres"]
+    assert stability["ensemble_more_stable"] is True
+    assert result["acquisition_split"] is None
+
+    png = (work / "ensemble_report.png").read_bytes()
+    assert png.startswith(b"\x89PNG")
+    table = format_candidates(result)
+    for text in ("HD95 mm", "NSD", "5th pct", "stability of the per-case Dice", "is more stable than 2d",
+                 "worst cases of 2d + 3d_fullres (Dice, image voxels, reference foreground):\n"
+                 "  case_000: 1.0000, 4x8x8, 0.1 mL", "new scanner/protocol: not measured",
+                 "changed 0 of 10 cases"):
+        assert text in table, text
+
+
+def add_acquisition_folds(work, predictions):
+    """Folds by acquisition (other validation groups than the random ones) with these predictions."""
+    reference = reference_label()
+    _, geometry = read_label(work.parent / "raw" / "labelsTr" / f"{CASES[0]}.nii.gz")
+    folds = [{"val": [CASES[k], CASES[k + 5]], "train": [c for c in CASES if c not in (CASES[k], CASES[k + 5])]}
+             for k in range(5)]
+    WorkDir(work).write_splits("spacing", folds, 0)
+    for name, predict in predictions.items():
+        for k, fold in enumerate(folds):
+            for case in fold["val"]:
+                save_probabilities(predict(reference), geometry,
+                                   work / "results" / f"{name}__split_spacing" / f"fold_{k}" / "validation" / case)
+
+
+def test_folds_by_acquisition_give_the_gap_and_do_not_change_the_choice(tmp_path):
+    work = make_work(tmp_path, {"2d": soft_probabilities, "3d_fullres": lambda ref: soft_probabilities(ref, REGION_B)})
+    # On folds by acquisition 3d_fullres would be perfect and 2d worse: the choice still follows the random folds.
+    add_acquisition_folds(work, {"2d": lambda ref: soft_probabilities(ref, REGION_A), "3d_fullres": soft_probabilities})
+    result = select_model(work, progress=False)
+    assert result["configurations"] == ["2d"]
+    split = result["acquisition_split"]
+    assert split["num_cases"] == NUM_CASES
+    rows = {tuple(row["configurations"]): row for row in split["per_candidate"]}
+    assert set(rows) == {("2d",), ("3d_fullres",), ("2d", "3d_fullres")}
+    organ_a = 2 * 20 / (24 + 20)
+    assert rows[("2d",)]["random"] == pytest.approx(1.0)
+    assert rows[("2d",)]["acquisition"] == pytest.approx((organ_a + 1) / 2)
+    assert split["chosen"]["gap"] == pytest.approx(1.0 - (organ_a + 1) / 2)
+    assert rows[("3d_fullres",)]["gap"] < 0
+    table = format_candidates(result)
+    assert f"2d is expected to lose about {1.0 - (organ_a + 1) / 2:.3f} mean Dice" in table
+
+
+def test_incomplete_acquisition_folds_are_reported_as_not_measured(tmp_path):
+    work = make_work(tmp_path, {"2d": soft_probabilities, "3d_fullres": lambda ref: soft_probabilities(ref, REGION_B)})
+    add_acquisition_folds(work, {"3d_fullres": soft_probabilities})
+    (work / "results" / "3d_fullres__split_spacing" / "fold_4" / "validation" / f"{CASES[4]}.npz").unlink()
+    result = select_model(work, progress=False)
+    assert result["configurations"] == ["2d"] and result["acquisition_split"] is None
+
+    add_acquisition_folds(work, {"3d_fullres": soft_probabilities})
+    result = select_model(work, progress=False)
+    assert [row["configurations"] for row in result["acquisition_split"]["per_candidate"]] == [["3d_fullres"]]
+    assert "not measured for 2d (folds by acquisition complete for: 3d_fullres)" in format_candidates(result)
