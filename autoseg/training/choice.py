@@ -17,8 +17,13 @@ many iterations. Then one rule picks (:func:`choose_configuration`):
    at 10-40 CPU minutes that is 2d, whose iterations are 4-5x cheaper than 3D's (measured:
    1,250 iterations of 2d reached a mean foreground Dice of 0.67, 1,200 of 3d_fullres 0.30).
 
-The cascade (``3d_cascade_fullres``) needs every fold of ``3d_lowres`` trained first; it is
-not chosen automatically. Everything is recorded in plans.json as ``budget_plan`` with the
+The cascade (``3d_cascade_fullres``) is assessed, not chosen (:func:`assess_cascade`): it
+needs every fold of ``3d_lowres`` trained before its first fold, so a budget per fold
+allows it only when both stages reach the iterations they need in half the budget each;
+its second stage runs the full-resolution network (one input channel per class more), so
+that is also when ``3d_fullres`` alone is trainable, and whether the cascade adds anything
+is then a question for cross-validation (``autoseg ensemble`` over both), which the plan
+states with the commands. Everything is recorded in plans.json as ``budget_plan`` with the
 reasons, and printed before training; the expected network time to predict one case (the
 median case with and without test-time mirroring, the largest training case without) is
 estimated from the measured speed (reading, preprocessing and writing come on top).
@@ -39,6 +44,7 @@ from autoseg.training.budget import (
     TrainingLength,
     decide_network,
     estimate_prediction_seconds,
+    iterations_for_budget,
     median_case_shape,
     trainer_class,
 )
@@ -94,6 +100,48 @@ def choose_configuration(decisions: dict[str, NetworkDecision], thick_slices: bo
                   "reaches the most, and more iterations beat the rest here: a longer --time-budget will do better")
 
 
+def assess_cascade(plans: Plans, decisions: dict[str, NetworkDecision], budget_seconds: float) -> dict[str, Any]:
+    """Whether a budget of ``budget_seconds`` per fold allows the cascade's two stages (module docstring).
+
+    Each stage gets half the budget: the previous stage (``3d_lowres``) at its measured speed, the
+    cascade stage at the measured speed of what ``3d_fullres`` trains as (the same network and patch
+    but for the previous stage's one-hot input channels, a negligible cost), each against the
+    iterations it needs. Returns ``{"configuration", "allowed", "stages": [...], "reason"}``
+    (``configuration`` None when no cascade is planned).
+    """
+    cascades = [name for name, plan in plans.configurations.items() if plan.previous_stage and not plan.variant_of]
+    if not cascades:
+        return {"configuration": None, "allowed": False, "stages": [],
+                "reason": "none planned (the full-resolution patch covers enough of the median case)"}
+    name = cascades[0]
+    previous = plans.configurations[name].previous_stage
+    fullres = "3d_fullres"  # what the cascade stage refines: the same grid, network and patch
+    if previous not in decisions or fullres not in decisions:
+        return {"configuration": name, "allowed": False, "stages": [],
+                "reason": f"not assessed: {previous} or {fullres} was not measured"}
+    half = budget_seconds / 2
+    stages = []
+    for stage, source in ((previous, decisions[previous]), (name, decisions[fullres])):
+        iterations = iterations_for_budget(half, source.speed.seconds_per_iteration).total_iterations
+        stages.append({"configuration": stage, "speed_of": source.trained_as, "iterations": iterations,
+                       "iterations_needed": source.iterations_needed,
+                       "reaches_minimum": iterations >= source.iterations_needed})
+    allowed = all(stage["reaches_minimum"] for stage in stages)
+    counts = ", ".join(f"{stage['configuration']} {stage['iterations']} of {stage['iterations_needed']} "
+                       f"(speed of {stage['speed_of']})" for stage in stages)
+    minutes = f"{half / 60:g}m"
+    if allowed:
+        reason = (f"both stages reach the iterations they need in half the budget each ({counts}); it needs every "
+                  f"fold of {previous} first, so it is not trained by -c auto: train `-c {previous} -f all "
+                  f"--time-budget {minutes}`, then `-c {name} -f all --time-budget {minutes}`, and let `autoseg "
+                  f"ensemble` compare it with {fullres}")
+    else:
+        short = " and ".join(stage["configuration"] for stage in stages if not stage["reaches_minimum"])
+        reason = (f"not allowed by this budget: with half the budget per stage {short} falls short of the "
+                  f"iterations it needs ({counts})")
+    return {"configuration": name, "allowed": allowed, "stages": stages, "reason": reason}
+
+
 def plan_time_budget(work_dir: str | WorkDir, budget_seconds: float, options: TrainingOptions | None = None,
                      length: TrainingLength | None = None) -> dict[str, Any]:
     """Decide, for each candidate configuration, what a training of ``budget_seconds`` per fold would
@@ -131,7 +179,7 @@ def plan_time_budget(work_dir: str | WorkDir, budget_seconds: float, options: Tr
     record = {"time_budget_seconds": budget_seconds, "device_name": next(iter(decisions.values())).speed.device_name,
               "threads": next(iter(decisions.values())).speed.threads, "configurations": entries,
               "chosen": chosen, "reason": reason,
-              "cascade": "not chosen automatically: 3d_cascade_fullres needs every fold of 3d_lowres trained first"}
+              "cascade": assess_cascade(work.load_plans(), decisions, budget_seconds)}
     plans = work.load_plans()
     plans.budget_plan = record
     work.save_plans(plans)
@@ -182,5 +230,7 @@ def format_budget_plan(record: dict[str, Any]) -> str:
                      f"{entry['batch_size']:>5} {entry['seconds_per_iteration']:>7.3f} {iterations:>20} "
                      f"{predict:>48}")
     lines.append(f"chosen: {record['reason']}")
-    lines.append(f"cascade: {record['cascade']}")
+    cascade = record.get("cascade")
+    if cascade is not None:  # a string in plans.json files of earlier versions
+        lines.append(f"cascade: {cascade['reason'] if isinstance(cascade, dict) else cascade}")
     return "\n".join(lines)

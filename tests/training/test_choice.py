@@ -119,3 +119,36 @@ def test_the_largest_case_is_found_at_the_configuration_spacing():
                              "b": {"shape_after_crop": [40, 64, 64], "spacing": [1.0, 1.0, 1.0]}}}
     # a: 10 slices of 50x50 at 1 mm = 25,000 voxels; b: 40 x 64 x 64 = 163,840 voxels
     assert largest_case_shape(configuration, fingerprint) == [40, 64, 64]
+
+
+def test_the_cascade_is_allowed_only_when_both_stages_fit_half_the_budget():
+    from autoseg.plans import ConfigurationPlan, NetworkConfig, Plans
+    from autoseg.training.choice import assess_cascade, format_budget_plan
+
+    network = NetworkConfig("unet", 3, [8, 16], [[3, 3, 3]] * 2, [[1, 1, 1], [2, 2, 2]], [2, 2], [2])
+    configurations = {name: ConfigurationPlan(name, 3, name, [1.0] * 3, [32, 32, 32], 2, [64, 64, 64], network)
+                      for name in ("3d_fullres", "3d_lowres", "3d_cascade_fullres")}
+    configurations["3d_cascade_fullres"].previous_stage = "3d_lowres"
+    plans = Plans.__new__(Plans)
+    plans.configurations = configurations
+    # 0.5 s per iteration: an epoch (50 iterations + 10 validation batches at 0.35) takes 26.75 s, so
+    # half of 1,800 s holds 33 epochs = 1,650 iterations per stage
+    decisions = {"3d_fullres": decision("3d_fullres", 3350, needed=1500),
+                 "3d_lowres": decision("3d_lowres", 3350, needed=1500)}
+    record = assess_cascade(plans, decisions, 1800.0)
+    assert record["configuration"] == "3d_cascade_fullres" and record["allowed"] is True
+    assert [stage["iterations"] for stage in record["stages"]] == [1650, 1650]
+    assert "-c 3d_lowres -f all --time-budget 15m" in record["reason"]
+
+    decisions["3d_fullres"] = decision("3d_fullres", 3350, needed=2000)  # enough for 3d_fullres alone
+    record = assess_cascade(plans, decisions, 1800.0)
+    assert record["allowed"] is False
+    assert "3d_cascade_fullres falls short" in record["reason"]
+    assert "3d_cascade_fullres 1650 of 2000" in record["reason"]
+
+    del configurations["3d_cascade_fullres"]
+    assert assess_cascade(plans, decisions, 1800.0)["configuration"] is None
+    # plans.json of earlier versions recorded the cascade as a sentence
+    old = {"time_budget_seconds": 60.0, "device_name": "cpu", "threads": 2, "configurations": {},
+           "chosen": "2d", "reason": "r", "cascade": "not chosen automatically"}
+    assert "cascade: not chosen automatically" in format_budget_plan(old)
