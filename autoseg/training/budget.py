@@ -491,6 +491,18 @@ def decide_network(work: WorkDir, configuration_name: str, fold: int, options: T
                            budget)
 
 
+def training_time_budget(budget: float, validation: ValidationPlan, start: float, length: TrainingLength,
+                         iterations_per_epoch: int) -> TimeBudget:
+    """The trainer's deadline: the budget less the validation estimate; with ``length.min_iterations``,
+    the epochs that reach them are kept while they end within ``length.max_time_budget_seconds``
+    (training slower than measured, e.g. on a busy machine, would otherwise cut them)."""
+    if not length.min_iterations or not length.max_time_budget_seconds:
+        return TimeBudget(budget - validation.estimated_seconds, start)
+    return TimeBudget(budget - validation.estimated_seconds, start,
+                      min_epochs=math.ceil(length.min_iterations / iterations_per_epoch),
+                      limit_seconds=length.max_time_budget_seconds - validation.estimated_seconds)
+
+
 def resolve_budget(device_type: str, length: TrainingLength) -> float | None:
     """The time budget per fold (s): the one given; on a CPU without one (and without --epochs), the default."""
     if length.time_budget_seconds is None and device_type == "cpu" and length.epochs is None:
@@ -541,7 +553,8 @@ def train_fold(work_dir: str | os.PathLike | WorkDir, configuration_name: str, f
     name, plan, validation = decision.trained_as, decision.iterations, decision.validation
     budget = decision.budget_seconds or budget
     trainer = trainer_type(work, name, fold, options, iteration_plan=plan,
-                           time_budget=TimeBudget(budget - validation.estimated_seconds, start))
+                           time_budget=training_time_budget(budget, validation, start, length,
+                                                            plan.iterations_per_epoch))
     for line in decision.decisions:
         trainer.log(line)
     configuration = trainer.configuration

@@ -82,14 +82,24 @@ class TrainingOptions:
 class TimeBudget:
     """Training must end ``seconds`` after ``started_at`` (``time.time()``), time spent before included.
 
-    A resumed run has ``seconds`` minus the training time its checkpoint records left.
+    A resumed run has ``seconds`` minus the training time its checkpoint records left. With
+    ``min_epochs`` and ``limit_seconds``, training that runs slower than measured (a busy machine)
+    still gets ``min_epochs`` epochs as long as they end within ``limit_seconds`` (the demo's
+    iteration floor).
     """
 
     seconds: float
     started_at: float
+    min_epochs: int = 0
+    limit_seconds: float | None = None
 
     def deadline(self, seconds_already_trained: float = 0.0) -> float:
         return self.started_at + max(0.0, self.seconds - seconds_already_trained)
+
+    def limit(self, seconds_already_trained: float = 0.0) -> float:
+        """The latest end for reaching ``min_epochs`` (the deadline when no limit is set)."""
+        seconds = max(self.seconds, self.limit_seconds or 0.0)
+        return self.started_at + max(0.0, seconds - seconds_already_trained)
 
 
 def polynomial_lr(initial_lr: float, step: int, total_steps: int, exponent: float) -> float:
@@ -146,6 +156,7 @@ class Trainer:
         self.validation_iterations = plan.validation_iterations_per_epoch
         self.time_budget = time_budget
         self.deadline: float | None = None
+        self.limit: float | None = None
         self.device = prepare_device(self.options.device)
         if self.config.num_workers is None:
             self.config.num_workers = default_num_workers(self.device.type)
@@ -304,6 +315,7 @@ class Trainer:
             self.log(f"no checkpoint in {self.output_dir} to resume from: starting from scratch")
         if self.time_budget is not None:
             self.deadline = self.time_budget.deadline(self.training_seconds)
+            self.limit = self.time_budget.limit(self.training_seconds)
             if self.epoch:
                 self.log(f"time budget: resuming with {(self.deadline - time.time()) / 60:.1f} of "
                          f"{self.time_budget.seconds / 60:.1f} min left")
@@ -344,16 +356,25 @@ class Trainer:
         """With a time budget, set the number of epochs to what still fits before the deadline.
 
         The learning-rate schedule follows, so it still ends at (nearly) zero when
-        the budget runs out, whether training runs slower or faster than measured.
+        the budget runs out, whether training runs slower or faster than measured. Never
+        fewer than the budget's ``min_epochs`` while they fit its limit.
         """
         if self.deadline is None or not self.curves.epoch_seconds:
             return
         epoch_seconds = float(np.mean(self.curves.epoch_seconds[-3:]))
-        remaining = self.deadline - time.time()
+        now = time.time()
+        remaining = self.deadline - now
         fitting = self.epoch + max(0, int(remaining // epoch_seconds))
+        floor = ""
+        if fitting < self.time_budget.min_epochs and self.limit is not None:
+            within_limit = self.epoch + max(0, int((self.limit - now) // epoch_seconds))
+            if min(self.time_budget.min_epochs, within_limit) > fitting:
+                fitting = min(self.time_budget.min_epochs, within_limit)
+                floor = (f" (at least {self.time_budget.min_epochs} epochs while they end within "
+                         f"{(self.limit - now) / 60:.1f} min)")
         if fitting != self.epochs:
             self.log(f"time budget: {remaining / 60:.1f} min left at {epoch_seconds:.1f} s per epoch: "
-                     f"{fitting} epochs in total instead of {self.epochs}")
+                     f"{fitting} epochs in total instead of {self.epochs}{floor}")
             self.epochs = fitting
 
     def _one_epoch(self, train_batches, val_batches, n_val: int) -> None:

@@ -246,3 +246,38 @@ def test_a_short_budget_ends_on_time_with_validation_included(tmp_path):
     assert elapsed < budget + 5  # training, measuring and validation together (one epoch of slack)
     run = WorkDir(work).read_run_record(trainer.configuration_name, 0)
     assert run["validation"]["estimated_seconds"] > 0 and run["validation_seconds"] > 0
+
+
+def fitted_epochs(time_budget, epoch, planned_epochs, epoch_seconds, now):
+    """Epochs a trainer keeps after ``epoch`` epochs of ``epoch_seconds`` under ``time_budget`` at ``now``."""
+    from autoseg.training.progress import TrainingCurves
+    from autoseg.training.trainer import Trainer
+
+    trainer = Trainer.__new__(Trainer)
+    trainer.time_budget, trainer.epoch, trainer.epochs = time_budget, epoch, planned_epochs
+    trainer.deadline, trainer.limit = time_budget.deadline(), time_budget.limit()
+    trainer.curves = TrainingCurves(epoch_seconds=[epoch_seconds] * epoch)
+    trainer.log = lambda message: None
+    real_time = time.time
+    try:
+        time.time = lambda: now
+        trainer._fit_epochs_to_deadline()
+    finally:
+        time.time = real_time
+    return trainer.epochs
+
+
+def test_slower_training_keeps_the_minimum_epochs_while_they_fit_the_limit():
+    from autoseg.training.budget import ValidationPlan, training_time_budget
+    from autoseg.training.trainer import TimeBudget
+
+    # planned: 20 epochs of 24 s in 8 minutes; they take 30 s (a busy machine): 2 epochs after 60 s
+    plain = TimeBudget(480.0, 0.0)
+    assert fitted_epochs(plain, 2, 20, 30.0, 60.0) == 2 + 420 // 30  # 16: the budget cuts them
+    floor = training_time_budget(500.0, ValidationPlan(True, 20.0, ""), 0.0,
+                                 TrainingLength(min_iterations=1000, max_time_budget_seconds=1000.0), 50)
+    assert (floor.seconds, floor.min_epochs, floor.limit_seconds) == (480.0, 20, 980.0)
+    assert fitted_epochs(floor, 2, 20, 30.0, 60.0) == 20  # 1,000 iterations end within the 16-minute limit
+    assert fitted_epochs(floor, 2, 20, 60.0, 60.0) == 2 + 920 // 60  # 17: the limit holds
+    assert fitted_epochs(floor, 2, 20, 20.0, 60.0) == 2 + 420 // 20  # faster: the budget's 23 epochs
+    assert training_time_budget(500.0, ValidationPlan(True, 20.0, ""), 0.0, TrainingLength(), 50) == plain
