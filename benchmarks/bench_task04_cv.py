@@ -19,37 +19,19 @@ and the ensemble report in benchmarks/results/task04_cv_ensemble.txt. Not a test
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure import RESULTS, require_shared, run_measured, save_results  # noqa: E402
+from measure import RESULTS, require_shared, run_step, save_results  # noqa: E402
+from measure import autoseg_command as autoseg  # noqa: E402
 
 from autoseg.evaluation.selection import format_candidates  # noqa: E402
 from autoseg.utils.files import read_json  # noqa: E402
 from autoseg.workdir import NUM_FOLDS, WorkDir  # noqa: E402
 
-
-def autoseg(*arguments: str) -> list[str]:
-    return [sys.executable, "-m", "autoseg.cli", *arguments]
-
-
-def measured_step(label: str, command: list[str], results: dict) -> dict:
-    """Run one whole command, record it under ``label`` and save the results file."""
-    load = os.getloadavg()[0]
-    measured = run_measured(command, env={"TQDM_DISABLE": "1"})
-    entry = {"label": label, "command": measured["command"], "wall_seconds": measured["wall_seconds"],
-             "peak_rss_bytes": measured["peak_rss_bytes"], "exit_code": measured["exit_code"],
-             "load_average_before": load}
-    results["steps"].append(entry)
-    save_results("task04_cv", results)
-    print(f"{label}: {measured['wall_seconds'] / 60:.1f} min, exit {measured['exit_code']}", flush=True)
-    if measured["exit_code"] != 0:
-        print(measured["output_tail"])
-        raise SystemExit(f"{label} failed")
-    return measured
+NAME = "task04_cv"
 
 
 def trained_fold(work: WorkDir, configuration: str, fold: int) -> dict | None:
@@ -76,18 +58,18 @@ def main() -> None:
     work = WorkDir(root / "work")
     results: dict = {"dataset": dataset.name, "budget_per_fold": args.budget, "steps": [], "folds": []}
     if not work.plans_path.is_file():
-        measured_step("plan", autoseg("plan", str(dataset), "-o", str(work.root)), results)
+        run_step("plan", autoseg("plan", str(dataset), "-o", str(work.root)), results, NAME)
     for configuration in args.configurations:
         for fold in range(NUM_FOLDS):
             if trained_fold(work, configuration, fold) is None:
                 resume = ["--resume"] if any(work.has_checkpoints(name) for name in
                                              [configuration, *work.load_plans().variants_of(configuration)]) else []
-                measured_step(f"train {configuration} fold {fold}",
-                              autoseg("train", str(work.root), "-c", configuration, "-f", str(fold),
-                                      "--time-budget", args.budget, *resume), results)
+                run_step(f"train {configuration} fold {fold}",
+                         autoseg("train", str(work.root), "-c", configuration, "-f", str(fold),
+                                 "--time-budget", args.budget, *resume), results, NAME)
             results["folds"].append(trained_fold(work, configuration, fold))
-            save_results("task04_cv", results)
-    measured_step("ensemble", autoseg("ensemble", str(work.root)), results)
+            save_results(NAME, results)
+    run_step("ensemble", autoseg("ensemble", str(work.root)), results, NAME)
     plan = work.read_inference_plan()
     (RESULTS / "task04_cv_ensemble.txt").write_text(format_candidates(plan) + "\n")  # what ensemble printed
     shutil.copyfile(work.ensemble_report_path, RESULTS / "task04_cv_ensemble_report.png")
@@ -98,10 +80,10 @@ def main() -> None:
     output = root / "predictions_imagesTs"
     if output.exists():
         shutil.rmtree(output)
-    measured_step("predict imagesTs", autoseg("predict", "-i", str(dataset / "imagesTs"), "-o", str(output),
-                                              "-m", str(work.root)), results)
+    run_step("predict imagesTs", autoseg("predict", "-i", str(dataset / "imagesTs"), "-o", str(output),
+                                         "-m", str(work.root)), results, NAME)
     results["predicted_cases"] = sorted(path.name for path in output.glob("*.nii.gz"))
-    save_results("task04_cv", results)
+    save_results(NAME, results)
 
 
 if __name__ == "__main__":

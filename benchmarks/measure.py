@@ -68,6 +68,29 @@ def run_measured(command: list[str], env: dict | None = None) -> dict:
             "peak_rss_bytes": peak, "exit_code": process.returncode, "output_tail": "".join(output[-15:])}
 
 
+def autoseg_command(*arguments: str) -> list[str]:
+    """``python -m autoseg.cli ARGUMENTS`` with this interpreter."""
+    return [sys.executable, "-m", "autoseg.cli", *arguments]
+
+
+def run_step(label: str, command: list[str], results: dict, name: str) -> dict:
+    """Run one whole command (progress bars off), append its wall time, peak RAM, exit code and the
+    1-minute load average before it started to ``results["steps"]``, save ``results`` as ``name``;
+    exit with its output when it fails."""
+    load = os.getloadavg()[0]
+    measured = run_measured(command, env={"TQDM_DISABLE": "1"})
+    results.setdefault("steps", []).append({
+        "label": label, "command": measured["command"], "wall_seconds": measured["wall_seconds"],
+        "peak_rss_bytes": measured["peak_rss_bytes"], "exit_code": measured["exit_code"],
+        "load_average_before": load})
+    save_results(name, results)
+    print(f"{label}: {measured['wall_seconds'] / 60:.1f} min, exit {measured['exit_code']}", flush=True)
+    if measured["exit_code"] != 0:
+        print(measured["output_tail"])
+        raise SystemExit(f"{label} failed")
+    return measured
+
+
 def machine_info() -> dict:
     import torch
 
