@@ -281,3 +281,23 @@ def test_slower_training_keeps_the_minimum_epochs_while_they_fit_the_limit():
     assert fitted_epochs(floor, 2, 20, 60.0, 60.0) == 2 + 920 // 60  # 17: the limit holds
     assert fitted_epochs(floor, 2, 20, 20.0, 60.0) == 2 + 420 // 20  # faster: the budget's 23 epochs
     assert training_time_budget(500.0, ValidationPlan(True, 20.0, ""), 0.0, TrainingLength(), 50) == plain
+
+
+@pytest.mark.slow
+def test_a_short_budget_on_a_case_of_many_patches_ends_on_time_with_validation(tmp_path):
+    """A case 70 patches large (22x160x160 voxels, patch 8x32x32): hundreds of sliding windows to validate."""
+    from autoseg.commands.train import train_and_validate
+
+    _, work = make_tiny_work_dir(tmp_path, num_training=5, in_plane_shape=(160, 160))
+    plans = WorkDir(work).load_plans()
+    plans.configurations["3d_fullres"].patch_size = [8, 32, 32]
+    WorkDir(work).save_plans(plans)
+    budget = 20.0
+    start = time.time()
+    trainer, summary = train_and_validate(work, "3d_fullres", 0, options(), TrainingLength(time_budget_seconds=budget))
+    elapsed = time.time() - start
+    assert summary["num_cases"] == len(trainer.val_cases) == 1
+    assert elapsed < budget + 5  # training, measuring and validation together (one epoch of slack)
+    run = WorkDir(work).read_run_record(trainer.configuration_name, 0)
+    assert any("needs at least 8300 iterations" in line for line in run["decisions"])  # 1000 x sqrt(68.75)
+    assert run["validation"]["estimated_seconds"] > 0 and run["validation_seconds"] > 0
