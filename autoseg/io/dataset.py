@@ -2,17 +2,43 @@
 
 A case ``{case}`` has one image file per channel, ``imagesTr/{case}_{XXXX}{file_ending}``
 (``XXXX`` = channel index, 4 digits), and one label map ``labelsTr/{case}{file_ending}``.
+
+Labels (the rules of this module, used by everything after it): values are consecutive
+0..N-1 with background 0, as nnU-Net requires. A label named ``ignore`` (nnU-Net v2's
+sparse annotations) must have the highest value; it marks voxels nobody annotated: it is
+no network class, and those voxels count in no loss and no metric. The network's classes
+are therefore the values other than the ignore value (:func:`class_values`).
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from autoseg.errors import AutosegInputError
 from autoseg.utils.files import read_json_input
+
+#: The label name of nnU-Net v2's sparse annotations: voxels nobody annotated.
+IGNORE_LABEL_NAME = "ignore"
+
+
+def ignore_value(labels: Mapping[str, int]) -> int | None:
+    """The value of the ``ignore`` label, or None when the labels have none."""
+    return labels.get(IGNORE_LABEL_NAME)
+
+
+def class_values(labels: Mapping[str, int]) -> list[int]:
+    """The network's classes: every label value but the ignore value, sorted (0..K-1)."""
+    ignore = ignore_value(labels)
+    return sorted(value for value in set(labels.values()) if value != ignore)
+
+
+def foreground_values(labels: Mapping[str, int]) -> list[int]:
+    """The network's classes other than background 0."""
+    return [value for value in class_values(labels) if value != 0]
 
 
 @dataclass(frozen=True)
@@ -42,17 +68,21 @@ class DatasetDescription:
 
     @property
     def label_values(self) -> list[int]:
-        """Sorted label values including background 0."""
+        """Sorted label values including background 0 (and the ignore value, when declared)."""
         return sorted(set(self.labels.values()))
 
     @property
     def foreground_labels(self) -> list[int]:
-        return [value for value in self.label_values if value != 0]
+        return foreground_values(self.labels)
 
     @property
     def num_classes(self) -> int:
-        """Number of network outputs: the largest label value + 1."""
-        return max(self.label_values) + 1
+        """Number of network outputs: the classes of :func:`class_values`."""
+        return len(class_values(self.labels))
+
+    @property
+    def ignore_label(self) -> int | None:
+        return ignore_value(self.labels)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "channel_names": {str(k): v for k, v in self.channel_names.items()},
@@ -95,13 +125,18 @@ def parse_dataset_json(data: dict, root: Path, source: str) -> DatasetDescriptio
         raise AutosegInputError(f"{source}: 'labels' must declare background with value 0")
     if len(set(labels.values())) != len(labels):
         raise AutosegInputError(f"{source}: 'labels' has duplicate values")
-    if len(labels) < 2:
-        raise AutosegInputError(f"{source}: 'labels' must declare at least one foreground label")
     values = sorted(labels.values())
     if values != list(range(len(values))):
         missing = sorted(set(range(max(values) + 1)) - set(values))
         raise AutosegInputError(f"{source}: label values must be consecutive 0..{len(values) - 1} (as in nnU-Net), "
                                 f"got {values}, missing {missing}: renumber dataset.json and the label files")
+    ignore = ignore_value(labels)
+    if ignore is not None and ignore != values[-1]:
+        raise AutosegInputError(f"{source}: label 'ignore' must have the highest value (as in nnU-Net), got "
+                                f"{ignore} below {values[-1]}")
+    if not foreground_values(labels):
+        raise AutosegInputError(f"{source}: 'labels' must declare at least one foreground label"
+                                + (" besides 'ignore'" if ignore is not None else ""))
     file_ending = str(data["file_ending"])
     if not file_ending.startswith("."):
         raise AutosegInputError(f"{source}: 'file_ending' must start with '.', got {file_ending!r}")

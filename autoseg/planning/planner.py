@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from autoseg.io.dataset import class_values
 from autoseg.planning.hardware import MemoryBudget
 from autoseg.planning.memory import estimate_training_memory_bytes
 from autoseg.planning.spacing import choose_target_spacing
@@ -216,7 +217,7 @@ def plan_experiment(fingerprint: dict, raw_dataset: str, budget: MemoryBudget,
     shapes = np.array([case["shape_after_crop"] for case in cases], dtype=np.float64)
     channel_names = {int(k): v for k, v in fingerprint["channel_names"].items()}
     labels = dict(fingerprint["labels"])
-    num_classes = max(labels.values()) + 1
+    num_classes = len(class_values(labels))
     num_channels = len(channel_names)
     num_cases = len(cases)
     is_2d_data = bool(np.all(shapes[:, 0] == 1))
@@ -261,7 +262,7 @@ def plan_experiment(fingerprint: dict, raw_dataset: str, budget: MemoryBudget,
                                         "(thin axes first until within 2x of the thickest) until the patch "
                                         f"covers {lowres_coverage:.0%} (>= {LOWRES_CREATION_THRESHOLD:.0%}) of "
                                         "the median image")})
-                cascade_plan = fit_patch_and_batch(target, median_shape, 3, num_channels + len(labels) - 1,
+                cascade_plan = fit_patch_and_batch(target, median_shape, 3, num_channels + num_classes - 1,
                                                    num_classes, num_cases, dataset_voxels, budget,
                                                    architecture)
                 configurations["3d_cascade_fullres"] = _configuration(

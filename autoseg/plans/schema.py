@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from autoseg.errors import AutosegInputError
+from autoseg.io.dataset import class_values, foreground_values, ignore_value
 from autoseg.plans.network import NetworkConfig
 from autoseg.plans.normalization import ChannelNormalization
 from autoseg.plans.training import TrainingConfig
@@ -195,12 +196,17 @@ class Plans:
 
     @property
     def num_classes(self) -> int:
-        """Network outputs: largest label value + 1."""
-        return max(self.labels.values()) + 1
+        """Network outputs: the label values but the ignore value (:func:`autoseg.io.dataset.class_values`)."""
+        return len(class_values(self.labels))
 
     @property
     def foreground_labels(self) -> list[int]:
-        return sorted(value for value in self.labels.values() if value != 0)
+        return foreground_values(self.labels)
+
+    @property
+    def ignore_label(self) -> int | None:
+        """The value of the ``ignore`` label (unannotated voxels), or None."""
+        return ignore_value(self.labels)
 
     def input_channels(self, configuration: str) -> int:
         """Network input channels: image channels, plus one-hot previous-stage classes for a cascade."""
@@ -229,6 +235,8 @@ class Plans:
         if (not labels or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in labels.values())
                 or 0 not in labels.values()):
             raise ValueError(f"labels must map names to non-negative integers including background 0, got {labels}")
+        if self.ignore_label is not None and self.ignore_label != max(labels.values()):
+            raise ValueError(f"labels: 'ignore' must have the highest value, got {labels}")
         channels = sorted(entry.channel for entry in self.normalization)
         if channels != list(range(self.num_channels)):
             raise ValueError(f"normalization needs one entry per channel 0..{self.num_channels - 1}, "

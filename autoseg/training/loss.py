@@ -3,6 +3,11 @@
 Logits are ``(B, K, *spatial)`` with K classes including background (class 0); targets
 are integer label maps ``(B, 1, *spatial)`` or ``(B, *spatial)`` (any numeric dtype holding
 integer values in ``[0, K)``). ``spatial`` is ``(z, y, x)`` in 3D and ``(y, x)`` in 2D.
+
+With ``ignore_label`` (sparse annotations, :mod:`autoseg.io.dataset`), target voxels of that
+value are left out of both losses: their probabilities and one-hot targets are zeroed
+before the Dice sums and cross-entropy is averaged over the other voxels only, so the
+gradient at those voxels is exactly zero.
 """
 
 from __future__ import annotations
@@ -35,6 +40,14 @@ def _label_indices(target: Tensor, logits: Tensor) -> Tensor:
     return target.long()
 
 
+def _annotated(labels: Tensor, ignore_label: int | None) -> tuple[Tensor, Tensor | None]:
+    """``labels`` with ignored voxels set to 0, and the mask of annotated voxels (None without ignore)."""
+    if ignore_label is None:
+        return labels, None
+    mask = labels != ignore_label
+    return labels.masked_fill(~mask, 0), mask
+
+
 class SoftDiceLoss(nn.Module):
     """``1 - mean soft Dice`` over the included classes, on softmax probabilities.
 
@@ -44,18 +57,23 @@ class SoftDiceLoss(nn.Module):
     empty class predicted empty scores 1 thanks to ``smooth``.
     """
 
-    def __init__(self, batch_dice: bool = True, include_background: bool = False, smooth: float = 1e-5):
+    def __init__(self, batch_dice: bool = True, include_background: bool = False, smooth: float = 1e-5,
+                 ignore_label: int | None = None):
         super().__init__()
         self.batch_dice = batch_dice
         self.include_background = include_background
         self.smooth = smooth
+        self.ignore_label = ignore_label
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """``logits`` (B, K, *spatial), ``target`` (B, 1, *spatial) or (B, *spatial) -> scalar loss."""
-        labels = _label_indices(target, logits)
+        labels, annotated = _annotated(_label_indices(target, logits), self.ignore_label)
         probs = torch.softmax(logits.float(), dim=1)
         with torch.no_grad():
             onehot = torch.zeros_like(probs).scatter_(1, labels, 1.0)
+        if annotated is not None:
+            probs = probs * annotated
+            onehot = onehot * annotated
         if not self.include_background:
             if probs.shape[1] < 2:
                 raise ValueError("SoftDiceLoss without background needs at least 2 classes")
@@ -77,18 +95,27 @@ class DiceCELoss(nn.Module):
         batch_dice: bool = True,
         include_background: bool = False,
         smooth: float = 1e-5,
+        ignore_label: int | None = None,
     ):
         super().__init__()
         self.weight_dice = weight_dice
         self.weight_ce = weight_ce
-        self.dice = SoftDiceLoss(batch_dice=batch_dice, include_background=include_background, smooth=smooth)
+        self.ignore_label = ignore_label
+        self.dice = SoftDiceLoss(batch_dice=batch_dice, include_background=include_background, smooth=smooth,
+                                 ignore_label=ignore_label)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """``logits`` (B, K, *spatial), ``target`` (B, 1, *spatial) or (B, *spatial) -> scalar loss."""
         labels = _label_indices(target, logits)
         loss = logits.new_zeros((), dtype=torch.float32)
         if self.weight_ce != 0:
-            loss = loss + self.weight_ce * F.cross_entropy(logits.float(), labels[:, 0])
+            if self.ignore_label is None:
+                cross_entropy = F.cross_entropy(logits.float(), labels[:, 0])
+            else:  # the mean over annotated voxels (0, not NaN, when a patch has none)
+                annotated = (labels[:, 0] != self.ignore_label).sum().clamp_min(1)
+                cross_entropy = F.cross_entropy(logits.float(), labels[:, 0], ignore_index=self.ignore_label,
+                                                reduction="sum") / annotated
+            loss = loss + self.weight_ce * cross_entropy
         if self.weight_dice != 0:
             loss = loss + self.weight_dice * self.dice(logits, labels)
         return loss

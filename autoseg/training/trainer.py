@@ -107,10 +107,14 @@ def polynomial_lr(initial_lr: float, step: int, total_steps: int, exponent: floa
     return initial_lr * (1 - min(step, total_steps) / max(total_steps, 1)) ** exponent
 
 
-def pseudo_dice_counts(logits: torch.Tensor, target: torch.Tensor, foreground_labels: list[int]) -> np.ndarray:
-    """(3, n_foreground) true positives, false positives, false negatives of the argmax over a batch."""
+def pseudo_dice_counts(logits: torch.Tensor, target: torch.Tensor, foreground_labels: list[int],
+                       ignore_label: int | None = None) -> np.ndarray:
+    """(3, n_foreground) true positives, false positives, false negatives of the argmax over a batch
+    (voxels of ``ignore_label`` in the target count nowhere)."""
     prediction = logits.argmax(1)
     reference = target[:, 0].long()
+    if ignore_label is not None:
+        prediction = prediction.masked_fill(reference == ignore_label, -1)
     counts = np.zeros((3, len(foreground_labels)))
     for index, label in enumerate(foreground_labels):
         predicted, actual = prediction == label, reference == label
@@ -198,7 +202,7 @@ class Trainer:
 
     def build_loss(self) -> torch.nn.Module:
         """Dice + cross-entropy over the network's outputs (deep supervision weights halving per level)."""
-        return DeepSupervisionLoss(DiceCELoss(batch_dice=True),
+        return DeepSupervisionLoss(DiceCELoss(batch_dice=True, ignore_label=self.plans.ignore_label),
                                    deep_supervision_weights(len(self.network.output_scales())))
 
     def build_optimizer(self) -> torch.optim.Optimizer:
@@ -279,7 +283,8 @@ class Trainer:
             outputs = self.network(data)
             loss = self.loss(outputs, self._targets(target))
         full_resolution = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
-        return float(loss), pseudo_dice_counts(full_resolution.float(), target, self.plans.foreground_labels)
+        return float(loss), pseudo_dice_counts(full_resolution.float(), target, self.plans.foreground_labels,
+                                               self.plans.ignore_label)
 
     def training_batches(self, seed: int):
         """Augmented training batches of this fold (also used to measure the speed of a step)."""

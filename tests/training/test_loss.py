@@ -169,3 +169,54 @@ def test_deep_supervision_loss_is_weighted_sum():
         DeepSupervisionLoss(base, weights)(outputs[:2], targets[:2])
     with pytest.raises(TypeError):
         DeepSupervisionLoss(base, weights)(outputs, targets[0])
+
+
+@pytest.mark.parametrize("dimension", [2, 3])
+def test_ignored_voxels_get_exactly_zero_gradient(dimension):
+    from autoseg.training.loss import DeepSupervisionLoss, DiceCELoss, deep_supervision_weights, downsample_target
+
+    torch.manual_seed(0)
+    spatial = (4, 8, 8)[-dimension:]
+    logits = torch.randn(2, 3, *spatial, requires_grad=True)
+    target = torch.randint(0, 3, (2, 1, *spatial))
+    ignored = torch.rand(2, 1, *spatial) < 0.5
+    target[ignored] = 3  # the ignore value: one above the classes
+    loss = DiceCELoss(ignore_label=3)(logits, target)
+    loss.backward()
+    assert torch.isfinite(loss)
+    gradient = logits.grad.abs().sum(1, keepdim=True)
+    assert torch.all(gradient[ignored] == 0)
+    assert torch.all(gradient[~ignored] > 0)
+
+    # the same as a loss on the annotated voxels alone: cross-entropy is their mean
+    ce_only = DiceCELoss(weight_dice=0, ignore_label=3)(logits, target)
+    flat_logits = logits.detach().movedim(1, -1)[~ignored[:, 0]]
+    expected = torch.nn.functional.cross_entropy(flat_logits, target[~ignored].long())
+    assert float(ce_only.detach()) == pytest.approx(float(expected), rel=1e-5)
+
+    # deep supervision: every output's ignored voxels too
+    outputs = [torch.randn(2, 3, *spatial, requires_grad=True),
+               torch.randn(2, 3, *(s // 2 for s in spatial), requires_grad=True)]
+    targets = downsample_target(target, [[1.0] * dimension, [0.5] * dimension])
+    DeepSupervisionLoss(DiceCELoss(ignore_label=3), deep_supervision_weights(2))(outputs, targets).backward()
+    for output, downsampled in zip(outputs, targets):
+        assert torch.all(output.grad.abs().sum(1, keepdim=True)[downsampled == 3] == 0)
+
+
+def test_a_patch_with_nothing_annotated_gives_zero_loss_not_nan():
+    from autoseg.training.loss import DiceCELoss
+
+    logits = torch.randn(1, 3, 4, 4, requires_grad=True)
+    loss = DiceCELoss(ignore_label=3)(logits, torch.full((1, 1, 4, 4), 3))
+    loss.backward()
+    assert float(loss) == 0.0 and torch.all(logits.grad == 0)
+
+
+def test_pseudo_dice_leaves_ignored_voxels_out():
+    from autoseg.training.trainer import pseudo_dice_counts
+
+    target = torch.tensor([[[[1, 1, 3, 3]]]])  # (B, 1, y, x): two annotated organ voxels, two ignored
+    logits = torch.zeros(1, 2, 1, 4)
+    logits[:, 1] = 1.0  # organ everywhere
+    assert pseudo_dice_counts(logits, target, [1], ignore_label=3).tolist() == [[2.0], [0.0], [0.0]]
+    assert pseudo_dice_counts(logits, target, [1]).tolist() == [[2.0], [2.0], [0.0]]
