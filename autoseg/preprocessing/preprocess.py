@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from autoseg.io.dataset import class_values
 from autoseg.io.geometry import ImageGeometry
 from autoseg.planning.spacing import shape_after_resampling
 from autoseg.plans.normalization import normalize_image
@@ -43,12 +44,12 @@ def target_spacing_for_case(configuration: ConfigurationPlan, case_spacing) -> l
     return [float(v) for v in configuration.target_spacing]
 
 
-def sample_class_locations(label: np.ndarray, foreground_labels, rng: np.random.Generator,
+def sample_class_locations(label: np.ndarray, classes, rng: np.random.Generator,
                            per_class: int = CLASS_LOCATIONS_PER_CLASS) -> dict[str, list[list[int]]]:
-    """Up to ``per_class`` random voxel indices ``(z, y, x)`` of each foreground class present."""
+    """Up to ``per_class`` random voxel indices ``(z, y, x)`` of each of ``classes`` present."""
     locations = {}
     flat = label.ravel()
-    for value in foreground_labels:
+    for value in classes:
         indices = np.flatnonzero(flat == value)
         if indices.size == 0:
             continue
@@ -73,7 +74,8 @@ def preprocess_case(image: np.ndarray, geometry: ImageGeometry, plans: Plans, co
 
     Returns the preprocessed case; ``properties`` holds the raw geometry, the crop
     box, shapes and spacings before and after resampling, the thick axis used and,
-    with a label, sampled foreground locations per class.
+    with a label, sampled foreground locations per class (with an ignore label, of
+    background too: the annotated voxels).
     """
     box: BoundingBox = bounding_box(nonzero_mask(image))
     cropped = crop_to_box(image, box)
@@ -100,7 +102,8 @@ def preprocess_case(image: np.ndarray, geometry: ImageGeometry, plans: Plans, co
         cropped_label = crop_to_box(label, box)
         resampled_label = resample_label(cropped_label, new_shape, thick_axis,
                                          configuration.resampling.label_mode)
-        resampled_label = resampled_label.astype(label_dtype(plans.num_classes))
-        properties["class_locations"] = sample_class_locations(
-            resampled_label, plans.foreground_labels, np.random.default_rng(seed))
+        resampled_label = resampled_label.astype(label_dtype(max(plans.labels.values()) + 1))
+        # With sparse annotations, annotated background too: the sampler centres patches on annotated voxels.
+        classes = plans.foreground_labels if plans.ignore_label is None else class_values(plans.labels)
+        properties["class_locations"] = sample_class_locations(resampled_label, classes, np.random.default_rng(seed))
     return PreprocessedCase(np.ascontiguousarray(resampled, dtype=np.float32), resampled_label, properties)

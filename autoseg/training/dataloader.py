@@ -199,11 +199,12 @@ def _check_labels(num_classes: int, foreground_labels: Sequence[int]) -> None:
 def make_training_batches(folder: Path, case_ids: Sequence[str], configuration_plan: ConfigurationPlan,
                           training_config: TrainingConfig, num_classes: int, foreground_labels: Sequence[int],
                           previous_stage_folder: Path | None = None, seed: int = 0,
-                          num_workers: int | None = None) -> TrainingBatches:
+                          num_workers: int | None = None, annotated_only: bool = False) -> TrainingBatches:
     """Augmented training batches of one configuration.
 
     The sampler cuts :func:`augmentation_patch_size` regions with
-    ``training_config.oversample_foreground``; ``num_workers`` defaults to
+    ``training_config.oversample_foreground`` (``annotated_only``: the other regions centred on
+    annotated voxels, see :class:`PatchSampler`); ``num_workers`` defaults to
     ``training_config.num_workers``, else :func:`default_num_workers`.
     """
     _check_labels(num_classes, foreground_labels)
@@ -214,7 +215,7 @@ def make_training_batches(folder: Path, case_ids: Sequence[str], configuration_p
     sampler = PatchSampler(folder, case_ids, patch_size, configuration_plan.batch_size, dimension,
                            oversample_foreground=training_config.oversample_foreground,
                            sample_patch_size=augmentation_patch_size(patch_size, augmentation, dimension),
-                           previous_stage_folder=previous_stage_folder, seed=seed)
+                           previous_stage_folder=previous_stage_folder, seed=seed, annotated_only=annotated_only)
     transforms = build_training_transforms(patch_size, augmentation, dimension, cascade, len(foreground_labels),
                                            foreground_labels=foreground_labels)
     return TrainingBatches(sampler, transforms, _resolve_workers(num_workers, training_config), seed,
@@ -224,8 +225,9 @@ def make_training_batches(folder: Path, case_ids: Sequence[str], configuration_p
 def make_validation_batches(folder: Path, case_ids: Sequence[str], configuration_plan: ConfigurationPlan,
                             training_config: TrainingConfig, num_classes: int, foreground_labels: Sequence[int],
                             previous_stage_folder: Path | None = None, seed: int = 0,
-                            num_workers: int | None = None) -> TrainingBatches:
-    """Un-augmented validation patches (same foreground oversampling), for the per-epoch pseudo-Dice.
+                            num_workers: int | None = None, annotated_only: bool = False) -> TrainingBatches:
+    """Un-augmented validation patches (same foreground oversampling and ``annotated_only``), for the
+    per-epoch pseudo-Dice.
 
     ``num_workers`` defaults to half the training workers (at least 1; 0 if training runs
     in-process): validation batches are cheap crops.
@@ -236,7 +238,7 @@ def make_validation_batches(folder: Path, case_ids: Sequence[str], configuration
     patch_size = tuple(configuration_plan.patch_size)
     sampler = PatchSampler(folder, case_ids, patch_size, configuration_plan.batch_size, dimension,
                            oversample_foreground=training_config.oversample_foreground,
-                           previous_stage_folder=previous_stage_folder, seed=seed)
+                           previous_stage_folder=previous_stage_folder, seed=seed, annotated_only=annotated_only)
     transforms = build_validation_transforms(patch_size, dimension, cascade, len(foreground_labels),
                                              foreground_labels=foreground_labels)
     if num_workers is None:

@@ -55,6 +55,10 @@ class PatchSampler:
         oversample_foreground: fraction of each batch forced to contain foreground.
         sample_patch_size: the (larger) region cut out before spatial augmentation;
             defaults to ``patch_size``.
+        annotated_only: sparse annotations (an ignore label): samples not forced to contain
+            foreground are centred on an annotated voxel of any class, background included
+            (the ``"0"`` class locations of the cache), not anywhere: a patch of unannotated
+            voxels adds nothing to the loss.
         previous_stage_folder: cascade: folder with ``{case}.npy`` label maps ``(z, y, x)`` of
             the previous stage on the cache's grid; sampled as seg channel 1.
         seed: seed of the sampler's random generator.
@@ -66,7 +70,7 @@ class PatchSampler:
 
     def __init__(self, folder: Path, case_ids: Sequence[str], patch_size: Sequence[int], batch_size: int,
                  dimension: int, oversample_foreground: float = 0.33, sample_patch_size: Sequence[int] | None = None,
-                 previous_stage_folder: Path | None = None, seed: int = 0):
+                 previous_stage_folder: Path | None = None, seed: int = 0, annotated_only: bool = False):
         if dimension not in (2, 3):
             raise ValueError(f"dimension must be 2 or 3, got {dimension}")
         if len(patch_size) != dimension:
@@ -95,6 +99,8 @@ class PatchSampler:
         self._arrays: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
         # Foreground voxel lists per case: {case: [(class value, (N, 3) int array), ...]} (non-empty only).
         self.foreground: dict[str, list[tuple[int, np.ndarray]]] = {}
+        # With annotated_only, the annotated voxel lists per case, background (0) included.
+        self.annotated: dict[str, list[tuple[int, np.ndarray]]] = {}
         for case_id in self.case_ids:
             problem = cached_case_problem(self.folder, case_id)  # headers only: damage is found before training
             if problem:
@@ -104,13 +110,12 @@ class PatchSampler:
                 properties = read_json(properties_path)
             except (OSError, ValueError) as error:
                 raise AutosegInputError(f"{properties_path}: cannot read case properties ({error})") from None
-            classes = []
-            for key, locations in sorted(properties.get("class_locations", {}).items()):
-                value = int(key)
-                if value <= 0 or not locations:
-                    continue
-                classes.append((value, np.asarray(locations, dtype=np.int64).reshape(-1, 3)))
-            self.foreground[case_id] = classes
+            classes = [(int(key), np.asarray(locations, dtype=np.int64).reshape(-1, 3))
+                       for key, locations in sorted(properties.get("class_locations", {}).items(),
+                                                    key=lambda item: int(item[0])) if locations]
+            self.foreground[case_id] = [(value, locations) for value, locations in classes if value > 0]
+            if annotated_only:
+                self.annotated[case_id] = classes
             if self.previous_stage_folder is not None:
                 previous_path = self.previous_stage_folder / f"{case_id}.npy"
                 if not previous_path.is_file():  # checked here: in a worker process it would be less clear
@@ -215,7 +220,9 @@ class PatchSampler:
                                         f"other cases have {data.shape[1]}")
             voxel = None
             classes = self.foreground[case_id]
-            if index >= batch - self.num_foreground and classes:
+            if index < batch - self.num_foreground:
+                classes = self.annotated.get(case_id, [])  # empty unless annotated_only: anywhere
+            if classes:
                 _, locations = classes[int(self.rng.integers(len(classes)))]
                 voxel = locations[int(self.rng.integers(len(locations)))]
             shape = label.shape

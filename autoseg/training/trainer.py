@@ -290,7 +290,8 @@ class Trainer:
         """Augmented training batches of this fold (also used to measure the speed of a step)."""
         return make_training_batches(
             self.cache, self.train_cases, self.configuration, self.config, self.plans.num_classes,
-            self.plans.foreground_labels, self.previous_stage_folder, seed=seed, num_workers=self.config.num_workers)
+            self.plans.foreground_labels, self.previous_stage_folder, seed=seed, num_workers=self.config.num_workers,
+            annotated_only=self.plans.ignore_label is not None)
 
     # ------------------------------------------------------------------ loop
     def total_steps(self) -> int:
@@ -343,7 +344,7 @@ class Trainer:
         val_batches = make_validation_batches(
             self.cache, self.val_cases, self.configuration, config, self.plans.num_classes,
             self.plans.foreground_labels, self.previous_stage_folder, seed=seed + 1,
-            num_workers=min(1, config.num_workers))
+            num_workers=min(1, config.num_workers), annotated_only=self.plans.ignore_label is not None)
         try:
             while self.epoch < self.epochs:
                 self._one_epoch(train_batches, val_batches, self.validation_iterations)

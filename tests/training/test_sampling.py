@@ -194,3 +194,29 @@ def test_invalid_arguments(rare_foreground):
         PatchSampler(folder, ids, (8, 8), 2, 3)
     with pytest.raises(ValueError):
         PatchSampler(folder, ids, (8, 8, 8), 2, 3, sample_patch_size=(4, 8, 8))
+
+
+@pytest.mark.parametrize("dimension, patch", [(3, (4, 6, 6)), (2, (6, 6))])
+def test_sparse_annotations_centre_every_sample_on_annotated_voxels(tmp_path, dimension, patch):
+    """Ignore label 3 everywhere but two annotated slabs: background (0) and organ (1)."""
+    shape = (12, 30, 30)
+    label = np.full(shape, 3, np.int8)
+    label[2, 2:8, 2:8] = 0
+    label[9, 20:26, 20:26] = 1
+    save_npy(tmp_path / "sparse.npy", np.zeros((1, *shape), np.float32))
+    save_npy(tmp_path / "sparse_seg.npy", label)
+    locations = sample_class_locations(label, [0, 1, 2], np.random.default_rng(0))
+    write_json(tmp_path / "sparse.json", {"case_id": "sparse", "class_locations": locations}, indent=None)
+    annotated = PatchSampler(tmp_path, ["sparse"], patch, 4, dimension, 0.25, seed=1, annotated_only=True)
+    anywhere = PatchSampler(tmp_path, ["sparse"], patch, 4, dimension, 0.25, seed=1)
+    for sampler, expect_all in ((annotated, True), (anywhere, False)):
+        fractions = []
+        for _ in range(30):
+            seg = sampler.sample_batch()["seg"][:, 0]
+            has_annotation = (seg != 3).reshape(4, -1).any(1)
+            assert has_annotation[-1]  # the forced foreground sample
+            fractions.append(has_annotation[:-1].mean())
+        if expect_all:
+            assert min(fractions) == 1.0
+        else:
+            assert np.mean(fractions) < 0.5  # random placement mostly lands on unannotated voxels
