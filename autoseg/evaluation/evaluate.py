@@ -26,6 +26,7 @@ from tqdm import tqdm
 from autoseg.errors import AutosegInputError
 from autoseg.evaluation.metrics import compute_case_metrics
 from autoseg.evaluation.summary import summarize, write_results
+from autoseg.io.dataset import foreground_values, ignore_value
 from autoseg.io.geometry import geometry_mismatch
 from autoseg.io.images import read_label
 
@@ -51,8 +52,10 @@ def _name_list(names: Sequence[str]) -> str:
 
 
 def _foreground(labels: Mapping[str, int] | Sequence[int]) -> tuple[list[int], dict[int, str]]:
+    """Foreground classes to evaluate and their names (the ignore label is none of them)."""
     if isinstance(labels, Mapping):
-        names = {int(value): str(name) for name, value in labels.items() if int(value) != 0}
+        names = {int(value): str(name) for name, value in labels.items()
+                 if int(value) in foreground_values({str(k): int(v) for k, v in labels.items()})}
     else:
         names = {int(value): str(value) for value in labels if int(value) != 0}
     if not names:
@@ -69,19 +72,22 @@ def undeclared_values(label_map: np.ndarray, highest: int) -> list[int]:
     return np.unique(label_map[(label_map < 0) | (label_map > highest)]).tolist()
 
 
-def _evaluate_case(task: tuple[str, Path, Path, list[int], float]) -> tuple[str, dict[int, dict]]:
-    case_id, reference_path, prediction_path, labels, tolerance = task
+def _evaluate_case(task: tuple[str, Path, Path, list[int], float, int | None]) -> tuple[str, dict[int, dict]]:
+    case_id, reference_path, prediction_path, labels, tolerance, ignore = task
     reference, reference_geometry = read_label(reference_path)
     prediction, prediction_geometry = read_label(prediction_path)
-    for path, label_map in ((reference_path, reference), (prediction_path, prediction)):
-        undeclared = undeclared_values(label_map, max(labels))
+    for path, label_map, highest in ((reference_path, reference, ignore or max(labels)),
+                                     (prediction_path, prediction, max(labels))):
+        undeclared = undeclared_values(label_map, highest)
         if undeclared:
-            raise AutosegInputError(f"{path}: label values {undeclared} are not declared in dataset.json "
-                                    f"(declared: 0..{max(labels)})")
+            what = ("the ignore label value, which no prediction may hold" if undeclared == [ignore]
+                    else "not declared in dataset.json")
+            raise AutosegInputError(f"{path}: label values {undeclared} are {what} (declared: 0..{highest})")
     mismatch = geometry_mismatch(reference_geometry, prediction_geometry)
     if mismatch is not None:
         raise AutosegInputError(f"{prediction_path}: {mismatch} (reference {reference_path})")
-    metrics = compute_case_metrics(reference, prediction, reference_geometry.spacing, labels, tolerance)
+    metrics = compute_case_metrics(reference, prediction, reference_geometry.spacing, labels, tolerance,
+                                   ignore_label=ignore)
     return case_id, metrics
 
 
@@ -93,7 +99,8 @@ def evaluate_folders(reference_dir: str | os.PathLike, prediction_dir: str | os.
 
     Args:
         reference_dir, prediction_dir: folders of integer label maps.
-        labels: label name -> value as in dataset.json; background (0) is skipped.
+        labels: label name -> value as in dataset.json; background (0) is skipped, and reference
+            voxels of the ``ignore`` label (sparse annotations) count in no metric.
         file_ending: e.g. ``".nii.gz"``.
         surface_tolerance_mm: NSD tolerance in mm.
         num_workers: worker processes (1 = evaluate in this process).
@@ -125,7 +132,8 @@ def evaluate_folders(reference_dir: str | os.PathLike, prediction_dir: str | os.
     if not references:
         raise AutosegInputError(f"{reference_dir}: no *{file_ending} files to evaluate")
 
-    tasks = [(case_id, references[case_id], predictions[case_id], foreground, surface_tolerance_mm)
+    ignore = ignore_value(labels)
+    tasks = [(case_id, references[case_id], predictions[case_id], foreground, surface_tolerance_mm, ignore)
              for case_id in sorted(references)]
     per_case: dict[str, dict[int, dict]] = {}
     progress = {"total": len(tasks), "desc": "evaluating", "unit": "case"}
@@ -157,16 +165,18 @@ def evaluate_arrays(pairs: Iterable[tuple[str, np.ndarray, np.ndarray, Sequence[
     """Evaluate in-memory ``(case_id, reference, prediction, spacing)`` tuples.
 
     Arrays are integer label maps in ``(z, y, x)`` order, spacing in mm in the same
-    order. ``labels`` is a name -> value mapping or a list of values; 0 is skipped.
+    order. ``labels`` is a name -> value mapping or a list of values; 0 is skipped (and, in
+    a mapping, the ignore label: reference voxels of its value are left out of every metric).
     Returns ``{"per_case", "summary"}`` like :func:`evaluate_folders`.
     """
     foreground, names = _foreground(labels)
+    ignore = ignore_value(labels) if isinstance(labels, Mapping) else None
     per_case: dict[str, dict[int, dict]] = {}
     for case_id, reference, prediction, spacing in pairs:
         if case_id in per_case:
             raise ValueError(f"case id {case_id!r} appears twice")
         per_case[case_id] = compute_case_metrics(reference, prediction, spacing, foreground,
-                                                 surface_tolerance_mm)
+                                                 surface_tolerance_mm, ignore_label=ignore)
     summary = summarize(per_case, foreground)
     summary["label_names"] = names
     return {"per_case": per_case, "summary": summary}

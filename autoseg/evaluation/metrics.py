@@ -40,6 +40,10 @@ Empty-mask conventions
       are undefined; summaries count them as undefined instead of inventing a value).
     * ``volume_difference_percent`` is None whenever the reference is empty.
 
+Sparse annotations: with an ``ignore_label``, voxels whose reference has that value are
+left out of every metric: reference and prediction are both set to background there
+(:func:`without_ignored`) before anything is computed.
+
 Distance transforms are computed only on the bounding box of the union of both
 masks, padded by one voxel (clipped at the array border). This gives exactly the
 full-array result: both masks are empty outside the box (and the erosion treats the
@@ -193,9 +197,22 @@ def compute_label_metrics(reference_mask: np.ndarray, prediction_mask: np.ndarra
     }
 
 
+def without_ignored(reference: np.ndarray, prediction: np.ndarray,
+                    ignore_label: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """``reference`` and ``prediction`` with background (0) wherever the reference is ``ignore_label``
+    (unchanged without one): those voxels then count as neither hit nor miss of any class."""
+    if ignore_label is None:
+        return reference, prediction
+    ignored = reference == ignore_label
+    if not ignored.any():
+        return reference, prediction
+    return np.where(ignored, 0, reference), np.where(ignored, 0, prediction)
+
+
 def compute_case_metrics(reference: np.ndarray, prediction: np.ndarray, spacing: Sequence[float],
                          labels: Sequence[int], surface_tolerance_mm: float = 1.0,
-                         connectivity: int | None = None) -> dict[int, dict[str, MetricValue]]:
+                         connectivity: int | None = None,
+                         ignore_label: int | None = None) -> dict[int, dict[str, MetricValue]]:
     """Metrics per foreground label for one case.
 
     Args:
@@ -204,6 +221,7 @@ def compute_case_metrics(reference: np.ndarray, prediction: np.ndarray, spacing:
         labels: foreground label values to evaluate.
         surface_tolerance_mm: tolerance of the normalized surface Dice, in mm.
         connectivity: neighbourhood rank for component counts (None = full connectivity).
+        ignore_label: reference value of unannotated voxels, left out (:func:`without_ignored`).
 
     Returns:
         ``{label: {metric: value}}`` with the metrics of :data:`METRIC_NAMES`; distances
@@ -222,6 +240,7 @@ def compute_case_metrics(reference: np.ndarray, prediction: np.ndarray, spacing:
         raise ValueError(f"surface_tolerance_mm must be >= 0, got {surface_tolerance_mm}")
     component_structure(reference.ndim, connectivity)  # validate early
     spacing = tuple(float(s) for s in spacing)
+    reference, prediction = without_ignored(reference, prediction, ignore_label)
     return {
         int(label): compute_label_metrics(reference == label, prediction == label, spacing,
                                           surface_tolerance_mm, connectivity)

@@ -47,7 +47,7 @@ from tqdm import tqdm
 from autoseg.errors import AutosegInputError
 from autoseg.evaluation.ensemble import argmax_segmentation
 from autoseg.evaluation.learn_postprocessing import learn_postprocessing
-from autoseg.evaluation.metrics import bounding_box, compute_case_metrics
+from autoseg.evaluation.metrics import bounding_box, compute_case_metrics, without_ignored
 from autoseg.evaluation.report_plot import plot_candidates
 from autoseg.evaluation.stability import acquisition_gap, per_case_spread, stability_comparison
 from autoseg.evaluation.summary import summarize
@@ -151,22 +151,23 @@ def _candidate_segmentation(probabilities: Sequence[np.ndarray]) -> np.ndarray:
     return argmax_segmentation(total)  # the argmax of the sum is the argmax of the mean
 
 
-def _case_size(reference: np.ndarray, geometry: ImageGeometry) -> dict[str, Any]:
-    """Image shape (voxels, ``(z, y, x)``) and reference foreground volume (mL) of a case."""
+def _case_size(reference: np.ndarray, geometry: ImageGeometry, ignore: int | None) -> dict[str, Any]:
+    """Image shape (voxels, ``(z, y, x)``) and reference foreground volume (mL, ignored voxels left out)."""
     voxel_ml = float(np.prod(geometry.spacing)) / 1000.0
-    return {"shape": list(reference.shape), "foreground_ml": float(np.count_nonzero(reference > 0) * voxel_ml)}
+    foreground = (reference > 0) if ignore is None else (reference > 0) & (reference != ignore)
+    return {"shape": list(reference.shape), "foreground_ml": float(np.count_nonzero(foreground) * voxel_ml)}
 
 
 def _score_case(task: tuple) -> tuple[str, dict[str, Any], list[dict[int, dict]]]:
     """One case: its size, and per candidate the metrics of every foreground label
     (:func:`autoseg.evaluation.metrics.compute_case_metrics`)."""
-    case, reference_path, bases, candidates, labels, num_classes = task
+    case, reference_path, bases, candidates, labels, num_classes, ignore = task
     reference, geometry, probabilities = _load_case(reference_path, bases, num_classes)
     scores = []
     for members in candidates:
         segmentation = _candidate_segmentation([probabilities[i] for i in members])
-        scores.append(compute_case_metrics(reference, segmentation, geometry.spacing, labels))
-    return case, _case_size(reference, geometry), scores
+        scores.append(compute_case_metrics(reference, segmentation, geometry.spacing, labels, ignore_label=ignore))
+    return case, _case_size(reference, geometry, ignore), scores
 
 
 def _case_pair(task: tuple) -> tuple[str, np.ndarray, np.ndarray]:
@@ -174,11 +175,12 @@ def _case_pair(task: tuple) -> tuple[str, np.ndarray, np.ndarray]:
 
     Both are cropped to the bounding box of their joint foreground: outside it both are
     background, so Dice and connected components (hence what postprocessing learns) are
-    exactly those of the full arrays.
+    exactly those of the full arrays. Unannotated voxels (the ignore label) are background in
+    both (:func:`autoseg.evaluation.metrics.without_ignored`).
     """
-    case, reference_path, bases, num_classes = task
+    case, reference_path, bases, num_classes, ignore = task
     reference, _, probabilities = _load_case(reference_path, bases, num_classes)
-    prediction = _candidate_segmentation(probabilities)
+    reference, prediction = without_ignored(reference, _candidate_segmentation(probabilities), ignore)
     box = bounding_box((prediction > 0) | (reference > 0))
     if box is None:
         box = tuple(slice(0, 1) for _ in reference.shape)
@@ -290,7 +292,7 @@ def _score_candidates(work: WorkDir, plans: Plans, folds: Sequence[dict], split_
     member_index = [tuple(configurations.index(name) for name in members) for members in candidates]
     tasks = [(case, labels_dir / f"{case}{plans.file_ending}",
               [_validation_base(work.root, name, fold_of[case], case, split_mode) for name in configurations],
-              member_index, labels, plans.num_classes) for case in cases]
+              member_index, labels, plans.num_classes, plans.ignore_label) for case in cases]
     per_candidate: list[dict[str, dict]] = [{} for _ in candidates]
     sizes: dict[str, dict[str, Any]] = {}
     description = "scoring candidates" + ("" if split_mode == "random" else f" ({split_mode} folds)")
@@ -360,7 +362,7 @@ def select_model(work_dir: str | os.PathLike, configurations: Sequence[str] | No
         chosen = entries[choose_candidate(entries)]
         pair_tasks = [(case, labels_dir / f"{case}{plans.file_ending}",
                        [_validation_base(work_dir, name, fold_of[case], case) for name in chosen["configurations"]],
-                       plans.num_classes) for case in cases]
+                       plans.num_classes, plans.ignore_label) for case in cases]
         pairs = [(prediction, reference) for _, prediction, reference in
                  _run_tasks(_case_pair, pair_tasks, pool, "learning postprocessing", progress)]
         acquisition = _acquisition_candidates(work, plans, complete, pool, progress)

@@ -34,7 +34,7 @@ def case_fingerprint(case: LoadedCase, foreground_labels: Sequence[int],
     image, label = case.image, case.label
     box = bounding_box(nonzero_mask(image))
     cropped_shape = [stop - start for start, stop in box]
-    foreground = label > 0
+    foreground = np.isin(label, foreground_labels)  # annotated foreground: no ignore-label voxels
     indices = np.flatnonzero(foreground)
     if indices.size > FOREGROUND_SAMPLES_PER_CASE:
         indices = rng.choice(indices, FOREGROUND_SAMPLES_PER_CASE, replace=False)
@@ -93,9 +93,9 @@ def aggregate_fingerprint(description: DatasetDescription, case_records: dict[st
     records = list(case_records.values())
     total_voxels = float(sum(np.prod(record["shape"]) for record in records))
     classes = {}
-    for name, value in description.labels.items():
-        if value == 0:
-            continue
+    names = {value: name for name, value in description.labels.items()}
+    for value in description.foreground_labels:
+        name = names[value]
         voxels = [record["class_voxels"][str(value)] for record in records]
         classes[str(value)] = {"name": name, "voxel_fraction": float(sum(voxels) / total_voxels),
                                "num_cases_present": int(sum(1 for v in voxels if v > 0))}
