@@ -136,9 +136,9 @@ def assess_cascade(plans: Plans, decisions: dict[str, NetworkDecision], budget_s
                   f"--time-budget {minutes}`, then `-c {name} -f all --time-budget {minutes}`, and let `autoseg "
                   f"ensemble` compare it with {fullres}")
     else:
-        short = " and ".join(stage["configuration"] for stage in stages if not stage["reaches_minimum"])
-        reason = (f"not allowed by this budget: with half the budget per stage {short} falls short of the "
-                  f"iterations it needs ({counts})")
+        short = [stage["configuration"] for stage in stages if not stage["reaches_minimum"]]
+        verb = "falls short of the iterations it needs" if len(short) == 1 else "fall short of the iterations they need"
+        reason = f"not allowed by this budget: with half the budget per stage {' and '.join(short)} {verb} ({counts})"
     return {"configuration": name, "allowed": allowed, "stages": stages, "reason": reason}
 
 
