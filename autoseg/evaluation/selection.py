@@ -405,10 +405,15 @@ def _number(value: float | None, digits: int = 4) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def _best_first(candidates: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Candidates by mean Dice, best first; equal ones with fewer configurations first."""
+    return sorted(candidates, key=lambda c: (-c["mean_dice"], len(c["configurations"])))
+
+
 def _candidate_table(candidates: Sequence[Mapping[str, Any]], chosen: Sequence[str]) -> list[str]:
     """One row per candidate, best first: mean Dice ± std, 5th percentile, worst case, HD95, NSD, Dice per class."""
     class_names = list(candidates[0]["per_class"]) if candidates else []
-    rows = sorted(candidates, key=lambda c: (-c["mean_dice"], len(c["configurations"])))
+    rows = _best_first(candidates)
     titles = [" + ".join(c["configurations"]) for c in rows]
     name_width = max([len("candidate")] + [len(t) for t in titles]) + 2
     class_widths = [max(len(name), 6) for name in class_names]
@@ -432,7 +437,7 @@ def _candidate_table(candidates: Sequence[Mapping[str, Any]], chosen: Sequence[s
 def _per_class_lines(candidates: Sequence[Mapping[str, Any]]) -> list[str]:
     """Per candidate and class: Dice mean ± std and worst, HD95 (mm) and NSD means."""
     lines = ["per class: Dice mean ± std (worst) | HD95 mm | NSD"]
-    for candidate in sorted(candidates, key=lambda c: (-c["mean_dice"], len(c["configurations"]))):
+    for candidate in _best_first(candidates):
         parts = []
         for name, metrics in candidate["per_class_metrics"].items():
             dice, hd95, nsd = metrics["dice"], metrics["hd95_mm"], metrics["nsd"]

@@ -48,6 +48,11 @@ MIN_USEFUL_ITERATIONS = 1000
 #: points too but would leave no 3D configuration trainable on a CPU for a CT; the square root is
 #: the milder rule they allow.
 ITERATIONS_NEEDED_EXPONENT = 0.5
+#: A smaller variant is preferred while it reaches this many times the iterations needed: just
+#: above the floor, more iterations of a narrower network win. Task04 fold 0, 30 minutes
+#: (BENCHMARKS.md): 32 base features at 800 and 1,150 iterations reached 0.849 and 0.857, 16 base
+#: features at 2,550-2,700 iterations 0.867, 32 at 2,100 0.868 (width stops mattering there).
+PREFERRED_ITERATIONS_FACTOR = 2
 #: Default training time per fold on a CPU (seconds) when no budget is given.
 DEFAULT_CPU_BUDGET_SECONDS = 30 * 60
 #: Iterations per epoch under a time budget (shorter epochs than nnU-Net's 250 give
@@ -373,15 +378,18 @@ class NetworkDecision:
 def decide_network(work: WorkDir, configuration_name: str, fold: int, options: TrainingOptions,
                    length: TrainingLength, budget: float, start: float,
                    trainer_type: type[Trainer] = Trainer) -> NetworkDecision:
-    """Measure (or take the stored speed of) the configuration; when fewer iterations fit than it
-    needs (:func:`iterations_needed`), go to a smaller variant (measured, unless measured before) and
-    record it in plans.json (with its measured speed, so later folds need not measure again); then fit
-    validation and iterations to the budget. ``start`` is when the budget began (``time.time()``).
+    """Measure (or take the stored speed of) the configuration; when fewer iterations fit than
+    :data:`PREFERRED_ITERATIONS_FACTOR` times what it needs (:func:`iterations_needed`), look for a
+    smaller variant (measured, unless measured before) and record the one chosen in plans.json (with
+    its measured speed, so later folds need not measure again); then fit validation and iterations to
+    the budget. ``start`` is when the budget began (``time.time()``).
 
     The smallest variant is measured first: when even it cannot reach the floor (a case far larger
     than the patch), it is trained without measuring the others, since iterations beat width there
     (BENCHMARKS.md: 1,250 iterations of 8 base features reached 0.67 where 900 of 16 reached 0.32).
-    Otherwise the variants are tried from the largest down and the first that reaches the floor wins.
+    Otherwise the variants are tried from the largest down: the first that reaches the preferred
+    iterations wins; when none does, the largest network (the planned one included) that reaches the
+    floor.
     """
     plans = work.load_plans()
     name = configuration_to_train(plans, work, configuration_name, options.split_mode, budget)
@@ -408,7 +416,8 @@ def decide_network(work: WorkDir, configuration_name: str, fold: int, options: T
     plan = iterations_for_budget(budget, speed.seconds_per_iteration)
     decisions.append(f"{plan.total_iterations} iterations fit {budget / 60:.1f} min")
     variant_reason = ""
-    if plan.total_iterations < needed:
+    preferred = PREFERRED_ITERATIONS_FACTOR * needed
+    if plan.total_iterations < preferred:
         smaller = budget_variants(trainer.configuration)
         if work.has_checkpoints(name, options.split_mode):
             why = "other folds were trained with it"
@@ -421,8 +430,9 @@ def decide_network(work: WorkDir, configuration_name: str, fold: int, options: T
         else:
             why = None
         if why is not None:
-            decisions.append(f"WARNING: only {plan.total_iterations} iterations fit the budget (< "
-                             f"{needed}), but the network is kept: {why}")
+            if plan.total_iterations < needed:
+                decisions.append(f"WARNING: only {plan.total_iterations} iterations fit the budget (< "
+                                 f"{needed}), but the network is kept: {why}")
         else:
             recorded = work.load_plans().configurations
 
@@ -440,16 +450,32 @@ def decide_network(work: WorkDir, configuration_name: str, fold: int, options: T
                                  "iterations fit")
                 return measured
 
-            variant = smaller[-1]
+            variant: ConfigurationPlan | None = smaller[-1]
             speeds = {variant.name: variant_speed(variant)}
             if iterations_left(speeds[variant.name]) >= needed:
-                for candidate in smaller:  # largest first; the first that reaches the floor
+                # largest first: the first that reaches the preferred iterations, else the largest
+                # (the planned network included) that reaches the floor
+                fallback = None if plan.total_iterations < needed else trainer.configuration
+                variant = None
+                for candidate in smaller:
                     if candidate.name not in speeds:
                         speeds[candidate.name] = variant_speed(candidate)
-                    if iterations_left(speeds[candidate.name]) >= needed:
+                    left = iterations_left(speeds[candidate.name])
+                    if left >= preferred:
                         variant = candidate
                         break
-                why_variant = f"{variant.name} is the largest variant that reaches them"
+                    if left >= needed and fallback is None:
+                        fallback = candidate
+                if variant is not None:
+                    why_variant = (f"{variant.name} is the largest variant that reaches {PREFERRED_ITERATIONS_FACTOR}x "
+                                   "them (just above the floor, more iterations of a narrower network win)")
+                elif fallback is not trainer.configuration:
+                    variant = fallback
+                    why_variant = (f"no variant reaches {PREFERRED_ITERATIONS_FACTOR}x them; {variant.name} is the "
+                                   "largest that reaches them")
+                else:
+                    decisions.append(f"no smaller variant reaches {PREFERRED_ITERATIONS_FACTOR}x the {needed} "
+                                     f"iterations needed; {name} as planned reaches them and is kept")
             else:
                 why_variant = ("not even the smallest variant reaches them, so the smallest is trained (on cases "
                                "larger than the patch, iterations beat width)")
@@ -458,20 +484,22 @@ def decide_network(work: WorkDir, configuration_name: str, fold: int, options: T
             if faster:  # a larger network cannot be faster: the machine was busy while the smallest was timed
                 decisions.append(f"WARNING: {', '.join(faster)} measured faster than the smaller {smaller[-1].name}: "
                                  "the machine was busy while measuring, so these timings are unreliable")
-            speed = speeds[variant.name]
-            plan = iterations_for_budget(budget - (time.time() - start), speed.seconds_per_iteration)
-            variant_reason = (
-                f"time budget {budget / 60:.1f} min on {speed.device_name} ({speed.threads} threads): "
-                f"{configuration_name} as planned allowed fewer than the {needed} iterations it needs; "
-                f"{why_variant}: trained as {variant.name} ({variant.network.features_per_stage[0]} base "
-                f"features, batch {variant.batch_size}; measured {speed.seconds_per_iteration:.3f} s per "
-                f"iteration, {plan.total_iterations} iterations)")
-            variant.measured_speed = speed.to_dict()
-            plans = work.load_plans()
-            add_budget_variant(plans, variant, variant_reason)
-            work.save_plans(plans)
-            name = variant.name
-            decisions.append(variant_reason + f"; recorded in plans.json as {name}")
+            if variant is not None:
+                planned_iterations = plan.total_iterations
+                speed = speeds[variant.name]
+                plan = iterations_for_budget(budget - (time.time() - start), speed.seconds_per_iteration)
+                variant_reason = (
+                    f"time budget {budget / 60:.1f} min on {speed.device_name} ({speed.threads} threads): "
+                    f"{configuration_name} as planned allowed {planned_iterations} iterations, it needs {needed} "
+                    f"and {preferred} are preferred; {why_variant}: trained as {variant.name} "
+                    f"({variant.network.features_per_stage[0]} base features, batch {variant.batch_size}; measured "
+                    f"{speed.seconds_per_iteration:.3f} s per iteration, {plan.total_iterations} iterations)")
+                variant.measured_speed = speed.to_dict()
+                plans = work.load_plans()
+                add_budget_variant(plans, variant, variant_reason)
+                work.save_plans(plans)
+                name = variant.name
+                decisions.append(variant_reason + f"; recorded in plans.json as {name}")
     grown = extended_budget(budget, plan.total_iterations, length.min_iterations, length.max_time_budget_seconds)
     if grown > budget:
         decisions.append(f"only {plan.total_iterations} iterations fit {budget / 60:.1f} min on this machine now "

@@ -138,19 +138,29 @@ def test_short_budget_records_a_variant_and_leaves_the_planned_configuration(tmp
     assert WorkDir(work).load_plans().variants_of("3d_fullres") == [name]
 
 
+SLOW_PLAN_SECONDS = {"3d_fullres": 4.0, "3d_fullres_f32_b2": 1.0, "3d_fullres_f16_b2": 0.5, "3d_fullres_f8_b2": 0.25}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("budget, trained_as, measured_variants", [
-    (2400.0, "3d_fullres_f32_b2", ["3d_fullres_f8_b2", "3d_fullres_f32_b2"]),  # 2,400 iterations at 1 s
-    (800.0, "3d_fullres_f16_b2", ["3d_fullres_f8_b2", "3d_fullres_f32_b2", "3d_fullres_f16_b2"]),  # 1,600 at 0.5 s
-    (400.0, "3d_fullres_f8_b2", ["3d_fullres_f8_b2", "3d_fullres_f32_b2", "3d_fullres_f16_b2"]),  # measured once
-    (200.0, "3d_fullres_f8_b2", ["3d_fullres_f8_b2"]),  # 800 at 0.25 s: even the smallest falls short
+@pytest.mark.parametrize("budget, trained_as, measured_variants, seconds", [
+    # an iteration costs 1.07x its time with the validation batches: 2,240 iterations at 1 s (>= 2 x 1,000)
+    (2400.0, "3d_fullres_f32_b2", ["3d_fullres_f8_b2", "3d_fullres_f32_b2"], SLOW_PLAN_SECONDS),
+    # 1,490 at 0.5 s reach the floor, not 2x; 2,990 at 0.25 s do: more iterations of the narrower network
+    (800.0, "3d_fullres_f8_b2", ["3d_fullres_f8_b2", "3d_fullres_f32_b2", "3d_fullres_f16_b2"], SLOW_PLAN_SECONDS),
+    # 1,490 at 0.25 s: no variant reaches 2x, the largest reaching the floor is the smallest (measured once)
+    (400.0, "3d_fullres_f8_b2", ["3d_fullres_f8_b2", "3d_fullres_f32_b2", "3d_fullres_f16_b2"], SLOW_PLAN_SECONDS),
+    # 740 at 0.25 s: even the smallest falls short
+    (200.0, "3d_fullres_f8_b2", ["3d_fullres_f8_b2"], SLOW_PLAN_SECONDS),
+    # the planned network reaches the floor (1,120), no variant reaches 2x (f8: 1,600): the planned one is kept
+    (1200.0, "3d_fullres", ["3d_fullres_f8_b2", "3d_fullres_f32_b2", "3d_fullres_f16_b2"],
+     {"3d_fullres": 1.0, "3d_fullres_f32_b2": 0.9, "3d_fullres_f16_b2": 0.8, "3d_fullres_f8_b2": 0.7}),
 ])
-def test_the_variant_walk_measures_the_smallest_first(tmp_path, monkeypatch, budget, trained_as, measured_variants):
+def test_the_variant_walk_measures_the_smallest_first(tmp_path, monkeypatch, budget, trained_as, measured_variants,
+                                                      seconds):
     import autoseg.training.budget as budget_module
 
     _, work = make_tiny_work_dir(tmp_path)
     make_slow_plan(work)  # 32 base features, batch 4: variants f32_b2, f16_b2, f8_b2
-    seconds = {"3d_fullres": 4.0, "3d_fullres_f32_b2": 1.0, "3d_fullres_f16_b2": 0.5, "3d_fullres_f8_b2": 0.25}
     measured = []
 
     def fake_measurement(trainer, **kwargs):
@@ -164,6 +174,11 @@ def test_the_variant_walk_measures_the_smallest_first(tmp_path, monkeypatch, bud
     assert decision.trained_as == trained_as and measured == ["3d_fullres"] + measured_variants
     if budget == 200.0:
         assert "not even the smallest variant reaches them" in decision.variant_reason
+    if budget == 800.0:
+        assert "the largest variant that reaches 2x them" in decision.variant_reason
+    if trained_as == "3d_fullres":
+        assert decision.variant_reason == "" and not WorkDir(work).load_plans().variants_of("3d_fullres")
+        assert any("3d_fullres as planned reaches them and is kept" in line for line in decision.decisions)
 
 
 @pytest.mark.slow
