@@ -3,10 +3,11 @@
 The decision is made here; the Trainer only runs it. Given a budget, the planned
 network's seconds per iteration are measured on the actual device (or taken from
 ``autoseg plan --benchmark`` when it measured this device), the iterations that fit
-the budget are computed, and, when they are fewer than the configuration needs
-(:func:`iterations_needed`), the smaller variants of
-:func:`autoseg.planning.variants.budget_variants` are measured until one allows enough
-(or, when even the smallest cannot, the smallest is trained: iterations beat width).
+the budget are computed, and, when they are fewer than twice what the configuration needs
+(:func:`iterations_needed`, :data:`PREFERRED_ITERATIONS_FACTOR`), the smaller variants of
+:func:`autoseg.planning.variants.budget_variants` are measured: the largest that reaches twice
+the floor is trained, else the largest network that reaches the floor, else (when even the
+smallest cannot) the smallest: iterations beat width.
 A chosen variant is recorded in plans.json as a configuration of its own (the planned
 one is left as it is) and every fold of the configuration then trains as that variant;
 measured speeds are kept in plans.json so that later folds do not measure again. The
