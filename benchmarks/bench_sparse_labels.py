@@ -95,7 +95,7 @@ def main() -> None:
         scores = root / f"scores_{kind}"
         run_step(f"evaluate {kind}", autoseg("evaluate", "-r", str(complete), "-p", str(validation), "-l",
                                              str(source / "dataset.json"), "-o", str(scores)), results, NAME)
-        summary = read_json(scores / "summary.json")
+        summary = read_json(scores / "summary.json")["summary"]
         run = read_json(work.run_record_path(trained, 0))
         results["runs"][kind] = {
             "trained_as": trained, "iterations": run.get("iterations"),
