@@ -54,8 +54,8 @@ def _name_list(names: Sequence[str]) -> str:
 def _foreground(labels: Mapping[str, int] | Sequence[int]) -> tuple[list[int], dict[int, str]]:
     """Foreground classes to evaluate and their names (the ignore label is none of them)."""
     if isinstance(labels, Mapping):
-        names = {int(value): str(name) for name, value in labels.items()
-                 if int(value) in foreground_values({str(k): int(v) for k, v in labels.items()})}
+        foreground = foreground_values({str(name): int(value) for name, value in labels.items()})
+        names = {int(value): str(name) for name, value in labels.items() if int(value) in foreground}
     else:
         names = {int(value): str(value) for value in labels if int(value) != 0}
     if not names:
@@ -76,7 +76,7 @@ def _evaluate_case(task: tuple[str, Path, Path, list[int], float, int | None]) -
     case_id, reference_path, prediction_path, labels, tolerance, ignore = task
     reference, reference_geometry = read_label(reference_path)
     prediction, prediction_geometry = read_label(prediction_path)
-    for path, label_map, highest in ((reference_path, reference, ignore or max(labels)),
+    for path, label_map, highest in ((reference_path, reference, max(labels) if ignore is None else ignore),
                                      (prediction_path, prediction, max(labels))):
         undeclared = undeclared_values(label_map, highest)
         if undeclared:
