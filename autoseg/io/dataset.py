@@ -3,42 +3,27 @@
 A case ``{case}`` has one image file per channel, ``imagesTr/{case}_{XXXX}{file_ending}``
 (``XXXX`` = channel index, 4 digits), and one label map ``labelsTr/{case}{file_ending}``.
 
-Labels (the rules of this module, used by everything after it): values are consecutive
-0..N-1 with background 0, as nnU-Net requires. A label named ``ignore`` (nnU-Net v2's
-sparse annotations) must have the highest value; it marks voxels nobody annotated: it is
-no network class, and those voxels count in no loss and no metric. The network's classes
-are therefore the values other than the ignore value (:func:`class_values`).
+Labels follow the rules of :mod:`autoseg.io.labels` (consecutive values, the ``ignore``
+label, regions with ``regions_class_order``), checked here when dataset.json is read.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from autoseg.errors import AutosegInputError
+from autoseg.io.labels import (
+    foreground_values,
+    ignore_value,
+    is_region_based,
+    label_definition_problem,
+    map_values,
+    num_network_outputs,
+)
 from autoseg.utils.files import read_json_input
-
-#: The label name of nnU-Net v2's sparse annotations: voxels nobody annotated.
-IGNORE_LABEL_NAME = "ignore"
-
-
-def ignore_value(labels: Mapping[str, int]) -> int | None:
-    """The value of the ``ignore`` label, or None when the labels have none."""
-    return labels.get(IGNORE_LABEL_NAME)
-
-
-def class_values(labels: Mapping[str, int]) -> list[int]:
-    """The network's classes: every label value but the ignore value, sorted (0..K-1)."""
-    ignore = ignore_value(labels)
-    return sorted(value for value in set(labels.values()) if value != ignore)
-
-
-def foreground_values(labels: Mapping[str, int]) -> list[int]:
-    """The network's classes other than background 0."""
-    return [value for value in class_values(labels) if value != 0]
 
 
 @dataclass(frozen=True)
@@ -49,18 +34,21 @@ class DatasetDescription:
         root: the dataset folder.
         name: dataset name (the folder name when dataset.json has none).
         channel_names: channel index -> modality name, e.g. ``{0: "CT"}``.
-        labels: label name -> integer value; background is 0 and the values are consecutive
-            (0..N-1, as nnU-Net requires), so the network's output channels are the label values.
+        labels: label name -> integer value, or a list of values for a region; background
+            is 0 and the values are consecutive (0..N-1, as nnU-Net requires).
         num_training: ``numTraining`` as declared.
         file_ending: e.g. ``".nii.gz"``.
+        regions_class_order: for a region-based dataset, the value written for each region
+            (:mod:`autoseg.io.labels`); None otherwise.
     """
 
     root: Path
     name: str
     channel_names: dict[int, str]
-    labels: dict[str, int]
+    labels: dict[str, int | list[int]]
     num_training: int
     file_ending: str
+    regions_class_order: list[int] | None = None
 
     @property
     def num_channels(self) -> int:
@@ -68,8 +56,8 @@ class DatasetDescription:
 
     @property
     def label_values(self) -> list[int]:
-        """Sorted label values including background 0 (and the ignore value, when declared)."""
-        return sorted(set(self.labels.values()))
+        """Sorted values label maps may hold, background 0 and the ignore value (when declared) included."""
+        return map_values(self.labels)
 
     @property
     def foreground_labels(self) -> list[int]:
@@ -77,8 +65,8 @@ class DatasetDescription:
 
     @property
     def num_classes(self) -> int:
-        """Number of network outputs: the classes of :func:`class_values`."""
-        return len(class_values(self.labels))
+        """Number of network outputs (:func:`autoseg.io.labels.num_network_outputs`)."""
+        return num_network_outputs(self.labels)
 
     @property
     def ignore_label(self) -> int | None:
@@ -87,7 +75,8 @@ class DatasetDescription:
     def to_dict(self) -> dict:
         return {"name": self.name, "channel_names": {str(k): v for k, v in self.channel_names.items()},
                 "labels": dict(self.labels), "numTraining": self.num_training,
-                "file_ending": self.file_ending}
+                "file_ending": self.file_ending,
+                **({"regions_class_order": self.regions_class_order} if self.regions_class_order else {})}
 
 
 @dataclass
@@ -113,16 +102,32 @@ def parse_dataset_json(data: dict, root: Path, source: str) -> DatasetDescriptio
                                 "('0', '1', ...) to names") from None
     if sorted(channel_names) != list(range(len(channel_names))) or not channel_names:
         raise AutosegInputError(f"{source}: 'channel_names' keys must be 0..N-1, got {sorted(channel_names)}")
+    if not isinstance(data["labels"], dict):
+        raise AutosegInputError(f"{source}: 'labels' must map label names to values")
+    regions_class_order = data.get("regions_class_order")
+    if is_region_based(data["labels"]) or regions_class_order is not None:
+        problem = label_definition_problem(data["labels"], regions_class_order)
+        if problem is not None:
+            raise AutosegInputError(f"{source}: {problem}")
     labels = {}
     for name, value in dict(data["labels"]).items():
+        if isinstance(value, list):
+            labels[str(name)] = [int(v) for v in value]
+            continue
         if isinstance(value, bool) or not isinstance(value, int):
-            raise AutosegInputError(f"{source}: label '{name}' must be an integer, got {value!r} "
-                                    "(region-based labels are not supported)")
+            raise AutosegInputError(f"{source}: label '{name}' must be an integer or a list of integers "
+                                    f"(a region), got {value!r}")
         if value < 0:
             raise AutosegInputError(f"{source}: label '{name}' has negative value {value}")
         labels[str(name)] = value
     if 0 not in labels.values():
         raise AutosegInputError(f"{source}: 'labels' must declare background with value 0")
+    if regions_class_order is not None:  # checked above with the regions
+        return DatasetDescription(root=root, name=str(data.get("name") or root.name),
+                                  channel_names=channel_names, labels=labels,
+                                  num_training=_num_training(data, source),
+                                  file_ending=_file_ending(data, source),
+                                  regions_class_order=[int(v) for v in regions_class_order])
     if len(set(labels.values())) != len(labels):
         raise AutosegInputError(f"{source}: 'labels' has duplicate values")
     values = sorted(labels.values())
@@ -137,15 +142,23 @@ def parse_dataset_json(data: dict, root: Path, source: str) -> DatasetDescriptio
     if not foreground_values(labels):
         raise AutosegInputError(f"{source}: 'labels' must declare at least one foreground label"
                                 + (" besides 'ignore'" if ignore is not None else ""))
+    return DatasetDescription(root=root, name=str(data.get("name") or root.name),
+                              channel_names=channel_names, labels=labels,
+                              num_training=_num_training(data, source), file_ending=_file_ending(data, source))
+
+
+def _file_ending(data: dict, source: str) -> str:
     file_ending = str(data["file_ending"])
     if not file_ending.startswith("."):
         raise AutosegInputError(f"{source}: 'file_ending' must start with '.', got {file_ending!r}")
+    return file_ending
+
+
+def _num_training(data: dict, source: str) -> int:
     num_training = data.get("numTraining", -1)
     if not isinstance(num_training, int):
         raise AutosegInputError(f"{source}: 'numTraining' must be an integer")
-    return DatasetDescription(root=root, name=str(data.get("name") or root.name),
-                              channel_names=channel_names, labels=labels,
-                              num_training=num_training, file_ending=file_ending)
+    return num_training
 
 
 def load_dataset_description(root: str | os.PathLike) -> DatasetDescription:

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from autoseg.errors import DatasetVerificationError
 from autoseg.io.dataset import DatasetDescription, RawCase, list_training_cases
+from autoseg.io.labels import label_value_sets
 from autoseg.io.verification import LoadedCase, verify_case, verify_structure
 from autoseg.utils.crop import bounding_box, nonzero_mask
 from autoseg.utils.parallel import default_case_workers, process_pool
@@ -93,9 +94,9 @@ def aggregate_fingerprint(description: DatasetDescription, case_records: dict[st
     records = list(case_records.values())
     total_voxels = float(sum(np.prod(record["shape"]) for record in records))
     classes = {}
-    names = {value: name for name, value in description.labels.items()}
+    names = {values[0]: name for name, values in label_value_sets(description.labels).items() if len(values) == 1}
     for value in description.foreground_labels:
-        name = names[value]
+        name = names.get(value, f"value {value}")  # a value only regions name
         voxels = [record["class_voxels"][str(value)] for record in records]
         classes[str(value)] = {"name": name, "voxel_fraction": float(sum(voxels) / total_voxels),
                                "num_cases_present": int(sum(1 for v in voxels if v > 0))}
@@ -106,6 +107,7 @@ def aggregate_fingerprint(description: DatasetDescription, case_records: dict[st
         "dataset_name": description.name,
         "channel_names": {str(k): v for k, v in description.channel_names.items()},
         "labels": dict(description.labels),
+        **({"regions_class_order": description.regions_class_order} if description.regions_class_order else {}),
         "file_ending": description.file_ending,
         "num_cases": len(records),
         "foreground_samples_per_case": FOREGROUND_SAMPLES_PER_CASE,

@@ -12,7 +12,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from autoseg.io.dataset import class_values
+from autoseg.io.labels import (
+    REGION_THRESHOLD,
+    foreground_values,
+    is_region_based,
+    network_regions,
+    num_network_outputs,
+)
 from autoseg.planning.hardware import MemoryBudget
 from autoseg.planning.memory import estimate_training_memory_bytes
 from autoseg.planning.spacing import choose_target_spacing
@@ -209,6 +215,18 @@ def _configuration(name: str, dimension: int, data_identifier: str, target_spaci
                                     "augmentation": training_reason})
 
 
+def output_reason(labels: dict) -> str:
+    """Why the network has the outputs it has: softmax classes, or one sigmoid per region."""
+    if is_region_based(labels):
+        regions = ", ".join(f"{name} = {list(values)}" for name, values in network_regions(labels))
+        return (f"{num_network_outputs(labels)} sigmoid outputs, one per region ({regions}): dataset.json declares "
+                "regions, which overlap, so each is trained with Dice + binary cross-entropy and predicted "
+                f"where its probability exceeds {REGION_THRESHOLD:g}; regions_class_order turns them back into "
+                "a label map")
+    return (f"{num_network_outputs(labels)} softmax outputs, one per class background included, trained with "
+            "Dice + cross-entropy; the label map is their argmax")
+
+
 def plan_experiment(fingerprint: dict, raw_dataset: str, budget: MemoryBudget,
                     architecture: str = "unet") -> Plans:
     """Plans for every configuration of a dataset from its fingerprint (see ``fingerprint.py``)."""
@@ -217,7 +235,7 @@ def plan_experiment(fingerprint: dict, raw_dataset: str, budget: MemoryBudget,
     shapes = np.array([case["shape_after_crop"] for case in cases], dtype=np.float64)
     channel_names = {int(k): v for k, v in fingerprint["channel_names"].items()}
     labels = dict(fingerprint["labels"])
-    num_classes = len(class_values(labels))
+    num_classes = num_network_outputs(labels)
     num_channels = len(channel_names)
     num_cases = len(cases)
     is_2d_data = bool(np.all(shapes[:, 0] == 1))
@@ -262,7 +280,8 @@ def plan_experiment(fingerprint: dict, raw_dataset: str, budget: MemoryBudget,
                                         "(thin axes first until within 2x of the thickest) until the patch "
                                         f"covers {lowres_coverage:.0%} (>= {LOWRES_CREATION_THRESHOLD:.0%}) of "
                                         "the median image")})
-                cascade_plan = fit_patch_and_batch(target, median_shape, 3, num_channels + num_classes - 1,
+                cascade_inputs = num_channels + len(foreground_values(labels))  # image + one-hot previous stage
+                cascade_plan = fit_patch_and_batch(target, median_shape, 3, cascade_inputs,
                                                    num_classes, num_cases, dataset_voxels, budget,
                                                    architecture)
                 configurations["3d_cascade_fullres"] = _configuration(
@@ -276,6 +295,7 @@ def plan_experiment(fingerprint: dict, raw_dataset: str, budget: MemoryBudget,
                if "3d_lowres" in configurations else
                f"(>= {LOWRES_CREATION_THRESHOLD:.0%}), so no low-resolution cascade is needed"))
 
+    plan_reasons["network_outputs"] = output_reason(labels)
     median_relative_size = float(np.median([
         np.prod(case["shape_after_crop"]) / np.prod(case["shape"]) for case in cases]))
     channel_statistics = {int(k): v for k, v in fingerprint["channels"].items()}
@@ -286,7 +306,7 @@ def plan_experiment(fingerprint: dict, raw_dataset: str, budget: MemoryBudget,
         channel_names={str(k): v for k, v in sorted(channel_names.items())}, labels=labels,
         file_ending=fingerprint["file_ending"], num_training_cases=num_cases,
         memory_budget=budget.to_dict(), normalization=normalization, configurations=configurations,
-        reasons=plan_reasons)
+        reasons=plan_reasons, regions_class_order=fingerprint.get("regions_class_order"))
 
 
 def _plan_lowres(fullres_spacing: np.ndarray, fullres_median_shape: np.ndarray, num_channels: int,

@@ -15,7 +15,16 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from autoseg.errors import AutosegInputError
-from autoseg.io.dataset import class_values, foreground_values, ignore_value
+from autoseg.io.labels import (
+    class_names,
+    evaluated_classes,
+    foreground_values,
+    ignore_value,
+    is_region_based,
+    label_definition_problem,
+    network_regions,
+    num_network_outputs,
+)
 from autoseg.plans.network import NetworkConfig
 from autoseg.plans.normalization import ChannelNormalization
 from autoseg.plans.training import TrainingConfig
@@ -179,7 +188,7 @@ class Plans:
     dataset_name: str
     raw_dataset: str
     channel_names: dict[str, str]
-    labels: dict[str, int]
+    labels: dict[str, int | list[int]]
     file_ending: str
     num_training_cases: int
     memory_budget: dict[str, Any]
@@ -189,6 +198,7 @@ class Plans:
     source_signature: str = ""
     budget_plan: dict[str, Any] | None = None
     version: int = PLANS_VERSION
+    regions_class_order: list[int] | None = None
 
     @property
     def num_channels(self) -> int:
@@ -196,12 +206,39 @@ class Plans:
 
     @property
     def num_classes(self) -> int:
-        """Network outputs: the label values but the ignore value (:func:`autoseg.io.dataset.class_values`)."""
-        return len(class_values(self.labels))
+        """Network outputs (:func:`autoseg.io.labels.num_network_outputs`): softmax classes, background
+        included, or one sigmoid per region."""
+        return num_network_outputs(self.labels)
 
     @property
     def foreground_labels(self) -> list[int]:
+        """Foreground values label maps hold (for regions: the union of the regions' values)."""
         return foreground_values(self.labels)
+
+    @property
+    def is_region_based(self) -> bool:
+        """Trained on regions, one sigmoid output each (:mod:`autoseg.io.labels`)."""
+        return is_region_based(self.labels)
+
+    @property
+    def output_activation(self) -> str:
+        """``"sigmoid"`` per region for region-based plans, else ``"softmax"`` over the classes."""
+        return "sigmoid" if self.is_region_based else "softmax"
+
+    @property
+    def regions(self) -> list[tuple[int, ...]] | None:
+        """The label values of each network output of a region-based plan (None otherwise)."""
+        return [values for _, values in network_regions(self.labels)] if self.is_region_based else None
+
+    @property
+    def evaluated_classes(self) -> dict[int, tuple[int, ...]]:
+        """What metrics and postprocessing score: key -> label values (:func:`autoseg.io.labels.evaluated_classes`)."""
+        return evaluated_classes(self.labels, self.regions_class_order)
+
+    @property
+    def class_names(self) -> dict[int, str]:
+        """Key of :attr:`evaluated_classes` -> label name."""
+        return class_names(self.labels, self.regions_class_order)
 
     @property
     def ignore_label(self) -> int | None:
@@ -232,10 +269,14 @@ class Plans:
     def validate(self) -> None:
         """Raise ValueError naming the first invalid field."""
         labels = self.labels
-        if (not labels or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in labels.values())
+        if self.is_region_based or self.regions_class_order is not None:
+            problem = label_definition_problem(labels, self.regions_class_order)
+            if problem is not None:
+                raise ValueError(f"labels: {problem}")
+        elif (not labels or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in labels.values())
                 or 0 not in labels.values()):
             raise ValueError(f"labels must map names to non-negative integers including background 0, got {labels}")
-        if self.ignore_label is not None and self.ignore_label != max(labels.values()):
+        elif self.ignore_label is not None and self.ignore_label != max(labels.values()):
             raise ValueError(f"labels: 'ignore' must have the highest value, got {labels}")
         channels = sorted(entry.channel for entry in self.normalization)
         if channels != list(range(self.num_channels)):
@@ -261,6 +302,7 @@ class Plans:
             "raw_dataset": self.raw_dataset,
             "channel_names": self.channel_names,
             "labels": self.labels,
+            **({"regions_class_order": self.regions_class_order} if self.regions_class_order is not None else {}),
             "file_ending": self.file_ending,
             "num_training_cases": self.num_training_cases,
             "memory_budget": self.memory_budget,
@@ -299,6 +341,7 @@ class Plans:
                             for name, plan in data["configurations"].items()},
             reasons=dict(data.get("reasons", {})), source_signature=data.get("source_signature", ""),
             budget_plan=data.get("budget_plan"), version=data["version"],
+            regions_class_order=data.get("regions_class_order"),
         )
         plans.validate()
         return plans

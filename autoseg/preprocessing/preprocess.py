@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from autoseg.io.dataset import class_values
 from autoseg.io.geometry import ImageGeometry
+from autoseg.io.labels import class_values, map_values
 from autoseg.planning.spacing import shape_after_resampling
 from autoseg.plans.normalization import normalize_image
 from autoseg.plans.schema import ConfigurationPlan, Plans
@@ -102,7 +102,7 @@ def preprocess_case(image: np.ndarray, geometry: ImageGeometry, plans: Plans, co
         cropped_label = crop_to_box(label, box)
         resampled_label = resample_label(cropped_label, new_shape, thick_axis,
                                          configuration.resampling.label_mode)
-        resampled_label = resampled_label.astype(label_dtype(max(plans.labels.values()) + 1))
+        resampled_label = resampled_label.astype(label_dtype(max(map_values(plans.labels)) + 1))
         # With sparse annotations, annotated background too: the sampler centres patches on annotated voxels.
         classes = plans.foreground_labels if plans.ignore_label is None else class_values(plans.labels)
         properties["class_locations"] = sample_class_locations(resampled_label, classes, np.random.default_rng(seed))

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from autoseg.errors import AutosegInputError
-from autoseg.io.dataset import class_values, foreground_values, ignore_value, parse_dataset_json
+from autoseg.io.dataset import parse_dataset_json
+from autoseg.io.labels import class_values, foreground_values, ignore_value
 
 
 def parse(labels):
