@@ -107,6 +107,7 @@ def run_demo(output: str | os.PathLike, data: str | os.PathLike | None = None, c
         if test_labels.is_dir():
             plans = trainer.plans
             results = evaluate_folders(test_labels, predictions, plans.labels, plans.file_ending,
+                                       regions_class_order=plans.regions_class_order,
                                        output_dir=predictions)
             report.summary, report.summary_source = results["summary"], f"held-out cases ({test_labels})"
             step("evaluate")

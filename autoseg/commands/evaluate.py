@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else Path(args.prediction)
     result = evaluate_folders(args.reference, args.prediction, description.labels, description.file_ending,
                               surface_tolerance_mm=args.tolerance_mm, num_workers=args.num_workers,
-                              output_dir=output)
+                              output_dir=output, regions_class_order=description.regions_class_order)
     summary = result["summary"]
     names = {int(value): name for value, name in summary["label_names"].items()}
     print(f"{summary['num_cases']} case(s), NSD tolerance {args.tolerance_mm:g} mm")

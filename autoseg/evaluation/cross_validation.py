@@ -71,22 +71,26 @@ def validate_fold(work_dir: str | os.PathLike | WorkDir, configuration_name: str
         if previous_folder is not None:
             previous = np.load(previous_folder / f"{case_id}.npy")
             network_input = np.concatenate([network_input, previous_stage_one_hot(previous, plans.foreground_labels)])
-        probabilities = restore_original_shape(predictor.predict_preprocessed(network_input), properties)
-        segmentation = probabilities_to_segmentation(probabilities)
+        probabilities = restore_original_shape(predictor.predict_preprocessed(network_input), properties,
+                                               plans.is_region_based)
+        segmentation = probabilities_to_segmentation(probabilities, plans.regions_class_order)
         export_segmentation(segmentation, properties, output / f"{case_id}{ending}")
-        save_probabilities(probabilities.cpu().numpy(), properties["geometry"], output / case_id)
+        save_probabilities(probabilities.cpu().numpy(), properties["geometry"], output / case_id,
+                           plans.regions_class_order)
         reference, _ = read_label(labels_folder / f"{case_id}{ending}")
         spacing = properties["geometry"]["spacing"]
         pairs.append((case_id, reference, segmentation, spacing))
         if use_mirroring:
             unmirrored = predictor.predict_preprocessed(network_input, use_mirroring=False)
-            unmirrored_pairs.append((case_id, reference, restore_segmentation([(unmirrored, properties)]), spacing))
-    results = evaluate_arrays(pairs, plans.labels)
+            unmirrored_pairs.append((case_id, reference, restore_segmentation(
+                [(unmirrored, properties)], regions_class_order=plans.regions_class_order), spacing))
+    results = evaluate_arrays(pairs, plans.labels, regions_class_order=plans.regions_class_order)
     if unmirrored_pairs:
-        without = evaluate_arrays(unmirrored_pairs, plans.labels)["summary"]
+        without = evaluate_arrays(unmirrored_pairs, plans.labels,
+                                  regions_class_order=plans.regions_class_order)["summary"]
         results["summary"]["mirroring"] = mirroring_measurement(results["summary"], without)
     write_results(results["per_case"], results["summary"], output / "summary.json", output / "per_case.csv")
-    label_names = {value: name for name, value in plans.labels.items()}
+    label_names = plans.class_names
     log(f"validation of {configuration_name} fold {fold} ({len(pairs)} cases, original geometry, "
         f"{'with' if use_mirroring else 'without'} test-time mirroring):\n"
         + format_table(results["summary"], label_names))

@@ -23,23 +23,30 @@ import torch
 from tqdm import tqdm
 
 from autoseg.errors import AutosegInputError
-from autoseg.inference.export import class_argmax
+from autoseg.inference.export import probabilities_to_segmentation
 from autoseg.io.formats import known_file_endings
 from autoseg.io.geometry import ImageGeometry, geometry_mismatch
 from autoseg.io.images import write_segmentation
-from autoseg.io.probabilities import list_probability_cases, load_probabilities, probability_paths, save_probabilities
+from autoseg.io.probabilities import (
+    list_probability_cases,
+    load_probabilities,
+    probability_paths,
+    probability_regions,
+    save_probabilities,
+)
 from autoseg.postprocessing.components import apply_postprocessing, check_postprocessing_steps
 
 #: How many missing cases an error message lists.
 MAX_LISTED_CASES = 5
 
 
-def argmax_segmentation(probabilities: np.ndarray) -> np.ndarray:
-    """Argmax over the class axis of ``(K, z, y, x)`` -> uint8 (uint16 for > 256 classes) ``(z, y, x)``.
+def argmax_segmentation(probabilities: np.ndarray, regions_class_order: Sequence[int] | None = None) -> np.ndarray:
+    """Argmax over the class axis of ``(K, z, y, x)`` -> uint8 (uint16 for > 256 classes) ``(z, y, x)``;
+    for region probabilities (``regions_class_order`` given) the thresholded regions written in that order.
 
-    Ties go to the lower class index (:func:`autoseg.inference.export.class_argmax`).
+    Ties go to the lower class index (:func:`autoseg.inference.export.probabilities_to_segmentation`).
     """
-    return class_argmax(torch.from_numpy(np.ascontiguousarray(probabilities)))
+    return probabilities_to_segmentation(torch.from_numpy(np.ascontiguousarray(probabilities)), regions_class_order)
 
 
 def average_probabilities(bases: Sequence[Path]) -> tuple[np.ndarray, ImageGeometry]:
@@ -69,12 +76,17 @@ def average_probabilities(bases: Sequence[Path]) -> tuple[np.ndarray, ImageGeome
 def _ensemble_case(task: tuple[str, list[Path], Path, bool, list[dict], str]) -> str:
     case, bases, output_dir, keep_probabilities, postprocessing, file_ending = task
     probabilities, geometry = average_probabilities(bases)
-    segmentation = argmax_segmentation(probabilities)
+    orders = [probability_regions(base) for base in bases]
+    for base, order in zip(bases, orders):
+        if order != orders[0]:
+            raise AutosegInputError(f"{probability_paths(base)[1]}: regions_class_order {order} differs from "
+                                    f"{orders[0]} of {probability_paths(bases[0])[1]}")
+    segmentation = argmax_segmentation(probabilities, orders[0])
     if postprocessing:
         segmentation = apply_postprocessing(segmentation, postprocessing)
     write_segmentation(segmentation, geometry, output_dir / f"{case}{file_ending}")
     if keep_probabilities:
-        save_probabilities(probabilities, geometry, output_dir / case)
+        save_probabilities(probabilities, geometry, output_dir / case, orders[0])
     return case
 
 

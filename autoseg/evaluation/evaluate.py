@@ -26,9 +26,9 @@ from tqdm import tqdm
 from autoseg.errors import AutosegInputError
 from autoseg.evaluation.metrics import compute_case_metrics
 from autoseg.evaluation.summary import summarize, write_results
-from autoseg.io.dataset import foreground_values, ignore_value
 from autoseg.io.geometry import geometry_mismatch
 from autoseg.io.images import read_label
+from autoseg.io.labels import class_names, evaluated_classes, ignore_value, map_values
 
 #: How many missing file names an error message lists before "and N more".
 MAX_LISTED_FILES = 5
@@ -51,17 +51,25 @@ def _name_list(names: Sequence[str]) -> str:
     return listed + (f" and {extra} more" if extra > 0 else "")
 
 
-def _foreground(labels: Mapping[str, int] | Sequence[int]) -> tuple[list[int], dict[int, str]]:
-    """Foreground classes to evaluate and their names (the ignore label is none of them)."""
+def _foreground(labels: Mapping[str, Any] | Sequence[int], regions_class_order: Sequence[int] | None = None
+                ) -> tuple[dict[int, tuple[int, ...]], dict[int, str], int]:
+    """Classes to evaluate (key -> label values: foreground labels, or regions under their
+    ``regions_class_order`` value), their names, and the highest value a reference may hold."""
     if isinstance(labels, Mapping):
-        foreground = foreground_values({str(name): int(value) for name, value in labels.items()})
-        names = {int(value): str(name) for name, value in labels.items() if int(value) in foreground}
+        try:
+            classes = evaluated_classes(labels, regions_class_order)
+        except ValueError as error:
+            raise AutosegInputError(f"labels {dict(labels)}: {error}") from None
+        names = class_names(labels, regions_class_order)
+        highest = max(map_values(labels))
     else:
-        names = {int(value): str(value) for value in labels if int(value) != 0}
-    if not names:
+        classes = {int(value): (int(value),) for value in labels if int(value) != 0}
+        names = {key: str(key) for key in classes}
+        highest = max([0, *classes])
+    if not classes:
         raise AutosegInputError(f"labels {dict(labels) if isinstance(labels, Mapping) else list(labels)}: "
                                 "no foreground label to evaluate")
-    return sorted(names), names
+    return dict(sorted(classes.items())), names, highest
 
 
 def undeclared_values(label_map: np.ndarray, highest: int) -> list[int]:
@@ -72,12 +80,14 @@ def undeclared_values(label_map: np.ndarray, highest: int) -> list[int]:
     return np.unique(label_map[(label_map < 0) | (label_map > highest)]).tolist()
 
 
-def _evaluate_case(task: tuple[str, Path, Path, list[int], float, int | None]) -> tuple[str, dict[int, dict]]:
-    case_id, reference_path, prediction_path, labels, tolerance, ignore = task
+def _evaluate_case(task: tuple[str, Path, Path, dict[int, tuple[int, ...]], int, float, int | None]
+                   ) -> tuple[str, dict[int, dict]]:
+    case_id, reference_path, prediction_path, classes, highest_value, tolerance, ignore = task
     reference, reference_geometry = read_label(reference_path)
     prediction, prediction_geometry = read_label(prediction_path)
-    for path, label_map, highest in ((reference_path, reference, max(labels) if ignore is None else ignore),
-                                     (prediction_path, prediction, max(labels))):
+    highest_predicted = highest_value if ignore is None else highest_value - 1
+    for path, label_map, highest in ((reference_path, reference, highest_value),
+                                     (prediction_path, prediction, highest_predicted)):
         undeclared = undeclared_values(label_map, highest)
         if undeclared:
             what = ("the ignore label value, which no prediction may hold" if undeclared == [ignore]
@@ -86,21 +96,24 @@ def _evaluate_case(task: tuple[str, Path, Path, list[int], float, int | None]) -
     mismatch = geometry_mismatch(reference_geometry, prediction_geometry)
     if mismatch is not None:
         raise AutosegInputError(f"{prediction_path}: {mismatch} (reference {reference_path})")
-    metrics = compute_case_metrics(reference, prediction, reference_geometry.spacing, labels, tolerance,
+    metrics = compute_case_metrics(reference, prediction, reference_geometry.spacing, classes, tolerance,
                                    ignore_label=ignore)
     return case_id, metrics
 
 
 def evaluate_folders(reference_dir: str | os.PathLike, prediction_dir: str | os.PathLike,
-                     labels: Mapping[str, int], file_ending: str = ".nii.gz",
+                     labels: Mapping[str, Any], file_ending: str = ".nii.gz",
                      surface_tolerance_mm: float = 1.0, num_workers: int = 1,
-                     output_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+                     output_dir: str | os.PathLike | None = None,
+                     regions_class_order: Sequence[int] | None = None) -> dict[str, Any]:
     """Evaluate every ``{case}{file_ending}`` of ``prediction_dir`` against ``reference_dir``.
 
     Args:
         reference_dir, prediction_dir: folders of integer label maps.
-        labels: label name -> value as in dataset.json; background (0) is skipped, and reference
-            voxels of the ``ignore`` label (sparse annotations) count in no metric.
+        labels: label name -> value (or list of values, a region) as in dataset.json; background (0)
+            is skipped, and reference voxels of the ``ignore`` label (sparse annotations) count in no
+            metric. Regions are scored each as the union of its values, keyed by their
+            ``regions_class_order`` value (:mod:`autoseg.io.labels`).
         file_ending: e.g. ``".nii.gz"``.
         surface_tolerance_mm: NSD tolerance in mm.
         num_workers: worker processes (1 = evaluate in this process).
@@ -108,14 +121,14 @@ def evaluate_folders(reference_dir: str | os.PathLike, prediction_dir: str | os.
 
     Returns:
         ``{"per_case": {case: {label: metrics}}, "summary": summarize(...)}``; the summary
-        also carries ``label_names`` (value -> name).
+        also carries ``label_names`` (value or region key -> name).
 
     Raises:
         AutosegInputError: a folder is missing or empty, a prediction or reference has
             no counterpart, or a prediction's geometry differs from its reference.
     """
     reference_dir, prediction_dir = Path(reference_dir), Path(prediction_dir)
-    foreground, names = _foreground(labels)
+    classes, names, highest = _foreground(labels, regions_class_order)
     references = _list_cases(reference_dir, file_ending)
     predictions = _list_cases(prediction_dir, file_ending)
     problems = []
@@ -133,7 +146,7 @@ def evaluate_folders(reference_dir: str | os.PathLike, prediction_dir: str | os.
         raise AutosegInputError(f"{reference_dir}: no *{file_ending} files to evaluate")
 
     ignore = ignore_value(labels)
-    tasks = [(case_id, references[case_id], predictions[case_id], foreground, surface_tolerance_mm, ignore)
+    tasks = [(case_id, references[case_id], predictions[case_id], classes, highest, surface_tolerance_mm, ignore)
              for case_id in sorted(references)]
     per_case: dict[str, dict[int, dict]] = {}
     progress = {"total": len(tasks), "desc": "evaluating", "unit": "case"}
@@ -151,7 +164,7 @@ def evaluate_folders(reference_dir: str | os.PathLike, prediction_dir: str | os.
             case_id, metrics = _evaluate_case(task)
             per_case[case_id] = metrics
 
-    summary = summarize(per_case, foreground)
+    summary = summarize(per_case, list(classes))
     summary["label_names"] = names
     if output_dir is not None:
         output_dir = Path(output_dir)
@@ -160,23 +173,24 @@ def evaluate_folders(reference_dir: str | os.PathLike, prediction_dir: str | os.
 
 
 def evaluate_arrays(pairs: Iterable[tuple[str, np.ndarray, np.ndarray, Sequence[float]]],
-                    labels: Mapping[str, int] | Sequence[int],
-                    surface_tolerance_mm: float = 1.0) -> dict[str, Any]:
+                    labels: Mapping[str, Any] | Sequence[int],
+                    surface_tolerance_mm: float = 1.0,
+                    regions_class_order: Sequence[int] | None = None) -> dict[str, Any]:
     """Evaluate in-memory ``(case_id, reference, prediction, spacing)`` tuples.
 
     Arrays are integer label maps in ``(z, y, x)`` order, spacing in mm in the same
     order. ``labels`` is a name -> value mapping or a list of values; 0 is skipped (and, in
-    a mapping, the ignore label: reference voxels of its value are left out of every metric).
-    Returns ``{"per_case", "summary"}`` like :func:`evaluate_folders`.
+    a mapping, the ignore label: reference voxels of its value are left out of every metric;
+    regions as in :func:`evaluate_folders`). Returns ``{"per_case", "summary"}`` like :func:`evaluate_folders`.
     """
-    foreground, names = _foreground(labels)
+    classes, names, _ = _foreground(labels, regions_class_order)
     ignore = ignore_value(labels) if isinstance(labels, Mapping) else None
     per_case: dict[str, dict[int, dict]] = {}
     for case_id, reference, prediction, spacing in pairs:
         if case_id in per_case:
             raise ValueError(f"case id {case_id!r} appears twice")
-        per_case[case_id] = compute_case_metrics(reference, prediction, spacing, foreground,
+        per_case[case_id] = compute_case_metrics(reference, prediction, spacing, classes,
                                                  surface_tolerance_mm, ignore_label=ignore)
-    summary = summarize(per_case, foreground)
+    summary = summarize(per_case, list(classes))
     summary["label_names"] = names
     return {"per_case": per_case, "summary": summary}

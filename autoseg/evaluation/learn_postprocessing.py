@@ -2,28 +2,36 @@
 
 Which keep-largest-component steps (see :mod:`autoseg.postprocessing.components`)
 improve Dice on the out-of-fold segmentations of the chosen model; ``autoseg ensemble``
-stores the result in the inference plan and ``autoseg predict`` applies it.
+stores the result in the inference plan and ``autoseg predict`` applies it. For a
+region-based model each region (the union of its label values) is a class of its own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from autoseg.evaluation.metrics import dice_score
+from autoseg.io.labels import class_mask
 from autoseg.postprocessing.components import keep_largest_component, make_keep_largest_step
 
 
 def _mean_label_dice(predictions: Sequence[np.ndarray], references: Sequence[np.ndarray],
-                     labels: Sequence[int]) -> dict[int, float]:
-    return {label: float(np.mean([dice_score(reference == label, prediction == label)
-                                  for prediction, reference in zip(predictions, references, strict=True)]))
-            for label in labels}
+                     classes: Mapping[int, Sequence[int]]) -> dict[int, float]:
+    return {key: float(np.mean([dice_score(class_mask(reference, values), class_mask(prediction, values))
+                                for prediction, reference in zip(predictions, references, strict=True)]))
+            for key, values in classes.items()}
 
 
-def learn_postprocessing(cases: Sequence[tuple[np.ndarray, np.ndarray]], foreground_labels: Sequence[int],
+def _step_entry(values: Sequence[int]) -> int | list[int]:
+    """A postprocessing step's entry for a class: its value, or a region's list of values."""
+    return int(values[0]) if len(values) == 1 else [int(v) for v in values]
+
+
+def learn_postprocessing(cases: Sequence[tuple[np.ndarray, np.ndarray]],
+                         foreground_labels: Sequence[int] | Mapping[int, Sequence[int]],
                          connectivity: int | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Choose keep-largest-component steps that improve Dice on ``(prediction, reference)`` pairs.
 
@@ -34,7 +42,9 @@ def learn_postprocessing(cases: Sequence[tuple[np.ndarray, np.ndarray]], foregro
 
     Dice uses the convention of :mod:`autoseg.evaluation.metrics` (both empty = 1).
     Pass *all* foreground labels: the whole-foreground step can remove voxels of any
-    label, and only the labels given are measured.
+    label, and only the labels given are measured. ``foreground_labels`` may map class keys to
+    label values (regions: the per-class step then keeps the largest component of the
+    region's union, step entry ``[values]``).
 
     Returns:
         ``(steps, report)``: the plan for :func:`apply_postprocessing` and a JSON-able
@@ -43,7 +53,9 @@ def learn_postprocessing(cases: Sequence[tuple[np.ndarray, np.ndarray]], foregro
     """
     if not cases:
         raise ValueError("learn_postprocessing needs at least one (prediction, reference) case")
-    labels = [int(label) for label in foreground_labels]
+    classes = ({int(key): tuple(values) for key, values in foreground_labels.items()}
+               if isinstance(foreground_labels, Mapping) else {int(v): (int(v),) for v in foreground_labels})
+    labels = list(classes)
     if not labels:
         raise ValueError("learn_postprocessing needs at least one foreground label")
     predictions = [np.asarray(prediction) for prediction, _ in cases]
@@ -56,12 +68,12 @@ def learn_postprocessing(cases: Sequence[tuple[np.ndarray, np.ndarray]], foregro
     steps: list[dict[str, Any]] = []
     tried: list[dict[str, Any]] = []
     initial_predictions = predictions
-    initial = _mean_label_dice(predictions, references, labels)
+    initial = _mean_label_dice(predictions, references, classes)
     current_dice = dict(initial)
 
     step = make_keep_largest_step(None, connectivity)
     candidate = [keep_largest_component(p, None, connectivity) for p in predictions]
-    candidate_dice = _mean_label_dice(candidate, references, labels)
+    candidate_dice = _mean_label_dice(candidate, references, classes)
     before = float(np.mean(list(current_dice.values())))
     after = float(np.mean(list(candidate_dice.values())))
     kept = after > before
@@ -74,9 +86,10 @@ def learn_postprocessing(cases: Sequence[tuple[np.ndarray, np.ndarray]], foregro
         predictions, current_dice = candidate, candidate_dice
 
     for label in labels:
-        step = make_keep_largest_step([label], connectivity)
-        candidate = [keep_largest_component(p, [label], connectivity) for p in predictions]
-        after = _mean_label_dice(candidate, references, [label])[label]
+        entry = _step_entry(classes[label])
+        step = make_keep_largest_step([entry], connectivity)
+        candidate = [keep_largest_component(p, [entry], connectivity) for p in predictions]
+        after = _mean_label_dice(candidate, references, {label: classes[label]})[label]
         before = current_dice[label]
         kept = after > before
         tried.append({"step": step, "criterion": f"mean Dice of label {label}", "dice_before": before,

@@ -54,11 +54,12 @@ distance.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
 
+from autoseg.io.labels import class_mask
 from autoseg.postprocessing.components import component_structure
 
 #: Names of the per-label metrics, in the order they are reported.
@@ -210,7 +211,7 @@ def without_ignored(reference: np.ndarray, prediction: np.ndarray,
 
 
 def compute_case_metrics(reference: np.ndarray, prediction: np.ndarray, spacing: Sequence[float],
-                         labels: Sequence[int], surface_tolerance_mm: float = 1.0,
+                         labels: Sequence[int] | Mapping[int, Sequence[int]], surface_tolerance_mm: float = 1.0,
                          connectivity: int | None = None,
                          ignore_label: int | None = None) -> dict[int, dict[str, MetricValue]]:
     """Metrics per foreground label for one case.
@@ -218,7 +219,8 @@ def compute_case_metrics(reference: np.ndarray, prediction: np.ndarray, spacing:
     Args:
         reference, prediction: integer label maps of equal shape, ``(z, y, x)`` or ``(y, x)``.
         spacing: voxel size in mm, same axis order and length as the arrays' dimensions.
-        labels: foreground label values to evaluate.
+        labels: foreground label values to evaluate, or key -> label values for regions (a region's
+            mask is the union of its values, :func:`autoseg.io.labels.class_mask`; results are keyed by key).
         surface_tolerance_mm: tolerance of the normalized surface Dice, in mm.
         connectivity: neighbourhood rank for component counts (None = full connectivity).
         ignore_label: reference value of unannotated voxels, left out (:func:`without_ignored`).
@@ -241,8 +243,9 @@ def compute_case_metrics(reference: np.ndarray, prediction: np.ndarray, spacing:
     component_structure(reference.ndim, connectivity)  # validate early
     spacing = tuple(float(s) for s in spacing)
     reference, prediction = without_ignored(reference, prediction, ignore_label)
+    classes = labels if isinstance(labels, Mapping) else {label: (label,) for label in labels}
     return {
-        int(label): compute_label_metrics(reference == label, prediction == label, spacing,
-                                          surface_tolerance_mm, connectivity)
-        for label in labels
+        int(key): compute_label_metrics(class_mask(reference, values), class_mask(prediction, values), spacing,
+                                        surface_tolerance_mm, connectivity)
+        for key, values in classes.items()
     }

@@ -141,14 +141,18 @@ def _load_case(reference_path: Path, bases: Sequence[Path],
     return reference, reference_geometry, probabilities
 
 
-def _candidate_segmentation(probabilities: Sequence[np.ndarray]) -> np.ndarray:
-    """Argmax of the average of one or two ``(K, z, y, x)`` probability arrays."""
+def _candidate_segmentation(probabilities: Sequence[np.ndarray],
+                            regions_class_order: Sequence[int] | None = None) -> np.ndarray:
+    """Label map of the average of one or two ``(K, z, y, x)`` probability arrays (argmax, or regions
+    thresholded and written in ``regions_class_order``)."""
     if len(probabilities) == 1:
-        return argmax_segmentation(probabilities[0])
+        return argmax_segmentation(probabilities[0], regions_class_order)
     total = np.add(probabilities[0], probabilities[1], dtype=np.float32)
     for extra in probabilities[2:]:
         total += extra
-    return argmax_segmentation(total)  # the argmax of the sum is the argmax of the mean
+    if regions_class_order is not None:  # thresholds apply to the mean; the argmax of the sum is that of the mean
+        total /= np.float32(len(probabilities))
+    return argmax_segmentation(total, regions_class_order)
 
 
 def _case_size(reference: np.ndarray, geometry: ImageGeometry, ignore: int | None) -> dict[str, Any]:
@@ -161,11 +165,11 @@ def _case_size(reference: np.ndarray, geometry: ImageGeometry, ignore: int | Non
 def _score_case(task: tuple) -> tuple[str, dict[str, Any], list[dict[int, dict]]]:
     """One case: its size, and per candidate the metrics of every foreground label
     (:func:`autoseg.evaluation.metrics.compute_case_metrics`)."""
-    case, reference_path, bases, candidates, labels, num_classes, ignore = task
+    case, reference_path, bases, candidates, labels, num_classes, ignore, regions_class_order = task
     reference, geometry, probabilities = _load_case(reference_path, bases, num_classes)
     scores = []
     for members in candidates:
-        segmentation = _candidate_segmentation([probabilities[i] for i in members])
+        segmentation = _candidate_segmentation([probabilities[i] for i in members], regions_class_order)
         scores.append(compute_case_metrics(reference, segmentation, geometry.spacing, labels, ignore_label=ignore))
     return case, _case_size(reference, geometry, ignore), scores
 
@@ -178,9 +182,10 @@ def _case_pair(task: tuple) -> tuple[str, np.ndarray, np.ndarray]:
     exactly those of the full arrays. Unannotated voxels (the ignore label) are background in
     both (:func:`autoseg.evaluation.metrics.without_ignored`).
     """
-    case, reference_path, bases, num_classes, ignore = task
+    case, reference_path, bases, num_classes, ignore, regions_class_order = task
     reference, _, probabilities = _load_case(reference_path, bases, num_classes)
-    reference, prediction = without_ignored(reference, _candidate_segmentation(probabilities), ignore)
+    reference, prediction = without_ignored(reference, _candidate_segmentation(probabilities, regions_class_order),
+                                            ignore)
     box = bounding_box((prediction > 0) | (reference > 0))
     if box is None:
         box = tuple(slice(0, 1) for _ in reference.shape)
@@ -283,8 +288,8 @@ def _score_candidates(work: WorkDir, plans: Plans, folds: Sequence[dict], split_
                       progress: bool) -> list[dict[str, Any]]:
     """Every candidate of ``configurations`` (alone and in pairs) scored on the out-of-fold
     predictions of ``folds`` (:func:`_candidate_entry` each, in :func:`candidate_list` order)."""
-    labels = plans.foreground_labels
-    names = {value: name for name, value in plans.labels.items()}
+    classes = plans.evaluated_classes
+    names = plans.class_names
     labels_dir = Path(plans.raw_dataset) / "labelsTr"
     fold_of = _fold_of_cases(work, folds, split_mode)
     cases = sorted(fold_of)
@@ -292,7 +297,8 @@ def _score_candidates(work: WorkDir, plans: Plans, folds: Sequence[dict], split_
     member_index = [tuple(configurations.index(name) for name in members) for members in candidates]
     tasks = [(case, labels_dir / f"{case}{plans.file_ending}",
               [_validation_base(work.root, name, fold_of[case], case, split_mode) for name in configurations],
-              member_index, labels, plans.num_classes, plans.ignore_label) for case in cases]
+              member_index, classes, plans.num_classes, plans.ignore_label, plans.regions_class_order)
+             for case in cases]
     per_candidate: list[dict[str, dict]] = [{} for _ in candidates]
     sizes: dict[str, dict[str, Any]] = {}
     description = "scoring candidates" + ("" if split_mode == "random" else f" ({split_mode} folds)")
@@ -300,7 +306,8 @@ def _score_candidates(work: WorkDir, plans: Plans, folds: Sequence[dict], split_
         sizes[case] = size
         for index, metrics in enumerate(scores):
             per_candidate[index][case] = metrics
-    return [_candidate_entry(members, per_candidate[i], labels, names, sizes) for i, members in enumerate(candidates)]
+    return [_candidate_entry(members, per_candidate[i], list(classes), names, sizes)
+            for i, members in enumerate(candidates)]
 
 
 def _acquisition_candidates(work: WorkDir, plans: Plans, configurations: Sequence[str],
@@ -348,8 +355,8 @@ def select_model(work_dir: str | os.PathLike, configurations: Sequence[str] | No
     plans = work.load_plans()
     folds = load_folds(work)
     complete = _check_configurations(work_dir, plans, folds, configurations)
-    labels = plans.foreground_labels
-    names = {value: name for name, value in plans.labels.items()}
+    classes = plans.evaluated_classes
+    names = plans.class_names
     labels_dir = Path(plans.raw_dataset) / "labelsTr"
     if not labels_dir.is_dir():
         raise AutosegInputError(f"{labels_dir}: reference labels not found (plans.json 'raw_dataset' must point "
@@ -362,11 +369,11 @@ def select_model(work_dir: str | os.PathLike, configurations: Sequence[str] | No
         chosen = entries[choose_candidate(entries)]
         pair_tasks = [(case, labels_dir / f"{case}{plans.file_ending}",
                        [_validation_base(work_dir, name, fold_of[case], case) for name in chosen["configurations"]],
-                       plans.num_classes, plans.ignore_label) for case in cases]
+                       plans.num_classes, plans.ignore_label, plans.regions_class_order) for case in cases]
         pairs = [(prediction, reference) for _, prediction, reference in
                  _run_tasks(_case_pair, pair_tasks, pool, "learning postprocessing", progress)]
         acquisition = _acquisition_candidates(work, plans, complete, pool, progress)
-    steps, report = learn_postprocessing(pairs, labels)
+    steps, report = learn_postprocessing(pairs, classes)
     del pairs
 
     plan = {
@@ -375,7 +382,7 @@ def select_model(work_dir: str | os.PathLike, configurations: Sequence[str] | No
         "folds": list(range(len(folds))),
         "checkpoint": SELECTED_CHECKPOINT,
         "postprocessing": steps,
-        "label_names": {str(value): names[value] for value in labels},
+        "label_names": {str(key): names[key] for key in classes},
         "num_cases": len(cases),
         "candidates": entries,
         "stability": stability_comparison(entries, chosen["configurations"]),
@@ -397,7 +404,8 @@ def select_model(work_dir: str | os.PathLike, configurations: Sequence[str] | No
 def _describe_step(step: Mapping[str, Any], label_names: Mapping[str, str]) -> str:
     labels = step.get("labels")
     target = "whole foreground" if labels is None else ", ".join(
-        label_names.get(str(label), str(label)) for label in labels)
+        f"region {'+'.join(str(v) for v in label)}" if isinstance(label, list)
+        else label_names.get(str(label), str(label)) for label in labels)
     return f"{step['operation']} ({target})"
 
 

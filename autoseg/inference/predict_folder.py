@@ -171,7 +171,8 @@ class FolderPredictor:
         """
         predictions = [predictor.predict_case(image, geometry) for predictor in self.predictors]
         properties = predictions[0].properties
-        segmentation = restore_segmentation([(p.probabilities, p.properties) for p in predictions])
+        segmentation = restore_segmentation([(p.probabilities, p.properties) for p in predictions],
+                                            regions_class_order=self.plans.regions_class_order)
         if self.choice.postprocessing:
             segmentation = apply_postprocessing(segmentation, self.choice.postprocessing)
         probabilities = None
@@ -227,7 +228,7 @@ def predict_folder(work_dir: str | os.PathLike, input_dir: str | os.PathLike, ou
             if pending is not None:
                 _finish(pending, report)
             pending = writer.submit(_write_case, case_id, segmentation, probabilities, properties, target,
-                                    output_dir)
+                                    output_dir, plans.regions_class_order)
         if pending is not None:
             _finish(pending, report)
     report.peak_rss_bytes = peak_rss_bytes()
@@ -247,9 +248,10 @@ def prepare_output_folder(output_dir: Path) -> None:
 
 
 def _write_case(case_id: str, segmentation: np.ndarray, probabilities: torch.Tensor | None, properties: dict,
-                target: Path, output_dir: Path) -> str:
+                target: Path, output_dir: Path, regions_class_order: list[int] | None = None) -> str:
     if probabilities is not None:
-        save_probabilities(probabilities.cpu().numpy(), properties["geometry"], output_dir / case_id)
+        save_probabilities(probabilities.cpu().numpy(), properties["geometry"], output_dir / case_id,
+                           regions_class_order)
     write_segmentation(segmentation, ImageGeometry.from_dict(properties["geometry"]), target)
     return case_id
 

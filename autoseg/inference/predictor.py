@@ -62,14 +62,16 @@ class CasePrediction:
 
     probabilities: torch.Tensor
     properties: dict
+    regions_class_order: list[int] | None = None  # region probabilities: how they become labels
 
     def segmentation(self) -> np.ndarray:
         """The label map in the original image grid (restored slab by slab, bounded memory)."""
-        return restore_segmentation([(self.probabilities, self.properties)])
+        return restore_segmentation([(self.probabilities, self.properties)],
+                                    regions_class_order=self.regions_class_order)
 
     def restored_probabilities(self) -> torch.Tensor:
         """``(K, z, y, x)`` probabilities in the original image grid (K float32 values per voxel)."""
-        return restore_original_shape(self.probabilities, self.properties)
+        return restore_original_shape(self.probabilities, self.properties, self.regions_class_order is not None)
 
 
 class Predictor:
@@ -178,7 +180,7 @@ class Predictor:
             kwargs = dict(num_classes=self.plans.num_classes, step_size=self.step_size,
                           mirror_axes=self.mirror_axes(use_mirroring), device=self.device,
                           accumulation_device=accumulation_device, autocast=self.device.type == "cuda",
-                          accumulation_dtype=accumulation_dtype,
+                          accumulation_dtype=accumulation_dtype, activation=self.plans.output_activation,
                           show_progress=self.show_progress)
             if self.configuration.dimension == 2:
                 probabilities = predict_volume_with_2d_network(network, tensor, window,
@@ -200,4 +202,4 @@ class Predictor:
             on_grid = previous_stage_to_grid(previous, case.properties, self.configuration.resampling.label_mode)
             network_input = np.concatenate([network_input,
                                             previous_stage_one_hot(on_grid, self.plans.foreground_labels)])
-        return CasePrediction(self.predict_preprocessed(network_input), case.properties)
+        return CasePrediction(self.predict_preprocessed(network_input), case.properties, self.plans.regions_class_order)

@@ -2,7 +2,9 @@
 
 Pure torch, no file I/O. Images are tensors ``(C, *spatial)`` in array axis order
 (``(C, z, y, x)`` for 3D); the returned probabilities are ``(K, *spatial)`` (float32, or
-float16 when asked) with K = number of classes including background, summing to 1 per voxel.
+float16 when asked): softmax probabilities of K classes including background, summing to 1
+per voxel, or, with ``activation="sigmoid"`` (region-based plans), one independent
+probability per region.
 
 The network is any callable mapping a float tensor ``(B, C, *patch_size)`` to logits
 ``(B, K, *patch_size)``. It is called as is: put a ``torch.nn.Module`` in eval mode first.
@@ -27,6 +29,12 @@ import torch
 from tqdm import tqdm
 
 from autoseg.planning.inference_cost import windows_along_axis
+
+#: Network logits ``(B, K, *patch)`` -> probabilities, by the plans' output activation.
+OUTPUT_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "softmax": lambda logits: torch.softmax(logits, dim=1),
+    "sigmoid": torch.sigmoid,
+}
 
 __all__ = [
     "gaussian_importance_map",
@@ -205,9 +213,11 @@ def _predict_batch(
     flip_sets: list[tuple[int, ...]],
     num_classes: int,
     autocast: bool,
+    activation: str = "softmax",
 ) -> torch.Tensor:
-    """Softmax probabilities of a batch ``(B, C, *patch)``, averaged over the flip passes;
-    returns ``(B, K, *patch)`` float32 on ``x.device``."""
+    """Probabilities (:data:`OUTPUT_ACTIVATIONS`) of a batch ``(B, C, *patch)``, averaged over the flip
+    passes; returns ``(B, K, *patch)`` float32 on ``x.device``."""
+    to_probabilities = OUTPUT_ACTIVATIONS[activation]
     expected = (x.shape[0], num_classes, *x.shape[2:])
     total: torch.Tensor | None = None
     for dims in flip_sets:
@@ -221,7 +231,7 @@ def _predict_batch(
             raise TypeError(f"network must return one tensor in eval mode, got {type(logits).__name__}")
         if tuple(logits.shape) != expected:
             raise ValueError(f"network output shape {tuple(logits.shape)} != expected {expected}")
-        probs = torch.softmax(logits.float(), dim=1)
+        probs = to_probabilities(logits.float())
         if dims:
             probs = torch.flip(probs, dims)
         if total is None:
@@ -266,6 +276,7 @@ def predict_sliding_window(
     autocast: bool = False,
     show_progress: bool = False,
     accumulation_dtype: torch.dtype = torch.float32,
+    activation: str = "softmax",
 ) -> torch.Tensor:
     """Predict class probabilities for a whole image with overlapping windows.
 
@@ -288,10 +299,11 @@ def predict_sliding_window(
         accumulation_dtype: dtype of the ``(K, *spatial)`` result: float32, or float16 for
             half the memory on large images (as nnU-Net v2 accumulates; the weights are
             summed in float32 either way).
+        activation: ``"softmax"`` (classes) or ``"sigmoid"`` (regions), see :data:`OUTPUT_ACTIVATIONS`.
 
     Returns:
         ``(K, *spatial)`` probabilities (``accumulation_dtype``) on ``accumulation_device``
-        summing to 1 per voxel. Where the image is smaller than the patch it is zero-padded (0 is the
+        (softmax: summing to 1 per voxel). Where the image is smaller than the patch it is zero-padded (0 is the
         post-normalization mean) and the padding is cropped off the result.
     """
     patch = tuple(int(p) for p in patch_size)
@@ -312,7 +324,7 @@ def predict_sliding_window(
                 x = torch.stack([_window_input(image, image_part, window_part, patch, 1)
                                  for image_part, window_part in batch])
                 x = x.to(device=device, dtype=torch.float32)
-                out = _predict_batch(network, x, flip_sets, num_classes, autocast).to(acc_device)
+                out = _predict_batch(network, x, flip_sets, num_classes, autocast, activation).to(acc_device)
                 for i, (image_part, window_part) in enumerate(batch):
                     contribution = out[(i, slice(None), *window_part)] * share(image_part, window_part)
                     probs[(slice(None), *image_part)].add_(contribution)
@@ -334,6 +346,7 @@ def predict_volume_with_2d_network(
     autocast: bool = False,
     show_progress: bool = False,
     accumulation_dtype: torch.dtype = torch.float32,
+    activation: str = "softmax",
 ) -> torch.Tensor:
     """Predict a volume ``(C, Z, Y, X)`` slice by slice with a 2D network.
 
@@ -369,7 +382,7 @@ def predict_volume_with_2d_network(
                     # (C, b, py, px) -> (b, C, py, px), a fresh contiguous copy on device
                     x = _window_input(image[:, zs], image_part, window_part, patch, 2).transpose(0, 1)
                     x = x.to(device, torch.float32, memory_format=torch.contiguous_format, copy=True)
-                    out = _predict_batch(network, x, flip_sets, num_classes, autocast).to(acc_device)
+                    out = _predict_batch(network, x, flip_sets, num_classes, autocast, activation).to(acc_device)
                     contribution = out[(slice(None), slice(None), *window_part)] * window_share
                     probs[(slice(None), zs, *image_part)].add_(contribution.transpose(0, 1))
                     bar.update(1)

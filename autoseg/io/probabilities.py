@@ -2,7 +2,9 @@
 
 Written for validation cases by training (for model selection) and by ``autoseg
 predict --save-probabilities`` (for ensembling); read by ``autoseg ensemble``. The
-JSON holds the image geometry so ensembles can check that cases match.
+JSON holds the image geometry so ensembles can check that cases match, and, for the
+sigmoid probabilities of a region-based model, ``regions_class_order`` (how they become a
+label map, :mod:`autoseg.io.labels`).
 """
 
 from __future__ import annotations
@@ -24,13 +26,30 @@ def probability_paths(base_path: str | os.PathLike) -> tuple[Path, Path]:
 
 
 def save_probabilities(probabilities: np.ndarray, geometry: dict | ImageGeometry,
-                       base_path: str | os.PathLike) -> tuple[Path, Path]:
-    """Save ``(K, z, y, x)`` probabilities as ``{base}.npz`` (float16) and the geometry as ``{base}.json``."""
+                       base_path: str | os.PathLike, regions_class_order: list[int] | None = None
+                       ) -> tuple[Path, Path]:
+    """Save ``(K, z, y, x)`` probabilities as ``{base}.npz`` (float16) and the geometry as ``{base}.json``
+    (with ``regions_class_order`` when they are region probabilities)."""
     npz_path, json_path = probability_paths(base_path)
     geometry_dict = geometry.to_dict() if isinstance(geometry, ImageGeometry) else dict(geometry)
     save_npz_compressed(npz_path, probabilities=np.asarray(probabilities).astype(np.float16))
-    write_json(json_path, {"geometry": geometry_dict, "num_classes": int(probabilities.shape[0])})
+    metadata = {"geometry": geometry_dict, "num_classes": int(probabilities.shape[0])}
+    if regions_class_order is not None:
+        metadata["regions_class_order"] = [int(v) for v in regions_class_order]
+    write_json(json_path, metadata)
     return npz_path, json_path
+
+
+def probability_regions(base_path: str | os.PathLike) -> list[int] | None:
+    """The ``regions_class_order`` of a saved case's region probabilities (None for class probabilities)."""
+    _, json_path = probability_paths(base_path)
+    try:
+        order = read_json(json_path).get("regions_class_order")
+    except (OSError, ValueError, AttributeError) as error:
+        raise AutosegInputError(f"{json_path}: invalid probability metadata ({error})") from None
+    if order is not None and (not isinstance(order, list) or not all(isinstance(v, int) for v in order)):
+        raise AutosegInputError(f"{json_path}: 'regions_class_order' must be a list of label values")
+    return order
 
 
 def load_probabilities(base_path: str | os.PathLike, dtype: type = np.float32) -> tuple[np.ndarray, ImageGeometry]:

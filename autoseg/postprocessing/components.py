@@ -10,7 +10,9 @@ A postprocessing plan is a JSON-able list of steps applied in order, e.g.::
     [{"operation": "keep_largest_component", "labels": null},
      {"operation": "keep_largest_component", "labels": [2]}]
 
-``labels: null`` treats the whole foreground (label > 0) as one mask. A step may
+``labels: null`` treats the whole foreground (label > 0) as one mask; an entry that is a
+list of values is one region (the union of those values, e.g. ``"labels": [[1, 2]]``, see
+:mod:`autoseg.io.labels`), whose removed voxels become background. A step may
 carry ``"connectivity": r``; without it full connectivity is used. A new operation is
 a function ``(segmentation, step) -> segmentation`` registered in :data:`OPERATIONS`.
 How steps are chosen: :mod:`autoseg.evaluation.learn_postprocessing`.
@@ -25,6 +27,7 @@ import numpy as np
 from scipy import ndimage
 
 from autoseg.errors import AutosegInputError
+from autoseg.io.labels import class_mask
 from autoseg.utils.registry import Registry
 
 KEEP_LARGEST_COMPONENT = "keep_largest_component"
@@ -52,19 +55,21 @@ def _outside_largest_component(mask: np.ndarray, structure: np.ndarray) -> np.nd
     return (components != largest) & mask
 
 
-def keep_largest_component(segmentation: np.ndarray, labels: Sequence[int] | None = None,
+def keep_largest_component(segmentation: np.ndarray, labels: Sequence[int | Sequence[int]] | None = None,
                            connectivity: int | None = None) -> np.ndarray:
     """Remove all but the largest connected component; returns a new array.
 
     With ``labels=None`` the whole foreground (``segmentation > 0``) is one mask: voxels
     of every component except the largest are set to 0, whatever their label. With a
     list of labels, each label's mask is handled separately and the removed voxels of
-    that label are set to 0. Full connectivity unless ``connectivity`` is given.
+    that label are set to 0; an entry that is a list of values is a region, the union of
+    their masks. Full connectivity unless ``connectivity`` is given.
     """
     segmentation = np.asarray(segmentation)
     structure = component_structure(segmentation.ndim, connectivity)
     result = segmentation.copy()
-    masks = [segmentation > 0] if labels is None else [segmentation == label for label in labels]
+    masks = [segmentation > 0] if labels is None else [
+        class_mask(segmentation, label if isinstance(label, (list, tuple)) else [label]) for label in labels]
     for mask in masks:
         remove = _outside_largest_component(mask, structure)
         if remove is not None:
@@ -72,9 +77,10 @@ def keep_largest_component(segmentation: np.ndarray, labels: Sequence[int] | Non
     return result
 
 
-def _step_labels(step: Mapping[str, Any]) -> list[int] | None:
+def _step_labels(step: Mapping[str, Any]) -> list[int | list[int]] | None:
     labels = step.get("labels")
-    return None if labels is None else [int(label) for label in labels]
+    return None if labels is None else [[int(v) for v in label] if isinstance(label, (list, tuple)) else int(label)
+                                        for label in labels]
 
 
 Operation = Callable[[np.ndarray, Mapping[str, Any]], np.ndarray]
@@ -96,6 +102,10 @@ def apply_postprocessing(segmentation: np.ndarray, steps: Sequence[Mapping[str, 
     return result
 
 
+def _is_value(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def check_postprocessing_steps(steps: Sequence[Mapping[str, Any]], source: str) -> list[dict[str, Any]]:
     """Validate a postprocessing plan (list of steps) before any work; errors name ``source``."""
     if not isinstance(steps, (list, tuple)):
@@ -106,15 +116,16 @@ def check_postprocessing_steps(steps: Sequence[Mapping[str, Any]], source: str) 
             raise AutosegInputError(f"{source}: postprocessing step {index} is not one of "
                                     f"{', '.join(OPERATIONS.names())}: {step!r}")
         labels = step.get("labels")
-        if labels is not None and (not isinstance(labels, (list, tuple))
-                                   or not all(isinstance(v, int) and not isinstance(v, bool) for v in labels)):
+        if labels is not None and (not isinstance(labels, (list, tuple)) or not all(
+                _is_value(v) or (isinstance(v, (list, tuple)) and v and all(_is_value(w) for w in v))
+                for v in labels)):
             raise AutosegInputError(f"{source}: postprocessing step {index}: 'labels' must be null or a list "
-                                    f"of label values, got {labels!r}")
+                                    f"of label values or regions (lists of values), got {labels!r}")
         checked.append(dict(step))
     return checked
 
 
-def make_keep_largest_step(labels: list[int] | None, connectivity: int | None = None) -> dict[str, Any]:
+def make_keep_largest_step(labels: list[int | list[int]] | None, connectivity: int | None = None) -> dict[str, Any]:
     """A keep-largest-component step for ``labels`` (None: the whole foreground)."""
     step: dict[str, Any] = {"operation": KEEP_LARGEST_COMPONENT, "labels": labels}
     if connectivity is not None:

@@ -8,6 +8,11 @@ With ``ignore_label`` (sparse annotations, :mod:`autoseg.io.dataset`), target vo
 value are left out of both losses: their probabilities and one-hot targets are zeroed
 before the Dice sums and cross-entropy is averaged over the other voxels only, so the
 gradient at those voxels is exactly zero.
+
+Region-based datasets (:mod:`autoseg.io.labels`) train one sigmoid per region instead:
+:class:`RegionDiceBCELoss` turns the label map into region masks (a region is the union of its
+label values) and adds the soft Dice of the sigmoid probabilities to the binary
+cross-entropy, ignored voxels left out of both in the same way.
 """
 
 from __future__ import annotations
@@ -18,9 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from autoseg.io.labels import class_mask
+
 __all__ = [
     "DeepSupervisionLoss",
     "DiceCELoss",
+    "RegionDiceBCELoss",
     "SoftDiceLoss",
     "deep_supervision_weights",
     "downsample_target",
@@ -78,11 +86,7 @@ class SoftDiceLoss(nn.Module):
             if probs.shape[1] < 2:
                 raise ValueError("SoftDiceLoss without background needs at least 2 classes")
             probs, onehot = probs[:, 1:], onehot[:, 1:]
-        axes = [0, *range(2, probs.ndim)] if self.batch_dice else list(range(2, probs.ndim))
-        intersection = (probs * onehot).sum(axes)
-        denominator = probs.sum(axes) + onehot.sum(axes)
-        dice = (2.0 * intersection + self.smooth) / (denominator + self.smooth).clamp_min(1e-8)
-        return 1.0 - dice.mean()
+        return 1.0 - _soft_dice(probs, onehot, self.batch_dice, self.smooth)
 
 
 class DiceCELoss(nn.Module):
@@ -118,6 +122,68 @@ class DiceCELoss(nn.Module):
             loss = loss + self.weight_ce * cross_entropy
         if self.weight_dice != 0:
             loss = loss + self.weight_dice * self.dice(logits, labels)
+        return loss
+
+
+def _soft_dice(probs: Tensor, targets: Tensor, batch_dice: bool, smooth: float) -> Tensor:
+    """Mean soft Dice of ``(B, K, *spatial)`` probabilities against same-shape 0/1 targets."""
+    axes = [0, *range(2, probs.ndim)] if batch_dice else list(range(2, probs.ndim))
+    intersection = (probs * targets).sum(axes)
+    denominator = probs.sum(axes) + targets.sum(axes)
+    return ((2.0 * intersection + smooth) / (denominator + smooth).clamp_min(1e-8)).mean()
+
+
+class RegionDiceBCELoss(nn.Module):
+    """``weight_dice * (1 - soft Dice) + weight_bce * binary cross-entropy`` for one sigmoid per region.
+
+    Logits are ``(B, R, *spatial)``, one channel per region in ``regions`` (each a sequence of
+    label values whose union is the region); the target is the integer label map. Dice is
+    computed on the sigmoid probabilities per region (sums over batch and space with
+    ``batch_dice``), cross-entropy is the mean over regions and annotated voxels (voxels of
+    ``ignore_label`` count in neither, and get an exactly zero gradient).
+    """
+
+    def __init__(self, regions: Sequence[Sequence[int]], weight_dice: float = 1.0, weight_bce: float = 1.0,
+                 batch_dice: bool = True, smooth: float = 1e-5, ignore_label: int | None = None):
+        super().__init__()
+        if not regions or any(len(values) == 0 for values in regions):
+            raise ValueError(f"regions must be non-empty lists of label values, got {regions}")
+        self.regions = [tuple(int(v) for v in values) for values in regions]
+        self.weight_dice = weight_dice
+        self.weight_bce = weight_bce
+        self.batch_dice = batch_dice
+        self.smooth = smooth
+        self.ignore_label = ignore_label
+
+    def region_targets(self, target: Tensor, logits: Tensor) -> tuple[Tensor, Tensor | None]:
+        """``(B, R, *spatial)`` float 0/1 region masks of the label map, and the annotated-voxel mask
+        ``(B, 1, *spatial)`` (None without an ignore label)."""
+        labels = _label_indices(target, logits)
+        if logits.shape[1] != len(self.regions):
+            raise ValueError(f"logits have {logits.shape[1]} channels for {len(self.regions)} regions")
+        masks = torch.cat([class_mask(labels, values) for values in self.regions], dim=1).float()
+        annotated = None if self.ignore_label is None else (labels != self.ignore_label)
+        return masks, annotated
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        """``logits`` (B, R, *spatial), ``target`` (B, 1, *spatial) or (B, *spatial) -> scalar loss."""
+        with torch.no_grad():
+            targets, annotated = self.region_targets(target, logits)
+        logits = logits.float()
+        loss = logits.new_zeros(())
+        if self.weight_bce != 0:
+            if annotated is None:
+                bce = F.binary_cross_entropy_with_logits(logits, targets)
+            else:  # the mean over annotated voxels and regions (0, not NaN, when a patch has none)
+                weight = annotated.float().expand_as(logits)
+                bce = (F.binary_cross_entropy_with_logits(logits, targets, weight=weight, reduction="sum")
+                       / weight.sum().clamp_min(1))
+            loss = loss + self.weight_bce * bce
+        if self.weight_dice != 0:
+            probs = torch.sigmoid(logits)
+            if annotated is not None:
+                probs, targets = probs * annotated, targets * annotated
+            loss = loss + self.weight_dice * (1.0 - _soft_dice(probs, targets, self.batch_dice, self.smooth))
         return loss
 
 

@@ -29,6 +29,7 @@ import copy
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +37,7 @@ import torch
 from tqdm import tqdm
 
 from autoseg.errors import AutosegInputError
+from autoseg.io.labels import class_mask
 from autoseg.model.builders import build_network
 from autoseg.model.checkpoints import load_checkpoint, save_checkpoint
 from autoseg.model.device import prepare_device
@@ -43,7 +45,13 @@ from autoseg.plans.schema import ConfigurationPlan, Plans
 from autoseg.plans.training import IterationPlan, TrainingConfig
 from autoseg.preprocessing.previous_stage import prepare_previous_stage
 from autoseg.training.dataloader import default_num_workers, make_training_batches, make_validation_batches
-from autoseg.training.loss import DeepSupervisionLoss, DiceCELoss, deep_supervision_weights, downsample_target
+from autoseg.training.loss import (
+    DeepSupervisionLoss,
+    DiceCELoss,
+    RegionDiceBCELoss,
+    deep_supervision_weights,
+    downsample_target,
+)
 from autoseg.training.progress import TrainingCurves, TrainingLog, plot_progress
 from autoseg.training.splits import load_or_create_splits
 from autoseg.utils.registry import Registry
@@ -107,17 +115,24 @@ def polynomial_lr(initial_lr: float, step: int, total_steps: int, exponent: floa
     return initial_lr * (1 - min(step, total_steps) / max(total_steps, 1)) ** exponent
 
 
-def pseudo_dice_counts(logits: torch.Tensor, target: torch.Tensor, foreground_labels: list[int],
-                       ignore_label: int | None = None) -> np.ndarray:
-    """(3, n_foreground) true positives, false positives, false negatives of the argmax over a batch
-    (voxels of ``ignore_label`` in the target count nowhere)."""
-    prediction = logits.argmax(1)
+def pseudo_dice_counts(logits: torch.Tensor, target: torch.Tensor, classes: Sequence[Sequence[int]],
+                       ignore_label: int | None = None, region_outputs: bool = False) -> np.ndarray:
+    """(3, len(classes)) true positives, false positives, false negatives over a batch.
+
+    ``classes`` holds the label values of each scored class (several for a region). Softmax
+    outputs are scored by their argmax; with ``region_outputs`` output ``i`` is the sigmoid
+    logit of region ``classes[i]``, predicted where it is above 0 (probability 0.5). Voxels
+    of ``ignore_label`` in the target count nowhere.
+    """
     reference = target[:, 0].long()
-    if ignore_label is not None:
-        prediction = prediction.masked_fill(reference == ignore_label, -1)
-    counts = np.zeros((3, len(foreground_labels)))
-    for index, label in enumerate(foreground_labels):
-        predicted, actual = prediction == label, reference == label
+    annotated = None if ignore_label is None else reference != ignore_label
+    argmax = None if region_outputs else logits.argmax(1)
+    counts = np.zeros((3, len(classes)))
+    for index, values in enumerate(classes):
+        predicted = logits[:, index] > 0 if region_outputs else class_mask(argmax, values)
+        actual = class_mask(reference, values)
+        if annotated is not None:
+            predicted = predicted & annotated
         counts[0, index] = (predicted & actual).sum().item()
         counts[1, index] = (predicted & ~actual).sum().item()
         counts[2, index] = (~predicted & actual).sum().item()
@@ -201,9 +216,13 @@ class Trainer:
                              self.plans.num_classes)
 
     def build_loss(self) -> torch.nn.Module:
-        """Dice + cross-entropy over the network's outputs (deep supervision weights halving per level)."""
-        return DeepSupervisionLoss(DiceCELoss(batch_dice=True, ignore_label=self.plans.ignore_label),
-                                   deep_supervision_weights(len(self.network.output_scales())))
+        """Dice + cross-entropy over the network's outputs (softmax classes, or Dice + binary cross-entropy
+        of one sigmoid per region), deep supervision weights halving per level."""
+        if self.plans.is_region_based:
+            base = RegionDiceBCELoss(self.plans.regions, batch_dice=True, ignore_label=self.plans.ignore_label)
+        else:
+            base = DiceCELoss(batch_dice=True, ignore_label=self.plans.ignore_label)
+        return DeepSupervisionLoss(base, deep_supervision_weights(len(self.network.output_scales())))
 
     def build_optimizer(self) -> torch.optim.Optimizer:
         """SGD with Nesterov momentum (nnU-Net's)."""
@@ -283,13 +302,20 @@ class Trainer:
             outputs = self.network(data)
             loss = self.loss(outputs, self._targets(target))
         full_resolution = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
-        return float(loss), pseudo_dice_counts(full_resolution.float(), target, self.plans.foreground_labels,
-                                               self.plans.ignore_label)
+        classes = self.plans.regions or list(self.plans.evaluated_classes.values())
+        return float(loss), pseudo_dice_counts(full_resolution.float(), target, classes, self.plans.ignore_label,
+                                               region_outputs=self.plans.is_region_based)
+
+    @property
+    def label_classes(self) -> int:
+        """Values the label maps hold besides the ignore value (background included; for regions the
+        values the regions are made of, not the network's outputs)."""
+        return len(self.plans.foreground_labels) + 1
 
     def training_batches(self, seed: int):
         """Augmented training batches of this fold (also used to measure the speed of a step)."""
         return make_training_batches(
-            self.cache, self.train_cases, self.configuration, self.config, self.plans.num_classes,
+            self.cache, self.train_cases, self.configuration, self.config, self.label_classes,
             self.plans.foreground_labels, self.previous_stage_folder, seed=seed, num_workers=self.config.num_workers,
             annotated_only=self.plans.ignore_label is not None)
 
@@ -342,7 +368,7 @@ class Trainer:
         seed = self.options.seed * 1000 + self.fold * 100 + self.epoch
         train_batches = self.training_batches(seed)
         val_batches = make_validation_batches(
-            self.cache, self.val_cases, self.configuration, config, self.plans.num_classes,
+            self.cache, self.val_cases, self.configuration, config, self.label_classes,
             self.plans.foreground_labels, self.previous_stage_folder, seed=seed + 1,
             num_workers=min(1, config.num_workers), annotated_only=self.plans.ignore_label is not None)
         try:
@@ -399,7 +425,7 @@ class Trainer:
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         bar.close()
         self.network.eval()
-        val_losses, counts = [], np.zeros((3, len(self.plans.foreground_labels)))
+        val_losses, counts = [], np.zeros((3, len(self.plans.evaluated_classes)))
         for _ in range(n_val):
             loss, batch_counts = self.validation_step(next(val_batches))
             val_losses.append(loss)
