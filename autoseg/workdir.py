@@ -28,7 +28,7 @@ from typing import Any
 
 from autoseg.errors import AutosegInputError
 from autoseg.plans.schema import Plans
-from autoseg.utils.files import read_json_input, write_json
+from autoseg.utils.files import read_json, read_json_input, write_json
 
 FINGERPRINT_FILE = "dataset_fingerprint.json"
 PLANS_FILE = "plans.json"
@@ -179,6 +179,18 @@ class WorkDir:
     def read_run_record(self, configuration: str, fold: int, split_mode: str = "random") -> dict:
         return _read_json_artefact(self.run_record_path(configuration, fold, split_mode), "run record",
                                    "written by a time-budgeted `autoseg train`")
+
+    def all_run_records(self) -> list[dict]:
+        """Every readable ``run.json`` of the work folder (all configurations, folds and split modes)."""
+        records = []
+        for path in sorted((self.root / RESULTS_FOLDER).glob(f"*/fold_*/{RUN_RECORD_FILE}")):
+            try:
+                record = read_json(path)
+            except (OSError, ValueError):
+                continue  # a damaged record is no evidence; the fold it belongs to reports it when used
+            if isinstance(record, dict):
+                records.append(record)
+        return records
 
     def trained_folds(self, configuration: str, checkpoint: str = "final", split_mode: str = "random") -> list[int]:
         """Folds of ``configuration`` that have ``checkpoint_{checkpoint}.pt``."""

@@ -67,6 +67,11 @@ VALIDATION_COST_FRACTION = 0.35
 #: probabilities (.npz) and scoring it takes about this long per million voxels of the original
 #: image (measured: 14 s for a 300x512x512 CT, 2 cores; profile_validation_case.py).
 EXPORT_SECONDS_PER_MEGAVOXEL = 0.2
+#: The validation estimate is scaled by the median of measured / estimated seconds of the earlier
+#: validations in the same work folder (the export speed above differs between machines: 190 s
+#: measured against 137 s estimated for a 10-minute Task04 fold on a slower 2-core machine),
+#: within these bounds, so one odd run (a busy machine) cannot distort it much.
+VALIDATION_CALIBRATION_BOUNDS = (0.5, 3.0)
 #: Predicting the validation cases after training may take at most this fraction of the budget
 #: with test-time mirroring; beyond it they are predicted without mirroring (8x fewer passes in 3D).
 MAX_VALIDATION_BUDGET_FRACTION = 0.15
@@ -283,28 +288,50 @@ def export_seconds(shapes: list[list[int]]) -> float:
     return EXPORT_SECONDS_PER_MEGAVOXEL * sum(math.prod(shape) for shape in shapes) / 1e6
 
 
+def validation_calibration(run_records: list[dict]) -> tuple[float, int]:
+    """``(factor, n)``: the median of measured / estimated validation seconds over the ``n`` run
+    records that hold both (``validation_seconds``, ``validation.estimated_seconds``), clipped to
+    :data:`VALIDATION_CALIBRATION_BOUNDS`; ``(1.0, 0)`` when none does."""
+    ratios = []
+    for record in run_records:
+        measured = record.get("validation_seconds")
+        estimated = (record.get("validation") or {}).get("estimated_seconds")
+        if isinstance(measured, (int, float)) and isinstance(estimated, (int, float)) and estimated > 0:
+            ratios.append(measured / estimated)
+    if not ratios:
+        return 1.0, 0
+    low, high = VALIDATION_CALIBRATION_BOUNDS
+    return float(min(max(statistics.median(ratios), low), high)), len(ratios)
+
+
 def plan_validation(shapes: list[list[int]], original_shapes: list[list[int]], configuration: ConfigurationPlan,
-                    speed: SpeedMeasurement, budget_seconds: float) -> ValidationPlan:
+                    speed: SpeedMeasurement, budget_seconds: float,
+                    calibration: tuple[float, int] = (1.0, 0)) -> ValidationPlan:
     """Mirroring when validation with it fits :data:`MAX_VALIDATION_BUDGET_FRACTION` of the budget, else none.
 
     ``shapes``: the validation cases preprocessed (network grid), ``original_shapes``: as read
     (voxels); the estimate is the network time plus restoring, writing and scoring
-    (:func:`export_seconds`). Validation with mirroring also predicts and scores each case once
-    without it (one more pass), so that the Dice gain of mirroring is measured (``autoseg
-    predict`` mirrors only when it pays).
+    (:func:`export_seconds`), times ``calibration`` (:func:`validation_calibration`: what earlier
+    validations on this machine took against their estimates). Validation with mirroring also
+    predicts and scores each case once without it (one more pass), so that the Dice gain of
+    mirroring is measured (``autoseg predict`` mirrors only when it pays).
     """
+    factor, num_measured = calibration
     export = export_seconds(original_shapes)
-    without = estimate_prediction_seconds(shapes, configuration, speed, False) + export
-    with_mirroring = estimate_prediction_seconds(shapes, configuration, speed, True) + without + export / 2
+    without = factor * (estimate_prediction_seconds(shapes, configuration, speed, False) + export)
+    with_mirroring = factor * estimate_prediction_seconds(shapes, configuration, speed, True) + without \
+        + factor * export / 2
     limit = MAX_VALIDATION_BUDGET_FRACTION * budget_seconds
+    scaled = (f" (scaled by {factor:.2f}, the median measured/estimated time of {num_measured} earlier "
+              "validation(s) in this work folder)") if num_measured else ""
     if with_mirroring <= limit:
         return ValidationPlan(True, with_mirroring, f"validation of {len(shapes)} cases with and without test-time "
-                                                    f"mirroring: estimated {with_mirroring:.0f} s, kept within the "
-                                                    "budget")
+                                                    f"mirroring: estimated {with_mirroring:.0f} s{scaled}, kept "
+                                                    "within the budget")
     return ValidationPlan(False, without, (
         f"validation of {len(shapes)} cases with test-time mirroring would take about {with_mirroring:.0f} s "
         f"(> {MAX_VALIDATION_BUDGET_FRACTION:.0%} of the budget), so it runs without mirroring: estimated "
-        f"{without:.0f} s, kept within the budget"))
+        f"{without:.0f} s{scaled}, kept within the budget"))
 
 
 def validation_shapes(trainer: Trainer) -> tuple[list[list[int]], list[list[int]]]:
@@ -508,7 +535,8 @@ def decide_network(work: WorkDir, configuration_name: str, fold: int, options: T
                          f"{length.min_iterations} (at most {length.max_time_budget_seconds / 60:.1f} min)")
         budget = grown
     chosen = work.load_plans().configuration(name)
-    validation = plan_validation(*validation_shapes(trainer), chosen, speed, budget)
+    validation = plan_validation(*validation_shapes(trainer), chosen, speed, budget,
+                                 validation_calibration(work.all_run_records()))
     decisions.append(validation.reason)
     if length.epochs is None:  # training gets what validation leaves of the budget
         plan = iterations_for_budget(budget - validation.estimated_seconds - (time.time() - start),

@@ -248,6 +248,37 @@ def test_validation_keeps_mirroring_only_when_it_fits_the_budget():
     assert tight.estimated_seconds == pytest.approx(without + export)
 
 
+def test_validation_estimate_is_calibrated_by_earlier_validations(tmp_path):
+    from autoseg.training.budget import SpeedMeasurement, plan_validation, validation_calibration
+    from autoseg.workdir import WorkDir
+
+    assert validation_calibration([]) == (1.0, 0)
+    records = [{"validation_seconds": 190.0, "validation": {"estimated_seconds": 137.0}},
+               {"validation_seconds": 156.0, "validation": {"estimated_seconds": 137.0}},
+               {"validation_seconds": 150.0, "validation": {"estimated_seconds": 100.0}},
+               {"validation": {"estimated_seconds": 100.0}},  # interrupted before validation: no evidence
+               {"validation_seconds": 9.0, "validation": {"estimated_seconds": 0.0}}]
+    factor, count = validation_calibration(records)
+    assert count == 3 and factor == pytest.approx(190 / 137)  # the median ratio
+    assert validation_calibration([{"validation_seconds": 1000.0, "validation": {"estimated_seconds": 10.0}}]) \
+        == (3.0, 1)  # clipped: one odd run cannot distort it much
+    configuration = planned_configuration()
+    shapes, original = [[36, 50, 35]] * 52, [[40, 50, 40]] * 52
+    speed = SpeedMeasurement(9.0, "cpu", "test", 2, 0, 5)
+    plain = plan_validation(shapes, original, configuration, speed, 1e9)
+    scaled = plan_validation(shapes, original, configuration, speed, 1e9, (factor, count))
+    assert scaled.estimated_seconds == pytest.approx(factor * plain.estimated_seconds)
+    assert "scaled by 1.39, the median measured/estimated time of 3 earlier validation(s)" in scaled.reason
+
+    work = WorkDir(tmp_path)  # the records of every configuration and fold of a work folder; damaged ones skipped
+    for index, (configuration_name, record) in enumerate([("2d", records[0]), ("3d_fullres", records[1])]):
+        work.run_record_path(configuration_name, index).parent.mkdir(parents=True)
+        work.write_run_record(configuration_name, index, record)
+    work.run_record_path("2d", 4).parent.mkdir(parents=True)
+    work.run_record_path("2d", 4).write_text("{damaged")
+    assert sorted(r["validation_seconds"] for r in work.all_run_records()) == [156.0, 190.0]
+
+
 @pytest.mark.slow
 def test_a_short_budget_ends_on_time_with_validation_included(tmp_path):
     from autoseg.commands.train import train_and_validate
