@@ -22,6 +22,10 @@ setup(
         "tqdm>=4.60",
         "matplotlib>=3.6",
     ],
-    extras_require={"test": ["pytest>=7", "ruff>=0.4", "hypothesis>=6"]},
+    extras_require={
+        # DICOM series input and DICOM-SEG output (autoseg.io.dicom).
+        "dicom": ["pydicom>=2.4", "highdicom>=0.22"],
+        "test": ["pytest>=7", "ruff>=0.4", "hypothesis>=6", "pydicom>=2.4", "highdicom>=0.22"],
+    },
     entry_points={"console_scripts": ["autoseg=autoseg.cli:main"]},
 )

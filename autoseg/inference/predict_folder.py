@@ -31,6 +31,7 @@ from tqdm import tqdm
 from autoseg.errors import AutosegInputError
 from autoseg.inference.export import restore_segmentation
 from autoseg.inference.predictor import Predictor
+from autoseg.io.dicom import dicom_cases, is_series_path
 from autoseg.io.formats import ending_of, known_file_endings
 from autoseg.io.geometry import ImageGeometry
 from autoseg.io.images import image_file_problem, read_case_images, write_segmentation
@@ -39,6 +40,9 @@ from autoseg.plans.schema import Plans
 from autoseg.postprocessing.components import apply_postprocessing
 from autoseg.utils.files import remove_stale_temporaries
 from autoseg.workdir import WorkDir
+
+#: Segmentations of DICOM series input are written in this format (DICOM-SEG on request).
+SERIES_OUTPUT_ENDING = ".nii.gz"
 
 
 @dataclass
@@ -103,19 +107,31 @@ def choose_models(work_dir: str | os.PathLike | WorkDir, configurations: list[st
                             "(e.g. -c 3d_fullres) or run `autoseg ensemble` after cross-validation to pick one")
 
 
-def find_input_cases(input_dir: str | os.PathLike) -> dict[str, dict[int, Path]]:
-    """``{case: {channel: path}}`` for the image files of ``input_dir`` (any supported format).
+def find_input_cases(input_dir: str | os.PathLike, num_channels: int = 1
+                     ) -> tuple[dict[str, dict[int, Path]], dict[str, str]]:
+    """``({case: {channel: path}}, {case: problem})`` for the images of ``input_dir``.
 
-    A file without a ``_XXXX`` channel suffix is listed under channel -1 (reported later).
+    Image files ``{case}_{XXXX}{ending}`` in any supported format, DICOM series folders named
+    ``{case}_{XXXX}``, and any other DICOM series found under ``input_dir`` (cases as
+    :func:`autoseg.io.dicom.dicom_cases` makes them for a model of ``num_channels``). A file
+    without a ``_XXXX`` channel suffix is listed under channel -1 (reported later).
     """
     input_dir = Path(input_dir)
     if not input_dir.is_dir():
         raise AutosegInputError(f"{input_dir}: input folder not found")
     cases: dict[str, dict[int, Path]] = {}
     endings = {ending.lower() for ending in known_file_endings()}
+    named_series = [path for path in sorted(input_dir.iterdir()) if path.is_dir()
+                    and re.fullmatch(r".+_\d{4}", path.name) and is_series_path(path)]
+    dicom, problems = dicom_cases(input_dir, num_channels, skip=named_series)
+    cases.update(dicom)
     for path in sorted(input_dir.iterdir()):
         ending = ending_of(path)
-        if path.name.startswith(".") or ending.lower() not in endings:
+        if path in named_series:
+            match = re.fullmatch(r"(?P<case>.+)_(?P<channel>\d{4})", path.name)
+            cases.setdefault(match["case"], {})[int(match["channel"])] = path
+            continue
+        if path.name.startswith(".") or ending.lower() not in endings or path.is_dir():
             continue
         stem = path.name[: -len(ending)]
         match = re.fullmatch(r"(?P<case>.+)_(?P<channel>\d{4})", stem)
@@ -123,9 +139,9 @@ def find_input_cases(input_dir: str | os.PathLike) -> dict[str, dict[int, Path]]
             cases.setdefault(stem, {})[-1] = path
         else:
             cases.setdefault(match["case"], {})[int(match["channel"])] = path
-    if not cases:
-        raise AutosegInputError(f"{input_dir}: no images named {{case}}_0000{{ending}} found")
-    return cases
+    if not cases and not problems:
+        raise AutosegInputError(f"{input_dir}: no images named {{case}}_0000{{ending}} and no DICOM series found")
+    return cases, problems
 
 
 def check_channels(case_id: str, channels: dict[int, Path], num_channels: int) -> str | None:
@@ -139,7 +155,7 @@ def check_channels(case_id: str, channels: dict[int, Path], num_channels: int) -
                f"(the model needs {num_channels})"
     if extra:
         return f"{channels[extra[0]]}: channel {extra[0]} is not used by the model (it has {num_channels})"
-    endings = {ending_of(path) for path in channels.values()}
+    endings = {"DICOM series" if is_series_path(path) else ending_of(path) for path in channels.values()}
     if len(endings) > 1:
         return f"{case_id}: channel files have different formats {sorted(endings)}"
     return None
@@ -189,9 +205,11 @@ def predict_folder(work_dir: str | os.PathLike, input_dir: str | os.PathLike, ou
                    step_size: float = 0.5, save_probabilities_too: bool = False, overwrite: bool = False,
                    progress: bool = True) -> PredictionReport:
     """Predict every case of ``input_dir`` into ``output_dir``; see the module docstring."""
-    cases = find_input_cases(input_dir)
+    num_channels = WorkDir.of(work_dir).load_plans().num_channels
+    cases, problems = find_input_cases(input_dir, num_channels)
     output_dir = Path(output_dir)
     report = PredictionReport()
+    report.failed.update(problems)
     predictor = FolderPredictor(work_dir, choice, device, use_mirroring, step_size)
     plans = predictor.plans
     todo = []
@@ -200,7 +218,7 @@ def predict_folder(work_dir: str | os.PathLike, input_dir: str | os.PathLike, ou
         if problem:
             report.failed[case_id] = problem
             continue
-        ending = ending_of(channels[0])
+        ending = SERIES_OUTPUT_ENDING if is_series_path(channels[0]) else ending_of(channels[0])
         target = output_dir / f"{case_id}{ending}"
         if target.is_file() and not overwrite:
             damage = image_file_problem(target)

@@ -175,12 +175,18 @@ def group_channel_files(folder: str | os.PathLike, file_ending: str) -> dict[str
     """Group ``{case}_{XXXX}{file_ending}`` files of ``folder`` by case id, then channel index.
 
     Files with the right ending but no ``_XXXX`` channel suffix are returned under
-    channel -1 so the caller can report them.
+    channel -1 so the caller can report them. A folder named ``{case}_{XXXX}`` (no ending) is
+    a channel too: a DICOM series (:class:`autoseg.io.formats.DicomSeriesFormat` reads it).
     """
     folder = Path(folder)
     pattern = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})" + re.escape(file_ending) + r"$")
+    series_folder = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
     cases: dict[str, dict[int, Path]] = {}
     for path in sorted(folder.iterdir()):
+        match = series_folder.match(path.name) if path.is_dir() and not path.name.startswith(".") else None
+        if match is not None:
+            cases.setdefault(match["case"], {})[int(match["channel"])] = path
+            continue
         if not path.name.endswith(file_ending) or path.name.startswith("."):
             continue
         match = pattern.match(path.name)

@@ -5,7 +5,8 @@ registered formats in order which one claims a path. :class:`SimpleITKFormat` (t
 default) claims files whose name ends with one of the endings SimpleITK reads. A new
 format (e.g. a folder holding a DICOM series) is a subclass of :class:`ImageFormat`
 registered with ``IMAGE_FORMATS.add(...)``; dataset verification, planning and
-prediction then read it without any other change.
+prediction then read it without any other change. :class:`DicomSeriesFormat` claims a folder
+holding one DICOM series (:mod:`autoseg.io.dicom`).
 
 Arrays are in array axis order ``(z, y, x)``; a 2D file gives ``(1, y, x)``.
 """
@@ -21,6 +22,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from autoseg.errors import AutosegInputError
+from autoseg.io.dicom import checked_slices, is_series_path, read_series, series_at
 from autoseg.io.file_integrity import check_image_file
 from autoseg.io.geometry import FAKE_SLICE_SPACING_2D, ImageGeometry
 from autoseg.utils.files import atomic_path, free_bytes
@@ -92,13 +94,7 @@ class SimpleITKFormat(ImageFormat):
         if image.GetDimension() == 2:
             array = array[None]
         geometry = sitk_geometry(image)
-        if not all(math.isfinite(value) and value > 0 for value in geometry.sitk_spacing):
-            raise AutosegInputError(f"{path}: voxel spacing {list(geometry.sitk_spacing)} mm (x, y, z) is not "
-                                    "positive: fix the header")
-        if array.dtype.kind == "f":
-            non_finite = int(array.size - np.count_nonzero(np.isfinite(array)))
-            if non_finite:
-                raise AutosegInputError(f"{path}: contains {non_finite} NaN/Inf voxels")
+        _checked_voxels(path, array, geometry)
         return array, geometry
 
     def verify(self, path: Path) -> None:
@@ -134,6 +130,36 @@ class SimpleITKFormat(ImageFormat):
                 raise AutosegInputError(f"{path}: cannot be written ({detail})") from None
 
 
+def _checked_voxels(path: Path, array: np.ndarray, geometry: ImageGeometry) -> None:
+    """Refuse a non-positive spacing and NaN/Inf voxels (one line naming ``path``)."""
+    if not all(math.isfinite(value) and value > 0 for value in geometry.sitk_spacing):
+        raise AutosegInputError(f"{path}: voxel spacing {list(geometry.sitk_spacing)} mm (x, y, z) is not "
+                                "positive: fix the header")
+    if array.dtype.kind == "f":
+        non_finite = int(array.size - np.count_nonzero(np.isfinite(array)))
+        if non_finite:
+            raise AutosegInputError(f"{path}: contains {non_finite} NaN/Inf voxels")
+
+
+class DicomSeriesFormat(ImageFormat):
+    """A folder holding the files of one DICOM series, or ``folder#SeriesInstanceUID`` for one of several
+    (read as :mod:`autoseg.io.dicom` says: slices
+    sorted along their normal and checked, Rescale Slope/Intercept applied). Read only: segmentations
+    of DICOM input are written as NIfTI or DICOM-SEG, never as a series."""
+
+    def claims(self, path: Path) -> bool:
+        return is_series_path(path)
+
+    def read(self, path: Path) -> tuple[np.ndarray, ImageGeometry]:
+        array, image = read_series(series_at(path))
+        geometry = sitk_geometry(image)
+        _checked_voxels(path, array, geometry)
+        return array, geometry
+
+    def verify(self, path: Path) -> None:
+        checked_slices(series_at(path))
+
+
 def sitk_geometry(image: sitk.Image) -> ImageGeometry:
     """Geometry of a 2D or 3D SimpleITK image (see :class:`ImageGeometry`)."""
     dimension = image.GetDimension()
@@ -158,6 +184,7 @@ def sitk_geometry(image: sitk.Image) -> ImageGeometry:
 #: Registered formats, asked in order which one claims a path.
 IMAGE_FORMATS: Registry[ImageFormat] = Registry("image format")
 IMAGE_FORMATS.add("simpleitk", SimpleITKFormat())
+IMAGE_FORMATS.add("dicom-series", DicomSeriesFormat())
 
 
 def format_for(path: str | os.PathLike) -> ImageFormat:

@@ -193,3 +193,35 @@ def test_channels_last_wrapper_gives_the_same_probabilities():
         result = wrapped(x)
     assert next(wrapped.parameters()).is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(result, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_dicom_series_are_predicted_like_the_same_volume_in_nifti(trained, tmp_path):
+    """A CT series (shuffled files, intercept -1024) beside a second series in one folder, a bad series
+    in another: the two good ones are segmented in their own geometry exactly as their NIfTI copy."""
+    pytest.importorskip("pydicom")
+    from autoseg.synthetic.dicom_series import write_ct_series
+
+    dataset, work = trained
+    image_path = sorted((dataset / "imagesTs").iterdir())[0]
+    volume, geometry = read_image(image_path)
+    hu = np.clip(np.rint(volume), -1024, 3000).astype(np.int32)
+    spacing, origin = geometry.spacing, geometry.sitk_origin
+    rng = np.random.default_rng(0)
+    patient = tmp_path / "dicom" / "patient1"
+    write_ct_series(hu, patient, spacing, origin, series_number=2, file_prefix="a",
+                    file_order=rng.permutation(hu.shape[0]))
+    write_ct_series(hu[::-1].copy(), patient, spacing, origin, series_number=4, file_prefix="b")
+    write_ct_series(hu, tmp_path / "dicom" / "broken", spacing, origin)
+    sorted((tmp_path / "dicom" / "broken").glob("*.dcm"))[2].unlink()  # a missing slice
+    report = predict_folder(work, tmp_path / "dicom", tmp_path / "out", InferenceChoice(["3d_fullres"]),
+                            progress=False)
+    assert sorted(report.predicted) == ["patient1_s2", "patient1_s4"]
+    assert "missing slice" in report.failed["broken"] and "\n" not in report.failed["broken"]
+    nifti = tmp_path / "nifti"
+    nifti.mkdir()
+    write_volume(nifti / "case_0000.nii.gz", hu.astype(np.float32), spacing, origin)
+    predict_folder(work, nifti, tmp_path / "reference", InferenceChoice(["3d_fullres"]), progress=False)
+    reference, reference_geometry = read_label(tmp_path / "reference" / "case.nii.gz")
+    segmentation, segmentation_geometry = read_label(tmp_path / "out" / "patient1_s2.nii.gz")
+    assert segmentation_geometry == reference_geometry
+    np.testing.assert_array_equal(segmentation, reference)

@@ -1,0 +1,307 @@
+"""DICOM series as images: finding the series in a folder, checking their slices, reading one.
+
+A series is the set of files sharing a Series Instance UID. Headers are read with pydicom
+(the ``dicom`` extra: ``pip install autoseg[dicom]``), voxels with SimpleITK's GDCM series
+reader, which applies Rescale Slope/Intercept (CT voxels come back in Hounsfield units)
+and decodes the compressed transfer syntaxes. Slices are sorted by their position along
+the slice normal (the cross product of the Image Orientation (Patient) row and column
+directions), not by file name or Instance Number.
+
+What is refused, as one line naming the series (:func:`series_problem`): slices of
+different orientation, size or pixel spacing; slices without position; two slices at one
+position; gantry tilt (slices shifted in-plane from one to the next, which a regular voxel
+grid cannot hold); a gap of about two or more slice spacings (missing slices); otherwise
+uneven slice spacing (more than :data:`SPACING_TOLERANCE` relative spread); files
+without pixel data.
+
+Arrays are ``(z, y, x)`` like every image of autoseg (:mod:`autoseg.io.formats`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autoseg.errors import AutosegInputError
+
+#: What installs the DICOM readers and writers.
+DICOM_EXTRA = "pip install 'autoseg[dicom]'"
+#: Slice gaps may differ by this fraction of the median gap before the series is refused.
+SPACING_TOLERANCE = 0.01
+#: A gap this many median gaps wide (or wider) means slices are missing.
+MISSING_SLICE_GAP = 1.5
+#: Slices whose positions step off the slice normal by more than this angle (degrees) are tilted.
+MAX_TILT_DEGREES = 0.5
+#: Separates a folder from the Series Instance UID of one of its series in a series path
+#: (``patient1#1.2.840...``): how a folder holding several series names one of them.
+SERIES_SEPARATOR = "#"
+#: A DICOM Part 10 file has "DICM" at this byte offset.
+_PREAMBLE_LENGTH = 128
+
+
+def require_pydicom() -> Any:
+    """The pydicom module, or a one-line error naming the extra that installs it."""
+    try:
+        import pydicom
+    except ImportError:
+        raise AutosegInputError(f"reading DICOM needs pydicom: {DICOM_EXTRA}") from None
+    return pydicom
+
+
+def is_dicom_file(path: Path) -> bool:
+    """Whether ``path`` is a DICOM Part 10 file (``DICM`` after the 128-byte preamble)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(_PREAMBLE_LENGTH)
+            return handle.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def dicom_files(folder: Path, recursive: bool = True) -> list[Path]:
+    """The DICOM files under ``folder`` (hidden and macOS ``._`` files skipped), sorted by path."""
+    pattern = "**/*" if recursive else "*"
+    return [path for path in sorted(folder.glob(pattern))
+            if path.is_file() and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+            and is_dicom_file(path)]
+
+
+@dataclass
+class SliceHeader:
+    """What sorting and checking a slice needs from its header (positions in mm, patient LPS)."""
+
+    path: Path
+    position: tuple[float, ...] | None
+    orientation: tuple[float, ...] | None
+    pixel_spacing: tuple[float, ...] | None
+    rows: int | None
+    columns: int | None
+    has_pixels: bool
+
+
+@dataclass
+class DicomSeries:
+    """One series found in a folder: its files sorted along the slice normal once checked."""
+
+    series_uid: str
+    folder: Path
+    description: str = ""
+    series_number: int | None = None
+    modality: str = ""
+    slices: list[SliceHeader] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        """How errors name the series: folder, number and description."""
+        number = f" #{self.series_number}" if self.series_number is not None else ""
+        description = f" '{self.description}'" if self.description else ""
+        return f"{self.folder} (DICOM series{number}{description})"
+
+
+def _floats(value: Any) -> tuple[float, ...] | None:
+    try:
+        return tuple(float(v) for v in value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def find_series(folder: str | Path, recursive: bool = True) -> list[DicomSeries]:
+    """The DICOM series under ``folder``, grouped by Series Instance UID, ordered by folder, then
+    Series Number, then UID. Slices are not yet checked (see :func:`checked_slices`)."""
+    pydicom = require_pydicom()
+    folder = Path(folder)
+    series: dict[str, DicomSeries] = {}
+    for path in dicom_files(folder, recursive):
+        try:
+            with warnings.catch_warnings():  # pydicom warns about sloppy headers real scanners write
+                warnings.simplefilter("ignore")
+                header = pydicom.dcmread(path, defer_size="1 KB")
+        except Exception as error:  # pydicom raises many kinds on damaged files
+            raise AutosegInputError(f"{path}: cannot be read as DICOM ({str(error).splitlines()[0][:120]})") from None
+        uid = str(header.get("SeriesInstanceUID", ""))
+        if not uid:
+            raise AutosegInputError(f"{path}: no Series Instance UID (not an image of a DICOM series, or damaged)")
+        entry = series.get(uid)
+        if entry is None:
+            number = header.get("SeriesNumber")
+            entry = series[uid] = DicomSeries(uid, path.parent, str(header.get("SeriesDescription", "")).strip(),
+                                              int(number) if number not in (None, "") else None,
+                                              str(header.get("Modality", "")))
+        spacing = _floats(header.get("PixelSpacing"))
+        entry.slices.append(SliceHeader(path, _floats(header.get("ImagePositionPatient")),
+                                        _floats(header.get("ImageOrientationPatient")), spacing,
+                                        header.get("Rows"), header.get("Columns"), "PixelData" in header))
+    return sorted(series.values(), key=lambda s: (str(s.folder), s.series_number or 0, s.series_uid))
+
+
+def slice_normal(orientation: tuple[float, ...]) -> np.ndarray:
+    """Unit normal of the slices: row direction x column direction (patient LPS, unitless)."""
+    row, column = np.asarray(orientation[:3]), np.asarray(orientation[3:6])
+    normal = np.cross(row, column)
+    return normal / np.linalg.norm(normal)
+
+
+def series_problem(slices: Iterable[SliceHeader]) -> str | None:
+    """Why these slices do not form one regular volume (one line without the series name), or None."""
+    slices = list(slices)
+    if not slices:
+        return "no slices"
+    first = slices[0]
+    for header in slices:
+        if not header.has_pixels:
+            return f"{header.path.name} has no pixel data"
+        for attribute, what in (("orientation", "Image Orientation (Patient)"), ("pixel_spacing", "Pixel Spacing"),
+                                ("position", "Image Position (Patient)")):
+            if getattr(header, attribute) is None:
+                return f"{header.path.name} has no {what}"
+        if (header.rows, header.columns) != (first.rows, first.columns):
+            return (f"slices of different sizes ({first.rows}x{first.columns} in {first.path.name}, "
+                    f"{header.rows}x{header.columns} in {header.path.name})")
+        if not np.allclose(header.orientation, first.orientation, atol=1e-4):
+            return f"slices of different orientation ({first.path.name} and {header.path.name})"
+        if not np.allclose(header.pixel_spacing, first.pixel_spacing, rtol=1e-4):
+            return (f"slices of different pixel spacing ({list(first.pixel_spacing)} and "
+                    f"{list(header.pixel_spacing)} mm)")
+    if len(slices) == 1:
+        return None
+    normal = slice_normal(first.orientation)
+    positions = np.array([header.position for header in slices])
+    along = positions @ normal
+    order = np.argsort(along, kind="stable")
+    along, positions = along[order], positions[order]
+    gaps = np.diff(along)
+    if np.any(gaps < 1e-3):
+        index = int(np.argmin(gaps))
+        return (f"two slices at one position ({along[index]:.2f} mm along the normal: "
+                f"{slices[order[index]].path.name}, {slices[order[index + 1]].path.name}); mixed series?")
+    steps = np.diff(positions, axis=0)
+    cosines = np.clip((steps @ normal) / np.linalg.norm(steps, axis=1), -1.0, 1.0)
+    tilt = float(np.degrees(np.arccos(cosines.min())))
+    if tilt > MAX_TILT_DEGREES:
+        return f"gantry tilt of {tilt:.1f} degrees (slices shifted in-plane); resample it to a regular grid first"
+    median = float(np.median(gaps))
+    widest = int(np.argmax(gaps))
+    if gaps[widest] >= MISSING_SLICE_GAP * median:
+        missing = round(gaps[widest] / median) - 1
+        return (f"about {missing} missing slice(s) between {along[widest]:.2f} and {along[widest + 1]:.2f} mm "
+                f"(gap {gaps[widest]:.2f} mm, slice spacing {median:.2f} mm)")
+    if (gaps.max() - gaps.min()) > SPACING_TOLERANCE * median:
+        return f"uneven slice spacing ({gaps.min():.3f} to {gaps.max():.3f} mm)"
+    return None
+
+
+def checked_slices(series: DicomSeries) -> list[Path]:
+    """The series' files sorted along the slice normal; a one-line error naming the series when the
+    slices do not form one regular volume (:func:`series_problem`)."""
+    problem = series_problem(series.slices)
+    if problem is not None:
+        raise AutosegInputError(f"{series.name}: {problem}")
+    if len(series.slices) == 1:
+        return [series.slices[0].path]
+    normal = slice_normal(series.slices[0].orientation)
+    return [header.path for header in sorted(series.slices, key=lambda h: float(np.dot(h.position, normal)))]
+
+
+def only_series(folder: Path) -> DicomSeries:
+    """The one series of a folder (its files directly in it); a one-line error for none or several."""
+    found = find_series(folder, recursive=False)
+    if len(found) != 1:
+        listed = ", ".join(s.name for s in found[:3])
+        raise AutosegInputError(f"{folder}: holds {len(found)} DICOM series" + (f" ({listed})" if found else "")
+                                + "; give each series its own folder")
+    return found[0]
+
+
+def series_path(series: DicomSeries, found: list[DicomSeries]) -> Path:
+    """A path naming ``series``: its folder when no other series of ``found`` shares it, else
+    ``folder#SeriesInstanceUID``."""
+    alone = sum(other.folder == series.folder for other in found) == 1
+    return series.folder if alone else Path(f"{series.folder}{SERIES_SEPARATOR}{series.series_uid}")
+
+
+def series_at(path: Path) -> DicomSeries:
+    """The series a path names: a folder holding one series, or ``folder#SeriesInstanceUID``."""
+    folder, separator, uid = str(path).partition(SERIES_SEPARATOR)
+    if not separator:
+        return only_series(Path(folder))
+    for series in find_series(Path(folder), recursive=False):
+        if series.series_uid == uid:
+            return series
+    raise AutosegInputError(f"{path}: no DICOM series with this Series Instance UID in {folder}")
+
+
+def is_series_path(path: Path) -> bool:
+    """Whether ``path`` names a series: ``folder#UID`` of an existing folder, or a folder with DICOM files
+    directly in it (the first few files are looked at)."""
+    folder, separator, _ = str(path).partition(SERIES_SEPARATOR)
+    if separator:
+        return Path(folder).is_dir()
+    return path.is_dir() and any(is_dicom_file(child) for child in sorted(path.iterdir())[:8] if child.is_file())
+
+
+def series_order(series: DicomSeries) -> tuple:
+    """The rule that gives the series of a multi-channel case their channels: Series Number, then
+    Series Description, then UID (channel 0 first)."""
+    return (series.series_number if series.series_number is not None else 1 << 30, series.description,
+            series.series_uid)
+
+
+def dicom_cases(folder: Path, num_channels: int, skip: Sequence[Path] = ()
+                ) -> tuple[dict[str, dict[int, Path]], dict[str, str]]:
+    """Cases of DICOM series under ``folder``: ``({case: {channel: series path}}, {case: problem})``.
+
+    Each subfolder of ``folder`` (and ``folder`` itself, for files directly in it) is searched
+    recursively. With a one-channel model every series is a case, named by its folder (plus
+    ``_s{Series Number}`` when the folder holds several). With ``num_channels`` > 1 a subfolder is
+    one case and must hold exactly that many series, given channels by :func:`series_order`.
+    A folder whose files cannot be read is a problem of that case; the others go on. Subfolders
+    in ``skip`` (series folders named ``{case}_{XXXX}``, handled like image files) are left out.
+    """
+    cases: dict[str, dict[int, Path]] = {}
+    problems: dict[str, str] = {}
+    direct = [path for path in sorted(folder.iterdir()) if path.is_file() and is_dicom_file(path)]
+    roots = ([folder] if direct else []) + [path for path in sorted(folder.iterdir())
+                                            if path.is_dir() and not path.name.startswith(".") and path not in skip]
+    for root in roots:
+        try:
+            found = find_series(root, recursive=root is not folder)
+        except AutosegInputError as error:
+            problems[root.name] = str(error)
+            continue
+        if not found:
+            continue
+        if num_channels > 1:
+            if len(found) != num_channels:
+                problems[root.name] = (f"{root}: holds {len(found)} DICOM series, the model needs one per channel "
+                                       f"({num_channels}; channels follow Series Number)")
+                continue
+            cases[root.name] = {channel: series_path(series, found)
+                                for channel, series in enumerate(sorted(found, key=series_order))}
+            continue
+        for index, series in enumerate(sorted(found, key=series_order)):
+            number = series.series_number if series.series_number is not None else index
+            cases[root.name if len(found) == 1 else f"{root.name}_s{number}"] = {0: series_path(series, found)}
+    return cases, problems
+
+
+def read_series(series: DicomSeries) -> tuple[np.ndarray, Any]:
+    """Voxels ``(z, y, x)`` with Rescale Slope/Intercept applied (HU for CT) and the SimpleITK image."""
+    import SimpleITK as sitk
+
+    files = checked_slices(series)
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames([str(path) for path in files])
+    try:
+        image = reader.Execute()
+    except RuntimeError as error:
+        detail = next((line for line in str(error).splitlines() if "rror" in line), "")
+        raise AutosegInputError(f"{series.name}: cannot be read ({detail.strip()[:160]})") from None
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise AutosegInputError(f"{series.name}: {image.GetNumberOfComponentsPerPixel()} components per voxel "
+                                "(colour images are not scans)")
+    return sitk.GetArrayFromImage(image), image
