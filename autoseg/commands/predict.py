@@ -43,6 +43,12 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--no-postprocessing", action="store_true",
                         help="skip the postprocessing learned by autoseg ensemble")
     parser.add_argument("--overwrite", action="store_true", help="predict cases whose output already exists")
+    parser.add_argument("--output-format", choices=["nifti", "dicom-seg"], default="nifti",
+                        help="nifti (default): each segmentation in its input's format, NIfTI for DICOM series; "
+                             "dicom-seg: a DICOM Segmentation per DICOM series case, referencing it")
+    parser.add_argument("--seg-concepts", default=None, metavar="JSON",
+                        help="DICOM-SEG: coded concepts per label name, {\"liver\": {\"category\": [value, "
+                             "scheme, meaning], \"type\": [...]}} (default: SNOMED CT 'Anatomical structure')")
     parser.set_defaults(handler=run)
 
 
@@ -66,9 +72,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         use_mirroring, reason = choose_mirroring(args.model, choice.configurations, choice.folds, choice.checkpoint)
         print(reason)
+    concepts = None
+    if args.seg_concepts:
+        from autoseg.io.dicom_seg import read_concept_mapping
+
+        concepts = read_concept_mapping(args.seg_concepts)
     report = predict_folder(args.model, args.input, args.output, choice, device, use_mirroring=use_mirroring,
                             step_size=args.step_size, save_probabilities_too=args.save_probabilities,
-                            overwrite=args.overwrite)
+                            overwrite=args.overwrite, output_format=args.output_format, seg_concepts=concepts)
     if report.removed_temporaries:
         print(f"removed {len(report.removed_temporaries)} temporary file(s) left by an interrupted run, e.g. "
               f"{report.removed_temporaries[0]}")

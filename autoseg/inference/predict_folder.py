@@ -32,6 +32,7 @@ from autoseg.errors import AutosegInputError
 from autoseg.inference.export import restore_segmentation
 from autoseg.inference.predictor import Predictor
 from autoseg.io.dicom import dicom_cases, is_series_path
+from autoseg.io.dicom_seg import DICOM_SEG_ENDING, dicom_seg_problem, write_dicom_seg
 from autoseg.io.formats import ending_of, known_file_endings
 from autoseg.io.geometry import ImageGeometry
 from autoseg.io.images import image_file_problem, read_case_images, write_segmentation
@@ -43,6 +44,8 @@ from autoseg.workdir import WorkDir
 
 #: Segmentations of DICOM series input are written in this format (DICOM-SEG on request).
 SERIES_OUTPUT_ENDING = ".nii.gz"
+#: What ``predict`` writes: the input's format (NIfTI for DICOM series), or a DICOM Segmentation.
+OUTPUT_FORMATS = ("nifti", "dicom-seg")
 
 
 @dataclass
@@ -203,8 +206,16 @@ class FolderPredictor:
 def predict_folder(work_dir: str | os.PathLike, input_dir: str | os.PathLike, output_dir: str | os.PathLike,
                    choice: InferenceChoice, device: torch.device | str = "cpu", use_mirroring: bool = True,
                    step_size: float = 0.5, save_probabilities_too: bool = False, overwrite: bool = False,
-                   progress: bool = True) -> PredictionReport:
-    """Predict every case of ``input_dir`` into ``output_dir``; see the module docstring."""
+                   progress: bool = True, output_format: str = "nifti",
+                   seg_concepts: dict | None = None) -> PredictionReport:
+    """Predict every case of ``input_dir`` into ``output_dir``; see the module docstring.
+
+    ``output_format``: ``"nifti"`` (each segmentation in its input's format; NIfTI for a DICOM
+    series) or ``"dicom-seg"`` (a DICOM Segmentation per case referencing its source series, with
+    the coded concepts of ``seg_concepts``, :func:`autoseg.io.dicom_seg.read_concept_mapping`).
+    """
+    if output_format not in OUTPUT_FORMATS:
+        raise AutosegInputError(f"output format {output_format!r} is not one of {', '.join(OUTPUT_FORMATS)}")
     num_channels = WorkDir.of(work_dir).load_plans().num_channels
     cases, problems = find_input_cases(input_dir, num_channels)
     output_dir = Path(output_dir)
@@ -218,10 +229,17 @@ def predict_folder(work_dir: str | os.PathLike, input_dir: str | os.PathLike, ou
         if problem:
             report.failed[case_id] = problem
             continue
-        ending = SERIES_OUTPUT_ENDING if is_series_path(channels[0]) else ending_of(channels[0])
+        if output_format == "dicom-seg" and not is_series_path(channels[0]):
+            report.failed[case_id] = (f"{channels[0]}: not a DICOM series; a DICOM-SEG references the series it "
+                                      "segments (use the default output format for image files)")
+            continue
+        if output_format == "dicom-seg":
+            ending = DICOM_SEG_ENDING
+        else:
+            ending = SERIES_OUTPUT_ENDING if is_series_path(channels[0]) else ending_of(channels[0])
         target = output_dir / f"{case_id}{ending}"
         if target.is_file() and not overwrite:
-            damage = image_file_problem(target)
+            damage = dicom_seg_problem(target) if output_format == "dicom-seg" else image_file_problem(target)
             if damage is None:
                 report.skipped.append(case_id)
                 continue
@@ -245,8 +263,9 @@ def predict_folder(work_dir: str | os.PathLike, input_dir: str | os.PathLike, ou
             report.seconds_per_case[case_id] = time.perf_counter() - began
             if pending is not None:
                 _finish(pending, report)
+            seg_request = None if output_format != "dicom-seg" else (files[0], seg_concepts)
             pending = writer.submit(_write_case, case_id, segmentation, probabilities, properties, target,
-                                    output_dir, plans.regions_class_order)
+                                    output_dir, plans, seg_request)
         if pending is not None:
             _finish(pending, report)
     report.peak_rss_bytes = peak_rss_bytes()
@@ -266,11 +285,16 @@ def prepare_output_folder(output_dir: Path) -> None:
 
 
 def _write_case(case_id: str, segmentation: np.ndarray, probabilities: torch.Tensor | None, properties: dict,
-                target: Path, output_dir: Path, regions_class_order: list[int] | None = None) -> str:
+                target: Path, output_dir: Path, plans: Plans, seg_request: tuple[Path, dict | None] | None) -> str:
+    """Write a case's files; ``seg_request`` = (source series, coded concepts) for a DICOM-SEG."""
     if probabilities is not None:
         save_probabilities(probabilities.cpu().numpy(), properties["geometry"], output_dir / case_id,
-                           regions_class_order)
-    write_segmentation(segmentation, ImageGeometry.from_dict(properties["geometry"]), target)
+                           plans.regions_class_order)
+    if seg_request is None:
+        write_segmentation(segmentation, ImageGeometry.from_dict(properties["geometry"]), target)
+    else:
+        write_dicom_seg(segmentation, seg_request[0], plans.evaluated_classes, plans.class_names, target,
+                        seg_request[1])
     return case_id
 
 

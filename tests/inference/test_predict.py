@@ -225,3 +225,49 @@ def test_dicom_series_are_predicted_like_the_same_volume_in_nifti(trained, tmp_p
     segmentation, segmentation_geometry = read_label(tmp_path / "out" / "patient1_s2.nii.gz")
     assert segmentation_geometry == reference_geometry
     np.testing.assert_array_equal(segmentation, reference)
+
+
+def test_dicom_seg_output_references_the_series_and_reads_back_with_the_same_masks(trained, tmp_path, capsys):
+    pytest.importorskip("highdicom")
+    import highdicom
+    import pydicom
+
+    from autoseg.io.dicom import checked_slices, series_at
+    from autoseg.synthetic.dicom_series import write_ct_series
+
+    dataset, work = trained
+    volume, geometry = read_image(sorted((dataset / "imagesTs").iterdir())[0])
+    hu = np.clip(np.rint(volume), -1024, 3000).astype(np.int32)
+    series = tmp_path / "in" / "patient7"
+    write_ct_series(hu, series, geometry.spacing, geometry.sitk_origin,
+                    file_order=np.random.default_rng(1).permutation(hu.shape[0]))
+    shutil.copy(sorted((dataset / "imagesTs").iterdir())[1], tmp_path / "in" / "nifti_0000.nii.gz")
+    concepts = tmp_path / "concepts.json"
+    concepts.write_text('{"organ": {"category": ["91723000", "SCT", "Anatomical structure"], '
+                        '"type": ["10200004", "SCT", "Liver"]}}')
+    arguments = ["predict", "-i", str(tmp_path / "in"), "-m", str(work), "-c", "3d_fullres", "--no-tta"]
+    assert main([*arguments, "-o", str(tmp_path / "seg"), "--output-format", "dicom-seg",
+                 "--seg-concepts", str(concepts)]) == 1  # the NIfTI case cannot become a DICOM-SEG
+    assert "nifti_0000.nii.gz: not a DICOM series" in capsys.readouterr().err
+    assert main([*arguments, "-o", str(tmp_path / "nifti")]) == 0
+    expected, _ = read_label(tmp_path / "nifti" / "patient7.nii.gz")
+    seg = highdicom.seg.segread(tmp_path / "seg" / "patient7.dcm")
+    sources = [pydicom.dcmread(path) for path in checked_slices(series_at(series))]
+    pixels = seg.get_pixels_by_source_instance(source_sop_instance_uids=[s.SOPInstanceUID for s in sources],
+                                               segment_numbers=[1, 2])
+    np.testing.assert_array_equal(pixels[..., 0], expected == 1)
+    np.testing.assert_array_equal(pixels[..., 1], expected == 2)
+    assert seg.StudyInstanceUID == sources[0].StudyInstanceUID
+    assert seg.FrameOfReferenceUID == sources[0].FrameOfReferenceUID
+    first = seg.SegmentSequence[0]
+    assert first.SegmentLabel == "organ" and first.SegmentedPropertyTypeCodeSequence[0].CodeMeaning == "Liver"
+    assert first.SegmentAlgorithmName == "autoseg" and seg.SoftwareVersions == autoseg_version()
+    capsys.readouterr()
+    main([*arguments, "-o", str(tmp_path / "seg"), "--output-format", "dicom-seg"])  # done cases are kept
+    assert "0 predicted, 1 already done" in capsys.readouterr().out
+
+
+def autoseg_version() -> str:
+    from autoseg import __version__
+
+    return __version__
