@@ -17,6 +17,7 @@ import torch
 from autoseg.io.geometry import ImageGeometry
 from autoseg.io.images import write_segmentation
 from autoseg.io.labels import REGION_THRESHOLD, region_masks_to_label_map
+from autoseg.io.orientation import Orientation, from_canonical
 from autoseg.preprocessing.resample import resample_probabilities, resample_probability_rows
 
 #: Restoring a segmentation to the original grid works on slabs of about this many voxels
@@ -57,20 +58,27 @@ def restore_original_shape(probabilities: torch.Tensor, properties: dict, region
 
     Resampled (linearly; nearest along the thick axis) to the cropped shape, then
     placed into the full image; outside the crop box everything is background (class 0's
-    probability 1, or with ``regions`` every region's probability 0).
+    probability 1, or with ``regions`` every region's probability 0); last, the axes go back
+    to the file's own order (:func:`autoseg.io.orientation.from_canonical`).
     """
     cropped_shape = properties["shape_after_crop"]
     resampled = resample_probabilities(probabilities, cropped_shape, properties.get("thick_axis"))
-    full_shape = tuple(properties["geometry"]["shape"])
+    full_shape = tuple(_canonical_shape(properties))
+    orientation = Orientation.from_dict(properties.get("orientation"))
     box = properties["bounding_box"]
     if [list(b) for b in box] == [[0, s] for s in full_shape]:
-        return resampled
+        return from_canonical(resampled, orientation).contiguous()
     full = torch.zeros((resampled.shape[0],) + full_shape, dtype=resampled.dtype, device=resampled.device)
     if not regions:
         full[0] = 1.0
     region = (slice(None),) + tuple(slice(start, stop) for start, stop in box)
     full[region] = resampled
-    return full
+    return from_canonical(full, orientation).contiguous()
+
+
+def _canonical_shape(properties: dict) -> list[int]:
+    """The full image's shape in the canonical axis order (older caches: the file's, unreoriented)."""
+    return properties.get("canonical_shape", properties["geometry"]["shape"])
 
 
 def restore_segmentation(predictions: Sequence[tuple[torch.Tensor, dict]],
@@ -95,7 +103,7 @@ def restore_segmentation(predictions: Sequence[tuple[torch.Tensor, dict]],
     num_classes = int(predictions[0][0].shape[0])
     highest = num_classes - 1 if regions_class_order is None else max(regions_class_order)
     dtype = np.uint8 if highest < 256 else np.uint16
-    segmentation = np.zeros(tuple(properties["geometry"]["shape"]), dtype=dtype)
+    segmentation = np.zeros(tuple(_canonical_shape(properties)), dtype=dtype)
     rows_per_slab = max(1, int(slab_voxels) // max(1, cropped_shape[1] * cropped_shape[2]))
     (z0, _), (y0, y1), (x0, x1) = box
     for start in range(0, cropped_shape[0], rows_per_slab):
@@ -108,7 +116,7 @@ def restore_segmentation(predictions: Sequence[tuple[torch.Tensor, dict]],
         if regions_class_order is not None and len(predictions) > 1:
             total = total / len(predictions)  # the threshold applies to the mean
         segmentation[z0 + start: z0 + stop, y0:y1, x0:x1] = probabilities_to_segmentation(total, regions_class_order)
-    return segmentation
+    return np.ascontiguousarray(from_canonical(segmentation, Orientation.from_dict(properties.get("orientation"))))
 
 
 def probabilities_to_segmentation(probabilities: torch.Tensor,

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from autoseg.errors import DatasetVerificationError
 from autoseg.io.dataset import DatasetDescription, RawCase, list_training_cases
 from autoseg.io.labels import label_value_sets
+from autoseg.io.orientation import canonical_geometry, canonical_orientation, to_canonical
 from autoseg.io.verification import LoadedCase, verify_case, verify_structure
 from autoseg.utils.crop import bounding_box, nonzero_mask
 from autoseg.utils.parallel import default_case_workers, process_pool
@@ -31,8 +32,11 @@ FOREGROUND_SAMPLES_PER_CASE = 10_000
 
 def case_fingerprint(case: LoadedCase, foreground_labels: Sequence[int],
                      rng: np.random.Generator) -> tuple[dict, np.ndarray]:
-    """Fingerprint of one verified case and its sampled foreground intensities ``(C, n)``."""
-    image, label = case.image, case.label
+    """Fingerprint of one verified case and its sampled foreground intensities ``(C, n)``; shapes and
+    spacings in the canonical axis order (:mod:`autoseg.io.orientation`), as preprocessing sees them."""
+    orientation = canonical_orientation(case.geometry)
+    image, label = to_canonical(case.image, orientation), to_canonical(case.label, orientation)
+    geometry = canonical_geometry(case.geometry, orientation)
     box = bounding_box(nonzero_mask(image))
     cropped_shape = [stop - start for start, stop in box]
     foreground = np.isin(label, foreground_labels)  # annotated foreground: no ignore-label voxels
@@ -43,9 +47,10 @@ def case_fingerprint(case: LoadedCase, foreground_labels: Sequence[int],
     samples = flat_image[:, indices]
     counts = np.bincount(label.ravel().clip(min=0), minlength=max(foreground_labels) + 1)
     record = {
-        "shape": list(case.geometry.shape),
-        "spacing": list(case.geometry.spacing),
+        "shape": list(geometry.shape),
+        "spacing": list(geometry.spacing),
         "direction": list(case.geometry.sitk_direction),
+        "orientation": orientation.to_dict(),
         "bounding_box": box,
         "shape_after_crop": cropped_shape,
         "class_voxels": {str(label_value): int(counts[label_value]) for label_value in foreground_labels},

@@ -29,6 +29,10 @@ from autoseg.utils.files import read_json, save_npy, write_json
 from autoseg.utils.parallel import default_case_workers, process_pool
 from autoseg.workdir import WorkDir, cached_case_paths
 
+#: The array orientation rule cached cases follow (:mod:`autoseg.io.orientation`); part of the key,
+#: so caches made before the rule existed are rebuilt.
+CANONICAL_ORIENTATION = "closest to patient S, P, L (z, y, x)"
+
 
 def cache_key(plans: Plans, configuration_name: str) -> str:
     """Hash of everything that changes a configuration's preprocessed data."""
@@ -40,6 +44,7 @@ def cache_key(plans: Plans, configuration_name: str) -> str:
         "resampling": asdict(configuration.resampling),
         "normalization": [asdict(entry) | {"reason": ""} for entry in plans.normalization],
         "labels": plans.labels,
+        "orientation": CANONICAL_ORIENTATION,
     }
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -1,4 +1,4 @@
-"""Preprocessing of one case: crop to the body, normalize, resample to the target spacing.
+"""Preprocessing of one case: canonical orientation, crop to the body, normalize, resample to the target spacing.
 
 :func:`preprocess_case` is the one function both the training cache and the
 predictor use, so a new scan is prepared exactly like the training data.
@@ -12,6 +12,7 @@ import numpy as np
 
 from autoseg.io.geometry import ImageGeometry
 from autoseg.io.labels import class_values, map_values
+from autoseg.io.orientation import canonical_geometry, canonical_orientation, to_canonical
 from autoseg.planning.spacing import shape_after_resampling
 from autoseg.plans.normalization import normalize_image
 from autoseg.plans.schema import ConfigurationPlan, Plans
@@ -72,11 +73,19 @@ def preprocess_case(image: np.ndarray, geometry: ImageGeometry, plans: Plans, co
         geometry: the geometry of the raw image (see ``autoseg.io.images``).
         label: ``(z, y, x)`` integer label map of the raw image, for training.
 
-    Returns the preprocessed case; ``properties`` holds the raw geometry, the crop
-    box, shapes and spacings before and after resampling, the thick axis used and,
+    Returns the preprocessed case; ``properties`` holds the raw geometry, the
+    orientation that brought the arrays to the canonical axis order
+    (:mod:`autoseg.io.orientation`) and the canonical shape, the crop box, shapes and
+    spacings before and after resampling (canonical order), the thick axis used and,
     with a label, sampled foreground locations per class (with an ignore label, of
     background too: the annotated voxels).
     """
+    raw_geometry = geometry
+    orientation = canonical_orientation(geometry)
+    image = to_canonical(image, orientation)
+    geometry = canonical_geometry(geometry, orientation)
+    if label is not None:
+        label = to_canonical(label, orientation)
     box: BoundingBox = bounding_box(nonzero_mask(image))
     cropped = crop_to_box(image, box)
     nonzero = nonzero_mask(cropped)
@@ -89,7 +98,9 @@ def preprocess_case(image: np.ndarray, geometry: ImageGeometry, plans: Plans, co
     resampled = resample_image(normalized, new_shape, thick_axis, configuration.resampling.image_order,
                                configuration.resampling.thick_axis_order)
     properties = {
-        "geometry": geometry.to_dict(),
+        "geometry": raw_geometry.to_dict(),
+        "orientation": orientation.to_dict(),
+        "canonical_shape": list(geometry.shape),
         "bounding_box": box,
         "shape_after_crop": list(cropped.shape[1:]),
         "spacing": spacing,

@@ -15,6 +15,7 @@ import numpy as np
 
 from autoseg.errors import AutosegInputError
 from autoseg.io.images import read_label
+from autoseg.io.orientation import Orientation, to_canonical
 from autoseg.plans.schema import Plans
 from autoseg.preprocessing.resample import resample_label
 from autoseg.utils.crop import crop_to_box
@@ -29,6 +30,7 @@ def previous_stage_one_hot(segmentation: np.ndarray, foreground_labels: Sequence
 
 def previous_stage_to_grid(segmentation: np.ndarray, properties: dict, label_mode: str) -> np.ndarray:
     """A previous stage's segmentation in original geometry -> the preprocessed grid of ``properties``."""
+    segmentation = to_canonical(segmentation, Orientation.from_dict(properties.get("orientation")))
     cropped = crop_to_box(segmentation, properties["bounding_box"])
     return resample_label(cropped, properties["shape_after_resampling"], properties["thick_axis"], label_mode)
 

@@ -271,3 +271,37 @@ def autoseg_version() -> str:
     from autoseg import __version__
 
     return __version__
+
+
+def permuted_copy(source, target, order=(2, 0, 1), flips=(True, False, True)):
+    """The same physical image stored with its axes permuted and flipped (another scanner or converter)."""
+    import SimpleITK as sitk
+
+    image = sitk.ReadImage(str(source))
+    sitk.WriteImage(sitk.Flip(sitk.PermuteAxes(image, list(order)), list(flips)), str(target))
+
+
+def on_grid_of(moving_path, reference_path) -> np.ndarray:
+    """A label map resampled (nearest neighbour, same physical space) onto another file's grid."""
+    import SimpleITK as sitk
+
+    reference = sitk.ReadImage(str(reference_path))
+    moved = sitk.Resample(sitk.ReadImage(str(moving_path)), reference, sitk.Transform(), sitk.sitkNearestNeighbor)
+    return sitk.GetArrayFromImage(moved)
+
+
+def test_a_permuted_and_flipped_copy_is_segmented_exactly_like_the_original(trained, tmp_path):
+    dataset, work = trained
+    source = sorted((dataset / "imagesTs").iterdir())[0]
+    (tmp_path / "in").mkdir()
+    shutil.copy(source, tmp_path / "in" / "original_0000.nii.gz")
+    permuted_copy(source, tmp_path / "in" / "turned_0000.nii.gz")
+    report = predict_folder(work, tmp_path / "in", tmp_path / "out", InferenceChoice(["3d_fullres", "2d"]),
+                            progress=False)
+    assert sorted(report.predicted) == ["original", "turned"]
+    original, original_geometry = read_label(tmp_path / "out" / "original.nii.gz")
+    turned, turned_geometry = read_label(tmp_path / "out" / "turned.nii.gz")
+    assert turned_geometry == read_image(tmp_path / "in" / "turned_0000.nii.gz")[1]  # written in its own geometry
+    assert turned.shape != original.shape
+    np.testing.assert_array_equal(on_grid_of(tmp_path / "out" / "turned.nii.gz",
+                                             tmp_path / "out" / "original.nii.gz"), original)

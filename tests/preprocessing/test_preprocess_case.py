@@ -41,7 +41,9 @@ def test_properties_record_crop_and_resampling():
     configuration = plans.configurations["3d_fullres"]
     case = preprocess_case(image, geometry, plans, configuration, label)
     properties = case.properties
-    assert properties["bounding_box"] == [[2, 11], [5, 35], [4, 30]]
+    # the RAS-like direction (x and y reversed) is made canonical first: the box is in canonical order
+    assert properties["orientation"] == {"axes": [0, 1, 2], "flipped": [False, True, True]}
+    assert properties["bounding_box"] == [[2, 11], [40 - 35, 40 - 5], [36 - 30, 36 - 4]]
     assert properties["shape_after_crop"] == [9, 30, 26]
     assert properties["target_spacing"] == configuration.target_spacing
     assert list(case.image.shape[1:]) == properties["shape_after_resampling"] == list(case.label.shape)
