@@ -30,7 +30,8 @@ def test_command_line_pipeline(tmp_path, capsys):
     capsys.readouterr()
     assert main(["predict", "-i", str(dataset / "imagesTs"), "-o", str(predictions), "-m", str(work)]) == 0
     assert "mirroring" in capsys.readouterr().out  # on or off as cross-validation measured, with the reason
-    assert sorted(p.name for p in predictions.iterdir()) == ["case_005.nii.gz", "case_006.nii.gz"]
+    assert sorted(p.name for p in predictions.iterdir()) == ["case_005.nii.gz", "case_006.nii.gz", "report.csv",
+                                                              "report.json"]
     capsys.readouterr()
     assert main(["evaluate", "-r", str(dataset / "labelsTs"), "-p", str(predictions), "-l",
                  str(dataset / "dataset.json")]) == 0

@@ -43,6 +43,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--no-postprocessing", action="store_true",
                         help="skip the postprocessing learned by autoseg ensemble")
     parser.add_argument("--overwrite", action="store_true", help="predict cases whose output already exists")
+    parser.add_argument("--preview", action="store_true",
+                        help="also write {case}_preview.png: the segmentation over axial, coronal and sagittal "
+                             "slices through the largest structure")
     parser.add_argument("--output-format", choices=["nifti", "dicom-seg"], default="nifti",
                         help="nifti (default): each segmentation in its input's format, NIfTI for DICOM series; "
                              "dicom-seg: a DICOM Segmentation per DICOM series case, referencing it")
@@ -55,6 +58,7 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     """Handler of ``autoseg predict``."""
     # Deferred for start-up time: inference imports torch.
+    from autoseg.inference.case_report import AGREEMENT_THRESHOLD
     from autoseg.inference.predict_folder import choose_models, predict_folder
     from autoseg.model.device import prepare_device
 
@@ -79,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
         concepts = read_concept_mapping(args.seg_concepts)
     report = predict_folder(args.model, args.input, args.output, choice, device, use_mirroring=use_mirroring,
                             step_size=args.step_size, save_probabilities_too=args.save_probabilities,
-                            overwrite=args.overwrite, output_format=args.output_format, seg_concepts=concepts)
+                            overwrite=args.overwrite, output_format=args.output_format, seg_concepts=concepts,
+                            previews=args.preview)
     if report.removed_temporaries:
         print(f"removed {len(report.removed_temporaries)} temporary file(s) left by an interrupted run, e.g. "
               f"{report.removed_temporaries[0]}")
@@ -88,6 +93,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(report.predicted)} predicted, {len(report.skipped)} already done (skipped; --overwrite redoes "
           f"them), {len(report.failed)} failed, in {time.perf_counter() - start:.1f} s -> {args.output}")
     print(report.summary())
+    review = sorted(case for case, entry in report.case_reports.items() if entry["flag"] == "review")
+    if report.case_reports:
+        print("report.csv / report.json: volume and components per class, model agreement per case"
+              + (f"; {len(review)} case(s) flagged for review (agreement < {AGREEMENT_THRESHOLD}): "
+                 f"{', '.join(review[:5])}" if review else ""))
     for problem in (report.failed[case] for case in sorted(report.failed)):
         print(f"error: {problem}", file=sys.stderr)
     return 1 if report.failed else 0

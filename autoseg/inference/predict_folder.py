@@ -29,8 +29,10 @@ import torch
 from tqdm import tqdm
 
 from autoseg.errors import AutosegInputError
+from autoseg.inference.case_report import case_entry, write_case_report
 from autoseg.inference.export import restore_segmentation
 from autoseg.inference.predictor import Predictor
+from autoseg.inference.preview import PREVIEW_SUFFIX, write_preview
 from autoseg.io.dicom import dicom_cases, is_series_path
 from autoseg.io.dicom_seg import DICOM_SEG_ENDING, dicom_seg_problem, write_dicom_seg
 from autoseg.io.formats import ending_of, known_file_endings
@@ -74,6 +76,7 @@ class PredictionReport:
     failed: dict[str, str] = field(default_factory=dict)
     seconds_per_case: dict[str, float] = field(default_factory=dict)
     peak_rss_bytes: int = 0
+    case_reports: dict[str, dict] = field(default_factory=dict)
 
     def summary(self) -> str:
         """One line: time per case (median, slowest) and peak RAM."""
@@ -180,15 +183,20 @@ class FolderPredictor:
                                                    use_mirroring, step_size, show_progress)
                            for name in choice.configurations]
 
-    def predict_arrays(self, image: np.ndarray, geometry,
-                       keep_probabilities: bool = False) -> tuple[np.ndarray, torch.Tensor | None, dict]:
+    def predict_arrays(self, image: np.ndarray, geometry, keep_probabilities: bool = False
+                       ) -> tuple[np.ndarray, torch.Tensor | None, dict, float | None]:
         """Segmentation (and, with ``keep_probabilities``, the averaged probabilities) of one raw
-        ``(C, z, y, x)`` image, in its own geometry.
+        ``(C, z, y, x)`` image, in its own geometry, its properties and the agreement of the member
+        networks (mean over configurations of their folds' mean pairwise Dice; None with one network
+        per configuration, see :mod:`autoseg.inference.case_report`).
 
         The segmentation is restored slab by slab (``restore_segmentation``); full-size
         probabilities, ``K x voxels x 4`` bytes, are only made when they are to be saved.
         """
-        predictions = [predictor.predict_case(image, geometry) for predictor in self.predictors]
+        predictions = [predictor.predict_case(image, geometry, measure_agreement=True)
+                       for predictor in self.predictors]
+        measured = [p.member_agreement for p in predictions if p.member_agreement is not None]
+        agreement = float(np.mean(measured)) if measured else None
         properties = predictions[0].properties
         segmentation = restore_segmentation([(p.probabilities, p.properties) for p in predictions],
                                             regions_class_order=self.plans.regions_class_order)
@@ -200,19 +208,21 @@ class FolderPredictor:
             for prediction in predictions[1:]:
                 probabilities.add_(prediction.restored_probabilities())
             probabilities.div_(len(predictions))
-        return segmentation, probabilities, properties
+        return segmentation, probabilities, properties, agreement
 
 
 def predict_folder(work_dir: str | os.PathLike, input_dir: str | os.PathLike, output_dir: str | os.PathLike,
                    choice: InferenceChoice, device: torch.device | str = "cpu", use_mirroring: bool = True,
                    step_size: float = 0.5, save_probabilities_too: bool = False, overwrite: bool = False,
                    progress: bool = True, output_format: str = "nifti",
-                   seg_concepts: dict | None = None) -> PredictionReport:
+                   seg_concepts: dict | None = None, previews: bool = False) -> PredictionReport:
     """Predict every case of ``input_dir`` into ``output_dir``; see the module docstring.
 
     ``output_format``: ``"nifti"`` (each segmentation in its input's format; NIfTI for a DICOM
     series) or ``"dicom-seg"`` (a DICOM Segmentation per case referencing its source series, with
     the coded concepts of ``seg_concepts``, :func:`autoseg.io.dicom_seg.read_concept_mapping`).
+    Every run writes ``report.json``/``report.csv`` (:mod:`autoseg.inference.case_report`); with
+    ``previews``, ``{case}_preview.png`` too (:mod:`autoseg.inference.preview`).
     """
     if output_format not in OUTPUT_FORMATS:
         raise AutosegInputError(f"output format {output_format!r} is not one of {', '.join(OUTPUT_FORMATS)}")
@@ -255,8 +265,8 @@ def predict_folder(work_dir: str | os.PathLike, input_dir: str | os.PathLike, ou
                 image, geometry = read_case_images(files)
                 if geometry.file_dimension == 2 and _expects_3d(plans):
                     raise AutosegInputError(f"{files[0]}: 2D image, but the model was trained on 3D images")
-                segmentation, probabilities, properties = predictor.predict_arrays(image, geometry,
-                                                                                   save_probabilities_too)
+                segmentation, probabilities, properties, agreement = predictor.predict_arrays(
+                    image, geometry, save_probabilities_too)
             except AutosegInputError as error:
                 report.failed[case_id] = str(error)
                 continue
@@ -264,10 +274,13 @@ def predict_folder(work_dir: str | os.PathLike, input_dir: str | os.PathLike, ou
             if pending is not None:
                 _finish(pending, report)
             seg_request = None if output_format != "dicom-seg" else (files[0], seg_concepts)
+            preview = (image[0], output_dir / f"{case_id}{PREVIEW_SUFFIX}") if previews else None
             pending = writer.submit(_write_case, case_id, segmentation, probabilities, properties, target,
-                                    output_dir, plans, seg_request)
+                                    output_dir, plans, seg_request, agreement, preview)
         if pending is not None:
             _finish(pending, report)
+    if report.case_reports:
+        write_case_report(output_dir, report.case_reports)
     report.peak_rss_bytes = peak_rss_bytes()
     return report
 
@@ -285,8 +298,14 @@ def prepare_output_folder(output_dir: Path) -> None:
 
 
 def _write_case(case_id: str, segmentation: np.ndarray, probabilities: torch.Tensor | None, properties: dict,
-                target: Path, output_dir: Path, plans: Plans, seg_request: tuple[Path, dict | None] | None) -> str:
-    """Write a case's files; ``seg_request`` = (source series, coded concepts) for a DICOM-SEG."""
+                target: Path, output_dir: Path, plans: Plans, seg_request: tuple[Path, dict | None] | None,
+                agreement: float | None, preview: tuple[np.ndarray, Path] | None) -> tuple[str, dict]:
+    """Write a case's files (``seg_request`` = (source series, coded concepts) for a DICOM-SEG;
+    ``preview`` = (image, PNG path)) and return its report entry (:mod:`autoseg.inference.case_report`)."""
+    geometry = ImageGeometry.from_dict(properties["geometry"])
+    entry = case_entry(segmentation, geometry.spacing, plans.evaluated_classes, plans.class_names, agreement)
+    if preview is not None:
+        write_preview(preview[0], segmentation, geometry, preview[1], plans.evaluated_classes, plans.class_names)
     if probabilities is not None:
         save_probabilities(probabilities.cpu().numpy(), properties["geometry"], output_dir / case_id,
                            plans.regions_class_order)
@@ -295,8 +314,10 @@ def _write_case(case_id: str, segmentation: np.ndarray, probabilities: torch.Ten
     else:
         write_dicom_seg(segmentation, seg_request[0], plans.evaluated_classes, plans.class_names, target,
                         seg_request[1])
-    return case_id
+    return case_id, entry
 
 
 def _finish(pending: Future, report: PredictionReport) -> None:
-    report.predicted.append(pending.result())
+    case_id, entry = pending.result()
+    report.predicted.append(case_id)
+    report.case_reports[case_id] = entry

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from autoseg.errors import AutosegInputError
-from autoseg.inference.export import restore_original_shape, restore_segmentation
+from autoseg.inference.case_report import mean_pairwise_dice
+from autoseg.inference.export import probabilities_to_segmentation, restore_original_shape, restore_segmentation
 from autoseg.inference.sliding_window import predict_sliding_window, predict_volume_with_2d_network
 from autoseg.io.geometry import ImageGeometry
 from autoseg.model.builders import build_network
@@ -63,6 +64,7 @@ class CasePrediction:
     probabilities: torch.Tensor
     properties: dict
     regions_class_order: list[int] | None = None  # region probabilities: how they become labels
+    member_agreement: float | None = None  # mean pairwise Dice of the fold networks (case_report.py)
 
     def segmentation(self) -> np.ndarray:
         """The label map in the original image grid (restored slab by slab, bounded memory)."""
@@ -167,9 +169,11 @@ class Predictor:
                                 self.configuration.network.total_downsampling(), self.step_size)
 
     @torch.no_grad()
-    def predict_preprocessed(self, image: np.ndarray | torch.Tensor, use_mirroring: bool | None = None) -> torch.Tensor:
+    def predict_preprocessed(self, image: np.ndarray | torch.Tensor, use_mirroring: bool | None = None,
+                             member_labels: list[np.ndarray] | None = None) -> torch.Tensor:
         """Probabilities ``(K, z, y, x)`` for a preprocessed ``(C, z, y, x)`` image, averaged over folds
-        (``use_mirroring`` None: the predictor's setting)."""
+        (``use_mirroring`` None: the predictor's setting). With ``member_labels`` (a list) each fold
+        network's own label map on this grid is appended to it."""
         # A copy only when needed (the cache is read-only): a 512x512x300 image is 300 MB.
         tensor = torch.from_numpy(np.require(image, np.float32, ["C", "W"]))
         accumulation_device = self._accumulation_device(tensor)
@@ -187,11 +191,16 @@ class Predictor:
                                                                slice_batch_size=slices_per_call(window), **kwargs)
             else:
                 probabilities = predict_sliding_window(network, tensor, window, **kwargs)
+            if member_labels is not None:
+                member_labels.append(probabilities_to_segmentation(probabilities, self.plans.regions_class_order))
             total = probabilities if total is None else total.add_(probabilities)
         return total.div_(len(self.networks))
 
-    def predict_case(self, image: np.ndarray, geometry: ImageGeometry) -> CasePrediction:
-        """Predict a raw ``(C, z, y, x)`` image (as read from its files) in its own geometry."""
+    def predict_case(self, image: np.ndarray, geometry: ImageGeometry, measure_agreement: bool = False
+                     ) -> CasePrediction:
+        """Predict a raw ``(C, z, y, x)`` image (as read from its files) in its own geometry; with
+        ``measure_agreement`` and several folds, also how much the fold networks agree
+        (:func:`autoseg.inference.case_report.mean_pairwise_dice` of their label maps)."""
         case = preprocess_case(image, geometry, self.plans, self.configuration)
         network_input = case.image
         if self.configuration.previous_stage:
@@ -202,4 +211,7 @@ class Predictor:
             on_grid = previous_stage_to_grid(previous, case.properties, self.configuration.resampling.label_mode)
             network_input = np.concatenate([network_input,
                                             previous_stage_one_hot(on_grid, self.plans.foreground_labels)])
-        return CasePrediction(self.predict_preprocessed(network_input), case.properties, self.plans.regions_class_order)
+        members: list[np.ndarray] | None = [] if measure_agreement and len(self.networks) > 1 else None
+        probabilities = self.predict_preprocessed(network_input, member_labels=members)
+        agreement = mean_pairwise_dice(members, self.plans.evaluated_classes) if members else None
+        return CasePrediction(probabilities, case.properties, self.plans.regions_class_order, agreement)

@@ -144,7 +144,8 @@ def test_bad_cases_are_reported_and_the_others_predicted(trained, tmp_path):
     assert "channel 1" in report.failed["case_006"]
     assert "2D image" in report.failed["flat"]
     assert "_XXXX" in report.failed["nochannel"]
-    assert sorted(p.name for p in (tmp_path / "out2").iterdir()) == ["case_008.nii.gz"]  # nothing partial
+    written = sorted(p.name for p in (tmp_path / "out2").iterdir())
+    assert written == ["case_008.nii.gz", "report.csv", "report.json"]  # nothing partial of the failed cases
 
 
 def test_without_inference_plan_a_configuration_is_required(trained):
@@ -305,3 +306,21 @@ def test_a_permuted_and_flipped_copy_is_segmented_exactly_like_the_original(trai
     assert turned.shape != original.shape
     np.testing.assert_array_equal(on_grid_of(tmp_path / "out" / "turned.nii.gz",
                                              tmp_path / "out" / "original.nii.gz"), original)
+
+
+def test_every_run_writes_a_case_report_and_previews_on_request(trained, tmp_path, capsys):
+    import json
+
+    dataset, work = trained
+    arguments = ["predict", "-i", str(dataset / "imagesTs"), "-m", str(work), "-c", "3d_fullres", "--no-tta"]
+    assert main([*arguments, "-o", str(tmp_path / "out"), "-f", "0", "1", "--preview"]) == 0
+    assert "report.csv / report.json" in capsys.readouterr().out
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert len(report["cases"]) == 3 and report["agreement_threshold"] == 0.8
+    for case, entry in report["cases"].items():
+        assert 0 <= entry["agreement"] <= 1 and entry["flag"] in ("ok", "review")  # two folds compared
+        assert set(entry["classes"]) == {"organ", "lesion"}
+        assert (tmp_path / "out" / f"{case}_preview.png").stat().st_size > 1000
+    assert main([*arguments, "-o", str(tmp_path / "single"), "-f", "0"]) == 0
+    single = json.loads((tmp_path / "single" / "report.json").read_text())
+    assert {entry["flag"] for entry in single["cases"].values()} == {"unknown"}  # one network: nothing to compare
