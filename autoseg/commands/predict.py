@@ -21,7 +21,8 @@ def add_parser(subparsers) -> None:
                      "A case that cannot be read is reported and skipped; the exit code is 1 if any failed."))
     parser.add_argument("-i", "--input", required=True, help="folder of scans to segment")
     parser.add_argument("-o", "--output", required=True, help="folder for the segmentations")
-    parser.add_argument("-m", "--model", required=True, help="work folder with trained models (from autoseg train)")
+    parser.add_argument("-m", "--model", required=True,
+                        help="work folder with trained models (from autoseg train), or a model.zip from autoseg export")
     parser.add_argument("-c", "--configurations", nargs="+", default=None,
                         help="configuration(s) to use; several are averaged (default: from inference_plan.json)")
     parser.add_argument("-f", "--folds", nargs="+", default=None,
@@ -58,6 +59,7 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     """Handler of ``autoseg predict``."""
     # Deferred for start-up time: inference imports torch.
+    from autoseg.inference.bundle import model_work_dir
     from autoseg.inference.case_report import AGREEMENT_THRESHOLD
     from autoseg.inference.predict_folder import choose_models, predict_folder
     from autoseg.model.device import prepare_device
@@ -66,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
         raise AutosegInputError("--step-size must be in (0, 1]")
     start = time.perf_counter()
     device = prepare_device(args.device)
-    choice = choose_models(args.model, args.configurations, parse_folds(args.folds) if args.folds else None,
+    model = model_work_dir(args.model)
+    choice = choose_models(model, args.configurations, parse_folds(args.folds) if args.folds else None,
                            args.checkpoint, use_postprocessing=not args.no_postprocessing)
     print(f"models: {' + '.join(choice.configurations)} ({choice.source}), checkpoint {choice.checkpoint}, "
           f"postprocessing {choice.postprocessing or 'none'}, device {device}")
@@ -74,14 +77,14 @@ def run(args: argparse.Namespace) -> int:
         use_mirroring = args.tta
         print(f"test-time mirroring {'on' if use_mirroring else 'off'} (command line)")
     else:
-        use_mirroring, reason = choose_mirroring(args.model, choice.configurations, choice.folds, choice.checkpoint)
+        use_mirroring, reason = choose_mirroring(model, choice.configurations, choice.folds, choice.checkpoint)
         print(reason)
     concepts = None
     if args.seg_concepts:
         from autoseg.io.dicom_seg import read_concept_mapping
 
         concepts = read_concept_mapping(args.seg_concepts)
-    report = predict_folder(args.model, args.input, args.output, choice, device, use_mirroring=use_mirroring,
+    report = predict_folder(model, args.input, args.output, choice, device, use_mirroring=use_mirroring,
                             step_size=args.step_size, save_probabilities_too=args.save_probabilities,
                             overwrite=args.overwrite, output_format=args.output_format, seg_concepts=concepts,
                             previews=args.preview)

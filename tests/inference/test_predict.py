@@ -324,3 +324,44 @@ def test_every_run_writes_a_case_report_and_previews_on_request(trained, tmp_pat
     assert main([*arguments, "-o", str(tmp_path / "single"), "-f", "0"]) == 0
     single = json.loads((tmp_path / "single" / "report.json").read_text())
     assert {entry["flag"] for entry in single["cases"].values()} == {"unknown"}  # one network: nothing to compare
+
+
+def test_an_exported_bundle_predicts_exactly_like_its_work_folder(trained, tmp_path, monkeypatch, capsys):
+    import json
+    import zipfile
+
+    dataset, work = trained
+    monkeypatch.setenv("AUTOSEG_CACHE", str(tmp_path / "cache"))
+    bundle = tmp_path / "model.zip"
+    assert main(["export", str(work), "-o", str(bundle), "-c", "3d_fullres"]) == 0
+    assert "folds [0, 1]" in capsys.readouterr().out
+    with zipfile.ZipFile(bundle) as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+        assert {"plans.json", "inference_plan.json", "dataset.json",
+                "results/3d_fullres/fold_1/checkpoint_final.pt"} <= set(archive.namelist())
+    assert set(manifest["members"]) == set(archive.namelist()) - {"manifest.json"}
+    arguments = ["predict", "-i", str(dataset / "imagesTs"), "--no-tta"]
+    assert main([*arguments, "-o", str(tmp_path / "from_work"), "-m", str(work), "-c", "3d_fullres"]) == 0
+    assert main([*arguments, "-o", str(tmp_path / "from_bundle"), "-m", str(bundle)]) == 0
+    for path in sorted((tmp_path / "from_work").glob("*.nii.gz")):
+        np.testing.assert_array_equal(read_label(path)[0], read_label(tmp_path / "from_bundle" / path.name)[0])
+
+    def rewritten(name, change):
+        """A copy of the bundle with one member (or the manifest) changed."""
+        target = tmp_path / name
+        with zipfile.ZipFile(bundle) as source, zipfile.ZipFile(target, "w") as copy:
+            for item in source.namelist():
+                copy.writestr(item, change(item, source.read(item)))
+        return target
+
+    damaged = rewritten("damaged.zip", lambda item, data: data + b"x" if item == "plans.json" else data)
+    old = rewritten("old.zip", lambda item, data: data.replace(b'"format_version": 1', b'"format_version": 99')
+                    if item == "manifest.json" else data)
+    for path, message in ((damaged, "plans.json does not match its checksum"),
+                          (old, "bundle format 99 / plans version")):
+        capsys.readouterr()
+        assert main([*arguments, "-o", str(tmp_path / "x"), "-m", str(path)]) == 1
+        error = capsys.readouterr().err.strip()
+        assert message in error and "\n" not in error
+    assert not (tmp_path / "cache" / "models").exists() or all(
+        (entry / "manifest.json").is_file() for entry in (tmp_path / "cache" / "models").iterdir())
