@@ -25,7 +25,10 @@ setup(
     extras_require={
         # DICOM series input and DICOM-SEG output (autoseg.io.dicom).
         "dicom": ["pydicom>=2.4", "highdicom>=0.22"],
-        "test": ["pytest>=7", "ruff>=0.4", "hypothesis>=6", "pydicom>=2.4", "highdicom>=0.22"],
+        # ONNX Runtime and OpenVINO inference backends (autoseg.inference.backends).
+        "fast": ["onnx>=1.14", "onnxruntime>=1.16", "openvino>=2024.0"],
+        "test": ["pytest>=7", "ruff>=0.4", "hypothesis>=6", "pydicom>=2.4", "highdicom>=0.22", "onnx>=1.14",
+                 "onnxruntime>=1.16", "openvino>=2024.0"],
     },
     entry_points={"console_scripts": ["autoseg=autoseg.cli:main"]},
 )

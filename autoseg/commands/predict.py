@@ -44,6 +44,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--no-postprocessing", action="store_true",
                         help="skip the postprocessing learned by autoseg ensemble")
     parser.add_argument("--overwrite", action="store_true", help="predict cases whose output already exists")
+    parser.add_argument("--backend", choices=["torch", "auto", "onnxruntime", "openvino"], default="torch",
+                        help="where the networks run on a CPU: torch (default), onnxruntime or openvino (pip install "
+                             "'autoseg[fast]'), or auto: the fastest measured on this machine (cached)")
     parser.add_argument("--preview", action="store_true",
                         help="also write {case}_preview.png: the segmentation over axial, coronal and sagittal "
                              "slices through the largest structure")
@@ -87,7 +90,9 @@ def run(args: argparse.Namespace) -> int:
     report = predict_folder(model, args.input, args.output, choice, device, use_mirroring=use_mirroring,
                             step_size=args.step_size, save_probabilities_too=args.save_probabilities,
                             overwrite=args.overwrite, output_format=args.output_format, seg_concepts=concepts,
-                            previews=args.preview)
+                            previews=args.preview, backend=args.backend)
+    if args.backend != "torch":
+        print("; ".join(report.backends))
     if report.removed_temporaries:
         print(f"removed {len(report.removed_temporaries)} temporary file(s) left by an interrupted run, e.g. "
               f"{report.removed_temporaries[0]}")

@@ -77,6 +77,7 @@ class PredictionReport:
     seconds_per_case: dict[str, float] = field(default_factory=dict)
     peak_rss_bytes: int = 0
     case_reports: dict[str, dict] = field(default_factory=dict)
+    backends: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         """One line: time per case (median, slowest) and peak RAM."""
@@ -176,11 +177,11 @@ class FolderPredictor:
 
     def __init__(self, work_dir: str | os.PathLike | WorkDir, choice: InferenceChoice,
                  device: torch.device | str = "cpu", use_mirroring: bool = True, step_size: float = 0.5,
-                 show_progress: bool = False):
+                 show_progress: bool = False, backend: str = "torch"):
         self.plans = WorkDir.of(work_dir).load_plans()
         self.choice = choice
         self.predictors = [Predictor.from_work_dir(work_dir, name, choice.folds, choice.checkpoint, device,
-                                                   use_mirroring, step_size, show_progress)
+                                                   use_mirroring, step_size, show_progress, backend)
                            for name in choice.configurations]
 
     def predict_arrays(self, image: np.ndarray, geometry, keep_probabilities: bool = False
@@ -215,7 +216,8 @@ def predict_folder(work_dir: str | os.PathLike, input_dir: str | os.PathLike, ou
                    choice: InferenceChoice, device: torch.device | str = "cpu", use_mirroring: bool = True,
                    step_size: float = 0.5, save_probabilities_too: bool = False, overwrite: bool = False,
                    progress: bool = True, output_format: str = "nifti",
-                   seg_concepts: dict | None = None, previews: bool = False) -> PredictionReport:
+                   seg_concepts: dict | None = None, previews: bool = False,
+                   backend: str = "torch") -> PredictionReport:
     """Predict every case of ``input_dir`` into ``output_dir``; see the module docstring.
 
     ``output_format``: ``"nifti"`` (each segmentation in its input's format; NIfTI for a DICOM
@@ -231,7 +233,8 @@ def predict_folder(work_dir: str | os.PathLike, input_dir: str | os.PathLike, ou
     output_dir = Path(output_dir)
     report = PredictionReport()
     report.failed.update(problems)
-    predictor = FolderPredictor(work_dir, choice, device, use_mirroring, step_size)
+    predictor = FolderPredictor(work_dir, choice, device, use_mirroring, step_size, backend=backend)
+    report.backends = [f"{p.configuration.name}: {p.backend_reason}" for p in predictor.predictors]
     plans = predictor.plans
     todo = []
     for case_id, channels in sorted(cases.items()):

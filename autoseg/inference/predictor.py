@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from autoseg.errors import AutosegInputError
+from autoseg.inference.backends import choose_backend, get_backend
 from autoseg.inference.case_report import mean_pairwise_dice
 from autoseg.inference.export import probabilities_to_segmentation, restore_original_shape, restore_segmentation
 from autoseg.inference.sliding_window import predict_sliding_window, predict_volume_with_2d_network
@@ -89,11 +90,14 @@ class Predictor:
         previous_stage: for a cascade, the predictor of the configuration it refines
             (needed by :meth:`predict_case`; :meth:`predict_preprocessed` takes the
             previous stage's one-hot channels as part of its input).
+        backend: where the networks run on a CPU (:mod:`autoseg.inference.backends`: ``torch``,
+            ``onnxruntime``, ``openvino``, or ``auto``, the fastest measured with the training
+            patch as window); :attr:`backend_reason` says which and why.
     """
 
     def __init__(self, plans: Plans, configuration_name: str, state_dicts: Sequence[dict],
                  device: torch.device | str = "cpu", use_mirroring: bool = True, step_size: float = 0.5,
-                 previous_stage: Predictor | None = None, show_progress: bool = False):
+                 previous_stage: Predictor | None = None, show_progress: bool = False, backend: str = "torch"):
         self.plans = plans
         self.configuration: ConfigurationPlan = plans.configuration(configuration_name)
         self.device = torch.device(device)
@@ -102,21 +106,33 @@ class Predictor:
         self.previous_stage = previous_stage
         self.show_progress = show_progress
         self.networks = []
+        in_channels = plans.input_channels(configuration_name)
+        built = []
         for state in state_dicts:
-            network = build_network(self.configuration.network, plans.input_channels(configuration_name),
-                                    plans.num_classes)
+            network = build_network(self.configuration.network, in_channels, plans.num_classes)
             network.load_state_dict(state)
             network.deep_supervision = False
-            network = network.to(self.device).eval()
-            if self.device.type == "cpu":
-                network = ChannelsLastNetwork(network, self.configuration.dimension).eval()
-            self.networks.append(network)
+            built.append(network.to(self.device).eval())
+        self.backend_reason = "backend torch"
+        if backend != "torch" and self.device.type != "cpu":
+            raise AutosegInputError(f"--backend {backend} runs on the CPU only; on {self.device} use torch")
+        if backend == "auto" and built:
+            backend, _, self.backend_reason = choose_backend(built[0], in_channels, self.configuration.patch_size)
+        runner = get_backend(backend)
+        for network in built:
+            if runner.name != "torch":
+                self.networks.append(runner.prepare(network, in_channels, self.configuration.dimension))
+            elif self.device.type == "cpu":
+                self.networks.append(ChannelsLastNetwork(network, self.configuration.dimension).eval())
+            else:
+                self.networks.append(network)
+        self.backend = runner.name
 
     @classmethod
     def from_work_dir(cls, work_dir: str | os.PathLike | WorkDir, configuration_name: str,
                       folds: Sequence[int] | None = None, checkpoint: str = "final",
                       device: torch.device | str = "cpu", use_mirroring: bool = True, step_size: float = 0.5,
-                      show_progress: bool = False) -> Predictor:
+                      show_progress: bool = False, backend: str = "torch") -> Predictor:
         """Load the trained folds of a configuration (default: every fold with that checkpoint)."""
         work = WorkDir.of(work_dir)
         plans = work.load_plans()
@@ -135,8 +151,9 @@ class Predictor:
         previous_name = plans.configurations[configuration_name].previous_stage
         if previous_name:
             previous = cls.from_work_dir(work, trained_previous_stage(plans, work, previous_name), None, checkpoint,
-                                         device, use_mirroring, step_size, show_progress)
-        predictor = cls(plans, configuration_name, states, device, use_mirroring, step_size, previous, show_progress)
+                                         device, use_mirroring, step_size, show_progress, backend)
+        predictor = cls(plans, configuration_name, states, device, use_mirroring, step_size, previous, show_progress,
+                        backend)
         predictor.folds = list(folds)
         return predictor
 

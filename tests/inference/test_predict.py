@@ -365,3 +365,21 @@ def test_an_exported_bundle_predicts_exactly_like_its_work_folder(trained, tmp_p
         assert message in error and "\n" not in error
     assert not (tmp_path / "cache" / "models").exists() or all(
         (entry / "manifest.json").is_file() for entry in (tmp_path / "cache" / "models").iterdir())
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino", "auto"])
+def test_cpu_backends_segment_like_torch(trained, tmp_path, monkeypatch, backend):
+    if backend != "auto":
+        pytest.importorskip(backend)
+    monkeypatch.setenv("AUTOSEG_CACHE", str(tmp_path / "cache"))
+    dataset, work = trained
+    choice = InferenceChoice(["3d_fullres", "2d"], folds=[0])
+    predict_folder(work, dataset / "imagesTs", tmp_path / "torch", choice, progress=False)
+    report = predict_folder(work, dataset / "imagesTs", tmp_path / backend, choice, progress=False, backend=backend)
+    assert len(report.predicted) == 3 and all("backend" in line for line in report.backends)
+    flipped = total = 0
+    for path in sorted((tmp_path / "torch").glob("*.nii.gz")):
+        reference, other = read_label(path)[0], read_label(tmp_path / backend / path.name)[0]
+        flipped += int((reference != other).sum())
+        total += reference.size
+    assert flipped <= 1e-3 * total  # float differences may flip a rare boundary voxel
