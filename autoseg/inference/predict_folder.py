@@ -176,7 +176,7 @@ class FolderPredictor:
     """Predicts cases with one or several configurations (their probabilities averaged)."""
 
     def __init__(self, work_dir: str | os.PathLike | WorkDir, choice: InferenceChoice,
-                 device: torch.device | str = "cpu", use_mirroring: bool = True, step_size: float = 0.5,
+                 device: torch.device | str = "cpu", use_mirroring: bool | str = True, step_size: float = 0.5,
                  show_progress: bool = False, backend: str = "torch"):
         self.plans = WorkDir.of(work_dir).load_plans()
         self.choice = choice
@@ -213,7 +213,7 @@ class FolderPredictor:
 
 
 def predict_folder(work_dir: str | os.PathLike, input_dir: str | os.PathLike, output_dir: str | os.PathLike,
-                   choice: InferenceChoice, device: torch.device | str = "cpu", use_mirroring: bool = True,
+                   choice: InferenceChoice, device: torch.device | str = "cpu", use_mirroring: bool | str = True,
                    step_size: float = 0.5, save_probabilities_too: bool = False, overwrite: bool = False,
                    progress: bool = True, output_format: str = "nifti",
                    seg_concepts: dict | None = None, previews: bool = False,

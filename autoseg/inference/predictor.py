@@ -38,6 +38,20 @@ from autoseg.workdir import WorkDir
 HALF_PRECISION_ABOVE_BYTES = 2**29
 
 
+#: Array axes a ``--tta`` setting may name, in array order.
+ARRAY_AXES = "zyx"
+
+
+def patch_axes_of(letters: str, dimension: int) -> list[int]:
+    """Patch axes of a ``dimension``-D configuration named by array-axis letters (``"zyx"``): in 3D
+    z, y, x are patch axes 0, 1, 2; in 2D (slices along z) y, x are 0, 1 and z is none."""
+    unknown = sorted(set(letters) - set(ARRAY_AXES))
+    if unknown:
+        raise AutosegInputError(f"mirror axes {letters!r}: unknown axis {unknown[0]!r} (use z, y, x)")
+    names = ARRAY_AXES[3 - dimension:]
+    return [names.index(letter) for letter in letters if letter in names]
+
+
 class ChannelsLastNetwork(torch.nn.Module):
     """Runs a network in the channels-last memory format (inputs converted on the way in).
 
@@ -85,7 +99,8 @@ class Predictor:
         configuration_name: e.g. ``"3d_fullres"``.
         state_dicts: one network state dict per fold.
         device: where the networks run.
-        use_mirroring: test-time augmentation over the axes mirrored during training.
+        use_mirroring: test-time augmentation over the axes mirrored during training (True), over
+            the ones of them named by letters (``"yx"``, see :meth:`mirror_axes`), or none (False).
         step_size: sliding-window step as a fraction of the patch size.
         previous_stage: for a cascade, the predictor of the configuration it refines
             (needed by :meth:`predict_case`; :meth:`predict_preprocessed` takes the
@@ -96,7 +111,7 @@ class Predictor:
     """
 
     def __init__(self, plans: Plans, configuration_name: str, state_dicts: Sequence[dict],
-                 device: torch.device | str = "cpu", use_mirroring: bool = True, step_size: float = 0.5,
+                 device: torch.device | str = "cpu", use_mirroring: bool | str = True, step_size: float = 0.5,
                  previous_stage: Predictor | None = None, show_progress: bool = False, backend: str = "torch"):
         self.plans = plans
         self.configuration: ConfigurationPlan = plans.configuration(configuration_name)
@@ -131,7 +146,7 @@ class Predictor:
     @classmethod
     def from_work_dir(cls, work_dir: str | os.PathLike | WorkDir, configuration_name: str,
                       folds: Sequence[int] | None = None, checkpoint: str = "final",
-                      device: torch.device | str = "cpu", use_mirroring: bool = True, step_size: float = 0.5,
+                      device: torch.device | str = "cpu", use_mirroring: bool | str = True, step_size: float = 0.5,
                       show_progress: bool = False, backend: str = "torch") -> Predictor:
         """Load the trained folds of a configuration (default: every fold with that checkpoint)."""
         work = WorkDir.of(work_dir)
@@ -157,12 +172,17 @@ class Predictor:
         predictor.folds = list(folds)
         return predictor
 
-    def mirror_axes(self, use_mirroring: bool | None = None) -> list[int] | None:
-        """Axes mirrored at test time (``use_mirroring`` None: the predictor's setting)."""
-        if not (self.use_mirroring if use_mirroring is None else use_mirroring):
+    def mirror_axes(self, use_mirroring: bool | str | None = None) -> list[int] | None:
+        """Patch axes mirrored at test time (``use_mirroring`` None: the predictor's setting): those
+        mirrored in training, all of them (True) or those named by letters of the canonical array
+        axes (``"yx"``: in-plane only; :func:`patch_axes_of`)."""
+        setting = self.use_mirroring if use_mirroring is None else use_mirroring
+        if not setting:
             return None
         axes = [axis for axis in self.configuration.training.augmentation.mirror_axes
                 if axis < self.configuration.dimension]
+        if isinstance(setting, str):
+            axes = [axis for axis in axes if axis in patch_axes_of(setting, self.configuration.dimension)]
         return axes or None
 
     def _accumulation_device(self, image: torch.Tensor) -> torch.device:
@@ -186,7 +206,7 @@ class Predictor:
                                 self.configuration.network.total_downsampling(), self.step_size)
 
     @torch.no_grad()
-    def predict_preprocessed(self, image: np.ndarray | torch.Tensor, use_mirroring: bool | None = None,
+    def predict_preprocessed(self, image: np.ndarray | torch.Tensor, use_mirroring: bool | str | None = None,
                              member_labels: list[np.ndarray] | None = None) -> torch.Tensor:
         """Probabilities ``(K, z, y, x)`` for a preprocessed ``(C, z, y, x)`` image, averaged over folds
         (``use_mirroring`` None: the predictor's setting). With ``member_labels`` (a list) each fold

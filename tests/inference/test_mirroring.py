@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from autoseg.inference.mirroring import (
     MIN_MIRRORING_DICE_GAIN,
     choose_mirroring,
@@ -56,3 +58,16 @@ def test_records_are_read_from_the_validation_summaries_of_trained_folds(tmp_pat
     assert choose_mirroring(work, ["3d_fullres"])[0] is False  # mean gain 0.002 < threshold
     assert choose_mirroring(work, ["3d_fullres", "2d"], [0])[0] is False
     assert choose_mirroring(work, ["2d"], [1])[0] is True
+
+
+def test_tta_axes_name_array_axes_for_2d_and_3d_configurations():
+    from autoseg.commands.predict import mirroring_setting
+    from autoseg.errors import AutosegInputError
+    from autoseg.inference.predictor import patch_axes_of
+
+    assert patch_axes_of("zyx", 3) == [0, 1, 2] and patch_axes_of("yx", 3) == [1, 2]
+    assert patch_axes_of("zyx", 2) == [0, 1] and patch_axes_of("z", 2) == []  # 2D patches are (y, x)
+    assert mirroring_setting(None) is False and mirroring_setting("none") is False
+    assert mirroring_setting("all") is True and mirroring_setting("XY") == "yx"
+    with pytest.raises(AutosegInputError, match="give all, none or array axes"):
+        mirroring_setting("w")

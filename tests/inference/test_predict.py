@@ -383,3 +383,11 @@ def test_cpu_backends_segment_like_torch(trained, tmp_path, monkeypatch, backend
         flipped += int((reference != other).sum())
         total += reference.size
     assert flipped <= 1e-3 * total  # float differences may flip a rare boundary voxel
+
+
+def test_tta_over_named_axes_only(trained, tmp_path, capsys):
+    dataset, work = trained
+    assert main(["predict", "-i", str(dataset / "imagesTs"), "-o", str(tmp_path / "out"), "-m", str(work),
+                 "-c", "3d_fullres", "--tta", "yx"]) == 0
+    assert "test-time mirroring over axes yx (command line)" in capsys.readouterr().out
+    assert len(list((tmp_path / "out").glob("*.nii.gz"))) == 3
