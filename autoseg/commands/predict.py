@@ -49,6 +49,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--backend", choices=["torch", "auto", "onnxruntime", "openvino"], default="torch",
                         help="where the networks run on a CPU: torch (default), onnxruntime or openvino (pip install "
                              "'autoseg[fast]'), or auto: the fastest measured on this machine (cached)")
+    parser.add_argument("--num-parts", type=int, default=1,
+                        help="split the cases into this many parts (each run, e.g. on its own machine, predicts one)")
+    parser.add_argument("--part-id", type=int, default=0,
+                        help="which part this run predicts, 0..num-parts-1 (every num-parts-th sorted case)")
     parser.add_argument("--preview", action="store_true",
                         help="also write {case}_preview.png: the segmentation over axial, coronal and sagittal "
                              "slices through the largest structure")
@@ -111,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
     report = predict_folder(model, args.input, args.output, choice, device, use_mirroring=use_mirroring,
                             step_size=args.step_size, save_probabilities_too=args.save_probabilities,
                             overwrite=args.overwrite, output_format=args.output_format, seg_concepts=concepts,
-                            previews=args.preview, backend=args.backend)
+                            previews=args.preview, backend=args.backend, num_parts=args.num_parts,
+                            part_id=args.part_id)
     if args.backend != "torch":
         print("; ".join(report.backends))
     if report.removed_temporaries:

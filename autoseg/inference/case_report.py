@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import itertools
 import os
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,11 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from autoseg.errors import AutosegInputError
 from autoseg.io.labels import class_mask
 from autoseg.postprocessing.components import component_structure
 from autoseg.utils.files import atomic_path, read_json, write_json
+from autoseg.utils.locks import FileLock
 
 #: Agreement (mean pairwise Dice of the members) below which a case is flagged for review. Task04's
 #: folds reach 0.85-0.90 Dice against the truth; agreement under 0.8 means the members disagree on
@@ -35,6 +38,9 @@ from autoseg.utils.files import atomic_path, read_json, write_json
 AGREEMENT_THRESHOLD = 0.8
 REPORT_JSON = "report.json"
 REPORT_CSV = "report.csv"
+REPORT_LOCK = ".report.lock"
+#: How long a part of a sharded run waits for another one writing the report.
+REPORT_LOCK_WAIT_SECONDS = 120
 
 
 def mean_pairwise_dice(label_maps: Sequence[np.ndarray], classes: Mapping[int, Sequence[int]]) -> float | None:
@@ -84,8 +90,22 @@ def case_entry(segmentation: np.ndarray, spacing: Sequence[float], classes: Mapp
 
 
 def write_case_report(output_dir: str | os.PathLike, entries: Mapping[str, dict[str, Any]]) -> None:
-    """Write ``report.json`` and ``report.csv`` (atomic), keeping earlier runs' entries of other cases."""
+    """Write ``report.json`` and ``report.csv`` (atomic), keeping earlier runs' entries of other cases;
+    parts of a sharded run writing at once take turns (a lock file beside them)."""
     output_dir = Path(output_dir)
+    deadline = time.monotonic() + REPORT_LOCK_WAIT_SECONDS
+    while True:
+        try:
+            with FileLock(output_dir / REPORT_LOCK, "writing report.json"):
+                _merge_and_write(output_dir, entries)
+            return
+        except AutosegInputError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def _merge_and_write(output_dir: Path, entries: Mapping[str, dict[str, Any]]) -> None:
     cases: dict[str, Any] = {}
     previous = output_dir / REPORT_JSON
     if previous.is_file():

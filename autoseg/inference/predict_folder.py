@@ -151,6 +151,15 @@ def find_input_cases(input_dir: str | os.PathLike, num_channels: int = 1
     return cases, problems
 
 
+def cases_of_part(case_ids: list[str], num_parts: int, part_id: int) -> list[str]:
+    """The cases part ``part_id`` of ``num_parts`` predicts: every ``num_parts``-th of the sorted ids, starting
+    at ``part_id`` (deterministic for the same input folder, whichever machine asks)."""
+    if num_parts < 1 or not 0 <= part_id < num_parts:
+        raise AutosegInputError(f"--part-id must be in 0..{num_parts - 1} and --num-parts at least 1, got part "
+                                f"{part_id} of {num_parts}")
+    return sorted(case_ids)[part_id::num_parts]
+
+
 def check_channels(case_id: str, channels: dict[int, Path], num_channels: int) -> str | None:
     """A one-line problem with a case's channel files, or None."""
     if -1 in channels:
@@ -217,19 +226,24 @@ def predict_folder(work_dir: str | os.PathLike, input_dir: str | os.PathLike, ou
                    step_size: float = 0.5, save_probabilities_too: bool = False, overwrite: bool = False,
                    progress: bool = True, output_format: str = "nifti",
                    seg_concepts: dict | None = None, previews: bool = False,
-                   backend: str = "torch") -> PredictionReport:
+                   backend: str = "torch", num_parts: int = 1, part_id: int = 0) -> PredictionReport:
     """Predict every case of ``input_dir`` into ``output_dir``; see the module docstring.
 
     ``output_format``: ``"nifti"`` (each segmentation in its input's format; NIfTI for a DICOM
     series) or ``"dicom-seg"`` (a DICOM Segmentation per case referencing its source series, with
     the coded concepts of ``seg_concepts``, :func:`autoseg.io.dicom_seg.read_concept_mapping`).
     Every run writes ``report.json``/``report.csv`` (:mod:`autoseg.inference.case_report`); with
-    ``previews``, ``{case}_preview.png`` too (:mod:`autoseg.inference.preview`).
+    ``previews``, ``{case}_preview.png`` too (:mod:`autoseg.inference.preview`). With ``num_parts`` > 1
+    only the cases of part ``part_id`` are predicted (:func:`cases_of_part`): parts may run on other
+    machines into the same output folder.
     """
     if output_format not in OUTPUT_FORMATS:
         raise AutosegInputError(f"output format {output_format!r} is not one of {', '.join(OUTPUT_FORMATS)}")
     num_channels = WorkDir.of(work_dir).load_plans().num_channels
     cases, problems = find_input_cases(input_dir, num_channels)
+    mine = set(cases_of_part([*cases, *problems], num_parts, part_id))
+    cases = {case: channels for case, channels in cases.items() if case in mine}
+    problems = {case: problem for case, problem in problems.items() if case in mine}
     output_dir = Path(output_dir)
     report = PredictionReport()
     report.failed.update(problems)

@@ -391,3 +391,46 @@ def test_tta_over_named_axes_only(trained, tmp_path, capsys):
                  "-c", "3d_fullres", "--tta", "yx"]) == 0
     assert "test-time mirroring over axes yx (command line)" in capsys.readouterr().out
     assert len(list((tmp_path / "out").glob("*.nii.gz"))) == 3
+
+
+def test_sharded_prediction_in_three_parts_gives_the_files_of_one_run(trained, tmp_path):
+    import json
+
+    from autoseg.inference.predict_folder import cases_of_part
+
+    dataset, work = trained
+    choice = InferenceChoice(["3d_fullres"], folds=[0])
+    predict_folder(work, dataset / "imagesTs", tmp_path / "whole", choice, progress=False, use_mirroring=False)
+    parts = [predict_folder(work, dataset / "imagesTs", tmp_path / "sharded", choice, progress=False,
+                            use_mirroring=False, num_parts=3, part_id=part) for part in range(3)]
+    assert sorted(case for report in parts for case in report.predicted) == ["case_006", "case_007", "case_008"]
+    assert [len(report.predicted) for report in parts] == [1, 1, 1]
+    whole = sorted(p.name for p in (tmp_path / "whole").iterdir())
+    assert sorted(p.name for p in (tmp_path / "sharded").iterdir() if p.name != ".report.lock") == whole
+    for path in (tmp_path / "whole").glob("*.nii.gz"):
+        np.testing.assert_array_equal(read_label(path)[0], read_label(tmp_path / "sharded" / path.name)[0])
+    assert len(json.loads((tmp_path / "sharded" / "report.json").read_text())["cases"]) == 3
+    rerun = predict_folder(work, dataset / "imagesTs", tmp_path / "sharded", choice, progress=False, num_parts=3,
+                           part_id=1)  # a re-run only fills gaps
+    assert rerun.predicted == [] and len(rerun.skipped) == 1
+    assert cases_of_part(["c", "a", "b", "d"], 3, 0) == ["a", "d"]
+    with pytest.raises(AutosegInputError, match="--part-id must be in 0..2"):
+        cases_of_part(["a"], 3, 3)
+
+
+def test_jobs_lists_the_folds_still_to_train(tmp_path, capsys):
+    dataset, work = make_tiny_work_dir(tmp_path, num_training=5)
+    add_cascade(work)
+    from autoseg.workdir import WorkDir
+
+    done = WorkDir(work).validation_dir("3d_fullres", 2)
+    done.mkdir(parents=True)
+    (done / "summary.json").write_text("{}")
+    assert main(["jobs", str(work), "--time-budget", "10m"]) == 0
+    output = capsys.readouterr()
+    lines = output.out.splitlines()
+    assert f"autoseg train {work} -c 3d_fullres -f 0 --time-budget 10m" in lines
+    assert not any("-c 3d_fullres -f 2 " in line + " " for line in lines)  # validated already
+    assert sum("-c 3d_lowres" in line for line in lines) == 5 and not any("cascade" in line for line in lines)
+    assert "3d_cascade_fullres waits for every fold of 3d_lowres" in output.err
+    assert len(lines) == 5 + 4 + 5  # 2d, 3d_fullres (fold 2 done), 3d_lowres
