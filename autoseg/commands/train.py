@@ -37,8 +37,12 @@ def train_and_validate(work_dir: str | os.PathLike | WorkDir, configuration_name
 
     Returns ``(trainer, validation summary or None)``.
     """
+    from autoseg.training.distributed import DistributedContext  # start-up time (torch)
+
     work = WorkDir.of(work_dir)
     split_mode = options.split_mode if options is not None else "random"
+    if not DistributedContext.from_environment().is_main:  # torchrun: rank 0 holds the fold's lock
+        return _train_and_validate(work, configuration_name, fold, options, length, resume, overwrite, validate)
     with FileLock(work.training_lock_path(configuration_name, fold, split_mode),
                   f"training {configuration_name} fold {fold}") as lock:
         if lock.stale_message:
@@ -56,7 +60,7 @@ def _train_and_validate(work_dir, configuration_name, fold, options, length, res
 
     trained = train_fold(work_dir, configuration_name, fold, options, length, resume=resume, overwrite=overwrite)
     trainer, summary = trained.trainer, None
-    if validate:
+    if validate and trainer.distributed.is_main:
         began = time.time()
         summary = validate_fold(trainer.work, trainer.configuration_name, fold, trainer.network.state_dict(),
                                 trainer.device, trainer.options.split_mode, trainer.options.progress, trainer.log,
@@ -151,5 +155,7 @@ def run(args: argparse.Namespace) -> int:
         message = f"fold {fold} done in {(time.perf_counter() - start) / 60:.1f} min{trained_as}: {trainer.output_dir}"
         if summary is not None:
             message += f" (validation mean foreground Dice {summary['foreground_mean']['dice']:.4f})"
-        print(message)
+        if trainer.distributed.is_main:
+            print(message)
+    trainer.distributed.finish()  # torchrun: leave the process group
     return 0

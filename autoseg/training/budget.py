@@ -26,11 +26,13 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from autoseg.errors import AutosegInputError
 from autoseg.model.device import device_name, prepare_device
 from autoseg.planning.inference_cost import case_cost_in_patches
 from autoseg.planning.variants import add_budget_variant, budget_variants
 from autoseg.plans.schema import ConfigurationPlan, Plans
 from autoseg.plans.training import IterationPlan, validation_iterations
+from autoseg.training.distributed import DistributedContext
 from autoseg.training.trainer import TRAINERS, TimeBudget, Trainer, TrainingOptions
 from autoseg.utils.files import read_json
 from autoseg.workdir import WorkDir, cached_case_paths
@@ -581,6 +583,9 @@ def train_fold(work_dir: str | os.PathLike | WorkDir, configuration_name: str, f
     trainer_type = trainer_class(plans, configuration_name, options)
     device = prepare_device(options.device)
     budget = resolve_budget(device.type, length)
+    if budget is not None and DistributedContext.from_environment().enabled:
+        raise AutosegInputError("a time budget is not yet supported under torchrun (each rank would measure and "
+                                "decide alone): give the length with --epochs and --iterations-per-epoch")
     if budget is not None and length.time_budget_seconds is None:
         print(f"no GPU: training within the default CPU budget of {budget / 60:.0f} minutes per fold "
               "(--time-budget to change it; --epochs for a fixed length)")

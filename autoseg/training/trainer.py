@@ -45,6 +45,7 @@ from autoseg.plans.schema import ConfigurationPlan, Plans
 from autoseg.plans.training import IterationPlan, TrainingConfig
 from autoseg.preprocessing.previous_stage import prepare_previous_stage
 from autoseg.training.dataloader import default_num_workers, make_training_batches, make_validation_batches
+from autoseg.training.distributed import DistributedContext, rank_batch_size
 from autoseg.training.loss import (
     DeepSupervisionLoss,
     DiceCELoss,
@@ -139,6 +140,10 @@ def pseudo_dice_counts(logits: torch.Tensor, target: torch.Tensor, classes: Sequ
     return counts
 
 
+#: Each rank of a distributed run samples with the fold's seed plus this times its rank.
+RANK_SEED_STRIDE = 100_003
+
+
 class Trainer:
     """Trains one fold of one configuration from the preprocessed cache of a work folder.
 
@@ -176,7 +181,13 @@ class Trainer:
         self.time_budget = time_budget
         self.deadline: float | None = None
         self.limit: float | None = None
-        self.device = prepare_device(self.options.device)
+        self.distributed = DistributedContext.from_environment()
+        self.device = prepare_device(self.distributed.device_name(self.options.device))
+        self.distributed.start(self.device)
+        if self.distributed.enabled:  # the planned batch split across ranks (distributed.py)
+            self.configuration = copy.deepcopy(self.configuration)
+            self.configuration.batch_size = rank_batch_size(self.configuration.batch_size,
+                                                            self.distributed.world_size)
         if self.config.num_workers is None:
             self.config.num_workers = default_num_workers(self.device.type)
         self.output_dir = self.work.fold_dir(configuration_name, fold, self.options.split_mode)
@@ -198,6 +209,10 @@ class Trainer:
         if self.device.type == "cpu":
             self.memory_format = torch.channels_last_3d if self.configuration.dimension == 3 else torch.channels_last
             self.network = self.network.to(memory_format=self.memory_format)
+        self.model: torch.nn.Module = self.network  # what runs forward: the network, or its DDP wrapper
+        if self.distributed.enabled:
+            self.model = torch.nn.parallel.DistributedDataParallel(
+                self.network, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.optimizer = self.build_optimizer()
         self.grad_scaler = torch.amp.GradScaler("cuda") if self.device.type == "cuda" else None
         self.loss = self.build_loss()
@@ -207,7 +222,8 @@ class Trainer:
         self.training_seconds = 0.0
         self.finished_at: float | None = None
         self._last_latest_save = time.time()
-        self.log = TrainingLog(self.output_dir / "training_log.txt", echo=self.options.progress)
+        self.log = (TrainingLog(self.output_dir / "training_log.txt", echo=self.options.progress)
+                    if self.distributed.is_main else (lambda message: None))
 
     # ------------------------------------------------------------------ hooks
     def build_network(self) -> torch.nn.Module:
@@ -249,7 +265,9 @@ class Trainer:
         }
 
     def save(self, which: str) -> None:
-        save_checkpoint(checkpoint_file(self.output_dir, which), self.checkpoint_content())
+        """Write ``checkpoint_{which}.pt`` (rank 0 alone when distributed)."""
+        if self.distributed.is_main:
+            save_checkpoint(checkpoint_file(self.output_dir, which), self.checkpoint_content())
 
     def load(self, which: str) -> None:
         content = load_checkpoint(checkpoint_file(self.output_dir, which), map_location=self.device)
@@ -281,7 +299,7 @@ class Trainer:
         target = batch["target"].to(self.device, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
-            loss = self.loss(self.network(data), self._targets(target))
+            loss = self.loss(self.model(data), self._targets(target))
         if self.grad_scaler is not None:
             self.grad_scaler.scale(loss).backward()
             self.grad_scaler.unscale_(self.optimizer)
@@ -299,7 +317,7 @@ class Trainer:
         data = self._input(batch)
         target = batch["target"].to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
-            outputs = self.network(data)
+            outputs = self.model(data)
             loss = self.loss(outputs, self._targets(target))
         full_resolution = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
         classes = self.plans.regions or list(self.plans.evaluated_classes.values())
@@ -313,10 +331,12 @@ class Trainer:
         return len(self.plans.foreground_labels) + 1
 
     def training_batches(self, seed: int):
-        """Augmented training batches of this fold (also used to measure the speed of a step)."""
+        """Augmented training batches of this fold (also used to measure the speed of a step); each rank
+        of a distributed run samples with its own seed."""
         return make_training_batches(
             self.cache, self.train_cases, self.configuration, self.config, self.label_classes,
-            self.plans.foreground_labels, self.previous_stage_folder, seed=seed, num_workers=self.config.num_workers,
+            self.plans.foreground_labels, self.previous_stage_folder,
+            seed=seed + RANK_SEED_STRIDE * self.distributed.rank, num_workers=self.config.num_workers,
             annotated_only=self.plans.ignore_label is not None)
 
     # ------------------------------------------------------------------ loop
@@ -343,6 +363,7 @@ class Trainer:
     def run(self, resume: bool = False, overwrite: bool = False) -> TrainingCurves:
         """Train (or resume) to the last epoch (or the time budget's deadline); write checkpoint_final."""
         self.check_can_start(resume, overwrite)
+        self.distributed.barrier()  # every rank has checked before rank 0 writes anything
         if resume and not self.load_resume_point():
             self.log(f"no checkpoint in {self.output_dir} to resume from: starting from scratch")
         if self.time_budget is not None:
@@ -356,10 +377,12 @@ class Trainer:
                  f"{len(self.train_cases)} training / {len(self.val_cases)} validation cases, "
                  f"{self.epochs} epochs x {self.iterations_per_epoch} iterations, "
                  f"patch {self.configuration.patch_size}, batch {self.configuration.batch_size}"
+                 + (f" per rank x {self.distributed.world_size} ranks" if self.distributed.enabled else "")
                  + (f"; resuming at epoch {self.epoch}" if self.epoch else ""))
         if self.epoch < self.epochs:
             self._train_epochs()
         self.save("final")
+        self.distributed.barrier()  # checkpoint_final is written before any rank goes on
         self.finished_at = time.time()
         return self.curves
 
@@ -369,12 +392,14 @@ class Trainer:
         train_batches = self.training_batches(seed)
         val_batches = make_validation_batches(
             self.cache, self.val_cases, self.configuration, config, self.label_classes,
-            self.plans.foreground_labels, self.previous_stage_folder, seed=seed + 1,
-            num_workers=min(1, config.num_workers), annotated_only=self.plans.ignore_label is not None)
+            self.plans.foreground_labels, self.previous_stage_folder,
+            seed=seed + 1 + RANK_SEED_STRIDE * self.distributed.rank, num_workers=min(1, config.num_workers),
+            annotated_only=self.plans.ignore_label is not None)
         try:
             while self.epoch < self.epochs:
                 self._one_epoch(train_batches, val_batches, self.validation_iterations)
                 self._fit_epochs_to_deadline()
+                self.epochs = self.distributed.broadcast(self.epochs)  # rank 0's clock decides for all
         except KeyboardInterrupt:
             self.save("latest")
             self.log(f"interrupted: saved {checkpoint_file(self.output_dir, 'latest')} at epoch {self.epoch}; "
@@ -430,6 +455,9 @@ class Trainer:
             loss, batch_counts = self.validation_step(next(val_batches))
             val_losses.append(loss)
             counts += batch_counts
+        counts = self.distributed.sum(counts)  # every rank's patches, as one process with the global batch
+        train_loss, val_loss = self.distributed.sum(np.array([np.mean(losses), np.mean(val_losses)])) \
+            / self.distributed.world_size
         tp, fp, fn = counts
         dice = [float(2 * t / (2 * t + p + n)) if (2 * t + p + n) > 0 else float("nan")
                 for t, p, n in zip(tp, fp, fn)]
@@ -438,8 +466,8 @@ class Trainer:
         ema = PSEUDO_DICE_EMA * previous + (1 - PSEUDO_DICE_EMA) * mean_dice
         self.epoch += 1
         curves = self.curves
-        curves.train_loss.append(float(np.mean(losses)))
-        curves.val_loss.append(float(np.mean(val_losses)))
+        curves.train_loss.append(float(train_loss))
+        curves.val_loss.append(float(val_loss))
         curves.pseudo_dice.append(dice)
         curves.ema_pseudo_dice.append(float(ema))
         curves.learning_rate.append(float(self.optimizer.param_groups[0]["lr"]))
@@ -457,8 +485,9 @@ class Trainer:
                 or time.time() - self._last_latest_save > LATEST_CHECKPOINT_MAX_AGE_SECONDS):
             self.save("latest")
             self._last_latest_save = time.time()
-        plot_progress(curves, self.output_dir / "progress.png",
-                      f"{self.plans.dataset_name} {self.configuration_name} fold {self.fold}")
+        if self.distributed.is_main:
+            plot_progress(curves, self.output_dir / "progress.png",
+                          f"{self.plans.dataset_name} {self.configuration_name} fold {self.fold}")
 
 
 #: Trainer name (``training.trainer`` in plans.json, ``--trainer``) -> trainer class.
