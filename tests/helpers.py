@@ -130,3 +130,40 @@ def add_cascade(work_dir: Path) -> None:
     plans.configurations["3d_cascade_fullres"] = cascade
     WorkDir(work_dir).save_plans(plans)
     preprocess_dataset(plans, work_dir, ["3d_lowres"], num_workers=1, progress=False)
+
+
+def task04_subset(root: Path, name: str, num_training: int = 10, num_held_out: int = 2) -> Path:
+    """The first Task04 cases as a dataset: ``num_training`` in imagesTr/labelsTr, the next ``num_held_out``
+    in imagesTs/labelsTs with their labels (skips the test when ../shared is absent)."""
+    import shutil
+
+    source = SHARED_DATA / "Dataset004_Hippocampus"
+    if not (source / "dataset.json").is_file():
+        pytest.skip(f"{source} not available")
+    dataset = root / name
+    cases = sorted(p.name[: -len(".nii.gz")] for p in (source / "labelsTr").glob("*.nii.gz"))
+    for folder in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
+        (dataset / folder).mkdir(parents=True)
+    for index, case in enumerate(cases[: num_training + num_held_out]):
+        held_out = index >= num_training
+        shutil.copy(source / "imagesTr" / f"{case}_0000.nii.gz",
+                    dataset / ("imagesTs" if held_out else "imagesTr") / f"{case}_0000.nii.gz")
+        shutil.copy(source / "labelsTr" / f"{case}.nii.gz",
+                    dataset / ("labelsTs" if held_out else "labelsTr") / f"{case}.nii.gz")
+    content = json.loads((source / "dataset.json").read_text())
+    content["numTraining"] = num_training
+    (dataset / "dataset.json").write_text(json.dumps(content))
+    return dataset
+
+
+def turned_copy(source: Path, target: Path, order=(2, 0, 1), flips=(True, False, True)) -> None:
+    """The same physical image stored with its axes permuted and flipped (another scanner or converter)."""
+    image = sitk.ReadImage(str(source))
+    sitk.WriteImage(sitk.Flip(sitk.PermuteAxes(image, list(order)), list(flips)), str(target))
+
+
+def on_grid_of(moving_path: Path, reference_path: Path) -> np.ndarray:
+    """A label map resampled (nearest neighbour, same physical space) onto another file's grid."""
+    reference = sitk.ReadImage(str(reference_path))
+    moved = sitk.Resample(sitk.ReadImage(str(moving_path)), reference, sitk.Transform(), sitk.sitkNearestNeighbor)
+    return sitk.GetArrayFromImage(moved)

@@ -8,28 +8,13 @@ import shutil
 
 import numpy as np
 import pytest
-from helpers import SHARED_DATA, shrink_networks
+from helpers import SHARED_DATA, on_grid_of, shrink_networks, turned_copy
 
 from autoseg.cli import main
 from autoseg.io.images import read_image, read_label
 from autoseg.workdir import WorkDir
 
 ORDERS = [((0, 1, 2), (True, True, False)), ((2, 0, 1), (False, False, True)), ((1, 2, 0), (True, False, False))]
-
-
-def turned(source, target, order, flips) -> None:
-    import SimpleITK as sitk
-
-    image = sitk.ReadImage(str(source))
-    sitk.WriteImage(sitk.Flip(sitk.PermuteAxes(image, list(order)), list(flips)), str(target))
-
-
-def on_grid_of(moving_path, reference_path) -> np.ndarray:
-    import SimpleITK as sitk
-
-    reference = sitk.ReadImage(str(reference_path))
-    moved = sitk.Resample(sitk.ReadImage(str(moving_path)), reference, sitk.Transform(), sitk.sitkNearestNeighbor)
-    return sitk.GetArrayFromImage(moved)
 
 
 @pytest.mark.slow
@@ -46,8 +31,8 @@ def test_task04_with_mixed_orientations_trains_and_segments_turned_copies_like_t
         image, label = source / "imagesTr" / f"{case}_0000.nii.gz", source / "labelsTr" / f"{case}.nii.gz"
         if index % 2:
             order, flips = ORDERS[index % 3]
-            turned(image, dataset / "imagesTr" / image.name, order, flips)
-            turned(label, dataset / "labelsTr" / label.name, order, flips)
+            turned_copy(image, dataset / "imagesTr" / image.name, order, flips)
+            turned_copy(label, dataset / "labelsTr" / label.name, order, flips)
         else:
             shutil.copy(image, dataset / "imagesTr" / image.name)
             shutil.copy(label, dataset / "labelsTr" / label.name)
@@ -70,7 +55,7 @@ def test_task04_with_mixed_orientations_trains_and_segments_turned_copies_like_t
         image = source / "imagesTr" / f"{case}_0000.nii.gz"
         shutil.copy(image, inputs / image.name)
         order, flips = ORDERS[index]
-        turned(image, inputs / f"{case}T_0000.nii.gz", order, flips)
+        turned_copy(image, inputs / f"{case}T_0000.nii.gz", order, flips)
     assert main(["predict", "-i", str(inputs), "-o", str(tmp_path / "out"), "-m", str(work), "-c", "3d_fullres",
                  "-f", "0"]) == 0
     for case in cases[10:]:

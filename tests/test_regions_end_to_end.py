@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import SHARED_DATA, shrink_networks
+from helpers import shrink_networks, task04_subset
 from test_sparse_labels import ignore_half_of_the_slices
 
 from autoseg.cli import main
@@ -29,27 +28,6 @@ def declare_regions(dataset: Path, labels: dict = REGION_LABELS, order: list = R
     content["labels"] = {**labels, **({"ignore": ignore} if ignore is not None else {})}
     content["regions_class_order"] = order
     (dataset / "dataset.json").write_text(json.dumps(content))
-
-
-def task04_subset(root: Path, name: str) -> Path:
-    """12 Task04 cases: 10 for training, 2 held out with their labels."""
-    source = SHARED_DATA / "Dataset004_Hippocampus"
-    if not (source / "dataset.json").is_file():
-        pytest.skip(f"{source} not available")
-    dataset = root / name
-    cases = sorted(p.name[: -len(".nii.gz")] for p in (source / "labelsTr").glob("*.nii.gz"))[:12]
-    for folder in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
-        (dataset / folder).mkdir(parents=True)
-    for index, case in enumerate(cases):
-        held_out = index >= 10
-        shutil.copy(source / "imagesTr" / f"{case}_0000.nii.gz",
-                    dataset / ("imagesTs" if held_out else "imagesTr") / f"{case}_0000.nii.gz")
-        shutil.copy(source / "labelsTr" / f"{case}.nii.gz",
-                    dataset / ("labelsTs" if held_out else "labelsTr") / f"{case}.nii.gz")
-    content = json.loads((source / "dataset.json").read_text())
-    content["numTraining"] = 10
-    (dataset / "dataset.json").write_text(json.dumps(content))
-    return dataset
 
 
 def plan_and_check(dataset: Path, work: Path) -> None:

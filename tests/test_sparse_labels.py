@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import SHARED_DATA, shrink_networks, write_volume
+from helpers import shrink_networks, task04_subset, write_volume
 
 from autoseg.cli import main
 from autoseg.evaluation.metrics import compute_case_metrics, without_ignored
@@ -82,22 +81,7 @@ def test_synthetic_sparse_labels_plan_train_predict_evaluate(tmp_path, capsys):
 @pytest.mark.slow
 def test_task04_with_half_of_the_slices_unannotated(tmp_path, capsys):
     """Issue 15's dataset (b), on 10 Task04 cases: half of each training label's slices ignored."""
-    source = SHARED_DATA / "Dataset004_Hippocampus"
-    if not (source / "dataset.json").is_file():
-        pytest.skip(f"{source} not available")
-    dataset = tmp_path / "Dataset904_HippocampusSparse"
-    cases = sorted(p.name[: -len(".nii.gz")] for p in (source / "labelsTr").glob("*.nii.gz"))[:12]
-    for folder in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
-        (dataset / folder).mkdir(parents=True)
-    for index, case in enumerate(cases):
-        held_out = index >= 10  # two cases with their complete labels, for evaluation
-        shutil.copy(source / "imagesTr" / f"{case}_0000.nii.gz",
-                    dataset / ("imagesTs" if held_out else "imagesTr") / f"{case}_0000.nii.gz")
-        shutil.copy(source / "labelsTr" / f"{case}.nii.gz",
-                    dataset / ("labelsTs" if held_out else "labelsTr") / f"{case}.nii.gz")
-    content = json.loads((source / "dataset.json").read_text())
-    content["numTraining"] = 10
-    (dataset / "dataset.json").write_text(json.dumps(content))
+    dataset = task04_subset(tmp_path, "Dataset904_HippocampusSparse")
     ignore = ignore_half_of_the_slices(dataset)
     assert ignore == 3
     summary = run_sparse_pipeline(dataset, tmp_path / "work", dataset / "imagesTs", dataset / "labelsTs", ignore,

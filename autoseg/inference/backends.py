@@ -16,6 +16,7 @@ A backend is a callable ``(B, C, *window) -> (B, K, *window)`` logits, like the 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import io
 import os
 import platform
@@ -78,10 +79,12 @@ class Backend:
     a torch network (eval mode, no deep supervision) into a callable."""
 
     name = ""
+    #: The module the backend imports (empty: none beyond torch).
     requirement = ""
 
     def available(self) -> bool:
-        return True
+        """Whether :attr:`requirement` can be imported."""
+        return not self.requirement or importlib.util.find_spec(self.requirement) is not None
 
     def prepare(self, network: torch.nn.Module, in_channels: int, dimension: int) -> Network:
         raise NotImplementedError
@@ -97,13 +100,6 @@ class TorchBackend(Backend):
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     requirement = "onnxruntime"
-
-    def available(self) -> bool:
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            return False
-        return True
 
     def prepare(self, network: torch.nn.Module, in_channels: int, dimension: int) -> Network:
         import onnxruntime
@@ -121,13 +117,6 @@ class OnnxRuntimeBackend(Backend):
 class OpenVinoBackend(Backend):
     name = "openvino"
     requirement = "openvino"
-
-    def available(self) -> bool:
-        try:
-            import openvino  # noqa: F401
-        except ImportError:
-            return False
-        return True
 
     def prepare(self, network: torch.nn.Module, in_channels: int, dimension: int) -> Network:
         import openvino

@@ -6,7 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
-from helpers import add_cascade, make_tiny_work_dir, write_volume
+from helpers import add_cascade, make_tiny_work_dir, on_grid_of, turned_copy, write_volume
 
 from autoseg.cli import main
 from autoseg.commands.train import train_and_validate
@@ -274,29 +274,12 @@ def autoseg_version() -> str:
     return __version__
 
 
-def permuted_copy(source, target, order=(2, 0, 1), flips=(True, False, True)):
-    """The same physical image stored with its axes permuted and flipped (another scanner or converter)."""
-    import SimpleITK as sitk
-
-    image = sitk.ReadImage(str(source))
-    sitk.WriteImage(sitk.Flip(sitk.PermuteAxes(image, list(order)), list(flips)), str(target))
-
-
-def on_grid_of(moving_path, reference_path) -> np.ndarray:
-    """A label map resampled (nearest neighbour, same physical space) onto another file's grid."""
-    import SimpleITK as sitk
-
-    reference = sitk.ReadImage(str(reference_path))
-    moved = sitk.Resample(sitk.ReadImage(str(moving_path)), reference, sitk.Transform(), sitk.sitkNearestNeighbor)
-    return sitk.GetArrayFromImage(moved)
-
-
 def test_a_permuted_and_flipped_copy_is_segmented_exactly_like_the_original(trained, tmp_path):
     dataset, work = trained
     source = sorted((dataset / "imagesTs").iterdir())[0]
     (tmp_path / "in").mkdir()
     shutil.copy(source, tmp_path / "in" / "original_0000.nii.gz")
-    permuted_copy(source, tmp_path / "in" / "turned_0000.nii.gz")
+    turned_copy(source, tmp_path / "in" / "turned_0000.nii.gz")
     report = predict_folder(work, tmp_path / "in", tmp_path / "out", InferenceChoice(["3d_fullres", "2d"]),
                             progress=False)
     assert sorted(report.predicted) == ["original", "turned"]
