@@ -19,6 +19,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("-c", "--configurations", nargs="+", default=None,
                         help="configurations to include with every fold they have (default: what `autoseg ensemble` "
                              "chose, with its postprocessing)")
+    parser.add_argument("--onnx", action="store_true",
+                        help="also include every network exported to ONNX, for predict --backend onnxruntime/openvino "
+                             "without exporting on the predicting machine (pip install 'autoseg[fast]')")
     parser.set_defaults(handler=run)
 
 
@@ -26,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     """Handler of ``autoseg export``."""
     from autoseg.inference.bundle import export_bundle, read_manifest  # deferred: torch
 
-    path = export_bundle(args.work_dir, args.output, args.configurations)
+    path = export_bundle(args.work_dir, args.output, args.configurations, include_onnx=args.onnx)
     manifest = read_manifest(path)
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB): {' + '.join(manifest['configurations'])}, "
           f"folds {manifest['folds']}, {len(manifest['members'])} members with SHA-256, autoseg "

@@ -46,6 +46,11 @@ def cache_root() -> Path:
     return Path(os.environ.get("AUTOSEG_CACHE") or DEFAULT_CACHE)
 
 
+def onnx_cache() -> Path:
+    """Where exported networks are kept, named by :func:`network_key`."""
+    return cache_root() / "onnx"
+
+
 def network_key(network: torch.nn.Module, extra: str = "") -> str:
     """Hash of a network's weights and module structure (and ``extra``)."""
     digest = hashlib.sha256(repr(network).encode() + extra.encode())
@@ -58,7 +63,7 @@ def network_key(network: torch.nn.Module, extra: str = "") -> str:
 def exported_onnx(network: torch.nn.Module, in_channels: int, dimension: int) -> Path:
     """The network exported to ONNX (cached by :func:`network_key`): input ``image`` ``(B, C, *spatial)``,
     output ``logits``, batch and spatial sizes dynamic."""
-    path = cache_root() / "onnx" / f"{network_key(network)}.onnx"
+    path = onnx_cache() / f"{network_key(network)}.onnx"
     if path.is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)

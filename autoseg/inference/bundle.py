@@ -10,7 +10,9 @@ own layout so that the predictor reads it unchanged:
   labels, regions);
 - per configuration and fold ``checkpoint_final.pt`` holding the network's state dict only
   (tensors, read with ``weights_only=True``), and the fold's validation ``summary.json`` and
-  ``run.json`` (whether test-time mirroring pays is decided from them, as in the work folder).
+  ``run.json`` (whether test-time mirroring pays is decided from them, as in the work folder);
+- with ``--onnx``, ``onnx/{hash}.onnx``: each network exported for the ONNX Runtime and OpenVINO
+  backends (:mod:`autoseg.inference.backends`), so the machine that predicts need not export.
 
 Opening one (:func:`open_bundle`) checks the format version and every checksum, then
 extracts it once into ``$AUTOSEG_CACHE`` (default ``~/.cache/autoseg``) under its own hash;
@@ -31,6 +33,8 @@ from pathlib import Path, PurePosixPath
 
 from autoseg import __version__
 from autoseg.errors import AutosegInputError
+from autoseg.inference.backends import exported_onnx, onnx_cache
+from autoseg.inference.predictor import inference_network
 from autoseg.model.checkpoints import load_checkpoint, save_checkpoint
 from autoseg.plans.schema import PLANS_VERSION
 from autoseg.utils.files import atomic_path, write_json
@@ -41,6 +45,7 @@ BUNDLE_FORMAT_VERSION = 1
 BUNDLE_FORMAT = "autoseg-model"
 MANIFEST = "manifest.json"
 DATASET_JSON = "dataset.json"
+ONNX_FOLDER = "onnx"
 #: Where opened bundles are extracted (overridden by the AUTOSEG_CACHE environment variable).
 DEFAULT_CACHE = Path.home() / ".cache" / "autoseg"
 
@@ -74,7 +79,7 @@ def bundle_choice(work: WorkDir, configurations: Sequence[str] | None) -> dict:
 
 
 def export_bundle(work_dir: str | os.PathLike | WorkDir, output: str | os.PathLike,
-                  configurations: Sequence[str] | None = None) -> Path:
+                  configurations: Sequence[str] | None = None, include_onnx: bool = False) -> Path:
     """Write the bundle of a work folder to ``output`` (atomic); see the module docstring."""
     work = WorkDir.of(work_dir)
     plans = work.load_plans()
@@ -98,6 +103,11 @@ def export_bundle(work_dir: str | os.PathLike | WorkDir, output: str | os.PathLi
                 target = staging.checkpoint_path(name, fold, "final")
                 target.parent.mkdir(parents=True, exist_ok=True)
                 save_checkpoint(target, {"network": network})
+                if include_onnx:
+                    exported = exported_onnx(inference_network(plans, name, network), plans.input_channels(name),
+                                             plans.configuration(name).dimension)
+                    (staging.root / ONNX_FOLDER).mkdir(exist_ok=True)
+                    shutil.copyfile(exported, staging.root / ONNX_FOLDER / exported.name)
                 for path, copy in ((work.validation_dir(name, fold) / "summary.json",
                                     staging.validation_dir(name, fold) / "summary.json"),
                                    (work.run_record_path(name, fold), staging.run_record_path(name, fold))):
@@ -170,6 +180,12 @@ def open_bundle(path: str | os.PathLike) -> WorkDir:
                 if _sha256(destination) != checksum:
                     raise AutosegInputError(f"{path}: member {name} does not match its checksum (damaged bundle)")
         (staging / MANIFEST).write_text(json.dumps(manifest))
+        exported = staging / ONNX_FOLDER
+        if exported.is_dir():  # networks exported at `export --onnx`: where the backends look first
+            onnx_cache().mkdir(parents=True, exist_ok=True)
+            for path in exported.iterdir():
+                if not (onnx_cache() / path.name).is_file():
+                    shutil.copyfile(path, onnx_cache() / path.name)
         try:
             staging.rename(target)
         except OSError:  # another process extracted it meanwhile

@@ -71,6 +71,16 @@ class ChannelsLastNetwork(torch.nn.Module):
         return self.network(x.contiguous(memory_format=self.memory_format))
 
 
+def inference_network(plans: Plans, configuration_name: str, state: dict) -> torch.nn.Module:
+    """The network of a configuration with trained weights (a state dict), in eval mode without deep
+    supervision, on the CPU."""
+    network = build_network(plans.configuration(configuration_name).network, plans.input_channels(configuration_name),
+                            plans.num_classes)
+    network.load_state_dict(state)
+    network.deep_supervision = False
+    return network.eval()
+
+
 @dataclass
 class CasePrediction:
     """Result for one case: class probabilities on the configuration's network grid and the
@@ -122,12 +132,7 @@ class Predictor:
         self.show_progress = show_progress
         self.networks = []
         in_channels = plans.input_channels(configuration_name)
-        built = []
-        for state in state_dicts:
-            network = build_network(self.configuration.network, in_channels, plans.num_classes)
-            network.load_state_dict(state)
-            network.deep_supervision = False
-            built.append(network.to(self.device).eval())
+        built = [inference_network(plans, configuration_name, state).to(self.device) for state in state_dicts]
         self.backend_reason = "backend torch"
         if backend != "torch" and self.device.type != "cpu":
             raise AutosegInputError(f"--backend {backend} runs on the CPU only; on {self.device} use torch")

@@ -417,3 +417,15 @@ def test_jobs_lists_the_folds_still_to_train(tmp_path, capsys):
     assert sum("-c 3d_lowres" in line for line in lines) == 5 and not any("cascade" in line for line in lines)
     assert "3d_cascade_fullres waits for every fold of 3d_lowres" in output.err
     assert len(lines) == 5 + 4 + 5  # 2d, 3d_fullres (fold 2 done), 3d_lowres
+
+
+def test_a_bundle_with_onnx_networks_spares_the_predicting_machine_the_export(trained, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    dataset, work = trained
+    monkeypatch.setenv("AUTOSEG_CACHE", str(tmp_path / "exporting"))
+    assert main(["export", str(work), "-o", str(tmp_path / "model.zip"), "-c", "3d_fullres", "--onnx"]) == 0
+    monkeypatch.setenv("AUTOSEG_CACHE", str(tmp_path / "predicting"))  # another machine
+    assert main(["predict", "-i", str(dataset / "imagesTs"), "-o", str(tmp_path / "out"), "-m",
+                 str(tmp_path / "model.zip"), "--backend", "onnxruntime", "--no-tta"]) == 0
+    shipped = sorted(p.name for p in (tmp_path / "exporting" / "onnx").iterdir())
+    assert len(shipped) == 2 and sorted(p.name for p in (tmp_path / "predicting" / "onnx").iterdir()) == shipped
