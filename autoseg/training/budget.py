@@ -22,17 +22,16 @@ import math
 import os
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from autoseg.errors import AutosegInputError
 from autoseg.model.device import device_name, prepare_device
 from autoseg.planning.inference_cost import case_cost_in_patches
 from autoseg.planning.variants import add_budget_variant, budget_variants
 from autoseg.plans.schema import ConfigurationPlan, Plans
 from autoseg.plans.training import IterationPlan, validation_iterations
-from autoseg.training.distributed import DistributedContext
+from autoseg.training.distributed import COLLECTIVE_TIMEOUT_SECONDS, DistributedContext
 from autoseg.training.trainer import TRAINERS, TimeBudget, Trainer, TrainingOptions
 from autoseg.utils.files import read_json
 from autoseg.workdir import WorkDir, cached_case_paths
@@ -583,9 +582,6 @@ def train_fold(work_dir: str | os.PathLike | WorkDir, configuration_name: str, f
     trainer_type = trainer_class(plans, configuration_name, options)
     device = prepare_device(options.device)
     budget = resolve_budget(device.type, length)
-    if budget is not None and DistributedContext.from_environment().enabled:
-        raise AutosegInputError("a time budget is not yet supported under torchrun (each rank would measure and "
-                                "decide alone): give the length with --epochs and --iterations-per-epoch")
     if budget is not None and length.time_budget_seconds is None:
         print(f"no GPU: training within the default CPU budget of {budget / 60:.0f} minutes per fold "
               "(--time-budget to change it; --epochs for a fixed length)")
@@ -599,7 +595,7 @@ def train_fold(work_dir: str | os.PathLike | WorkDir, configuration_name: str, f
 
     start = time.time()
     name = configuration_to_train(plans, work, configuration_name, options.split_mode, budget)
-    probe = trainer_type(work, name, fold, options)
+    probe = trainer_type(work, name, fold, replace(options, distributed=False))  # no collective: a check only
     probe.check_can_start(resume, overwrite)
     if resume and probe.has_checkpoints():
         validation = ValidationPlan(True, 0.0, "validation with test-time mirroring")
@@ -611,7 +607,8 @@ def train_fold(work_dir: str | os.PathLike | WorkDir, configuration_name: str, f
         resumed.run(resume=True)
         return FoldTraining(resumed, validation)
 
-    decision = decide_network(work, configuration_name, fold, options, length, budget, start, trainer_type)
+    decision = decide_for_all_ranks(work, configuration_name, fold, options, length, budget, start, trainer_type,
+                                    device)  # joins a torchrun job's process group first, with a long timeout
     name, plan, validation = decision.trained_as, decision.iterations, decision.validation
     budget = decision.budget_seconds or budget
     trainer = trainer_type(work, name, fold, options, iteration_plan=plan,
@@ -627,10 +624,31 @@ def train_fold(work_dir: str | os.PathLike | WorkDir, configuration_name: str, f
         "planned_epochs": plan.epochs, "iterations_per_epoch": plan.iterations_per_epoch,
         "patch_size": configuration.patch_size, "batch_size": configuration.batch_size,
         "features_per_stage": configuration.network.features_per_stage}
-    work.write_run_record(name, fold, record, options.split_mode)
+    if trainer.distributed.is_main:
+        work.write_run_record(name, fold, record, options.split_mode)
     trainer.run(overwrite=overwrite)
     record.update(epochs=trainer.epoch, iterations=trainer.epoch * trainer.iterations_per_epoch,
                   training_seconds=trainer.training_seconds,
                   seconds_from_start_to_final_checkpoint=trainer.finished_at - start)
-    work.write_run_record(name, fold, record, options.split_mode)
+    if trainer.distributed.is_main:
+        work.write_run_record(name, fold, record, options.split_mode)
     return FoldTraining(trainer, validation)
+
+
+def decide_for_all_ranks(work: WorkDir, configuration_name: str, fold: int, options: TrainingOptions,
+                         length: TrainingLength, budget: float, start: float, trainer_type: type[Trainer],
+                         device: torch.device) -> NetworkDecision:
+    """:func:`decide_network`, under torchrun made once: rank 0 measures with trainers of its own (not
+    data-parallel) while the other ranks wait, then every rank gets its decision. The speed measured
+    is one process's; the epochs then follow the data-parallel epochs' measured time (rank 0's clock,
+    broadcast every epoch), so the budget holds."""
+    context = DistributedContext.from_environment()
+    if not context.enabled:
+        return decide_network(work, configuration_name, fold, options, length, budget, start, trainer_type)
+    context.start(torch.device(context.device_name(device.type) or device.type),
+                  timeout_seconds=max(COLLECTIVE_TIMEOUT_SECONDS, 3 * MEASUREMENT_BUDGET_FRACTION * budget))
+    decision = None
+    if context.is_main:
+        decision = decide_network(work, configuration_name, fold, replace(options, distributed=False), length,
+                                  budget, start, trainer_type)
+    return context.broadcast(decision)

@@ -15,8 +15,10 @@ process group (NCCL on GPUs, each rank on ``cuda:LOCAL_RANK``; gloo on CPUs). Th
 - losses and pseudo-Dice counts are summed over ranks, so the log and the best checkpoint are
   the same as with one process seeing the global batch; rank 0 alone writes checkpoints,
   logs, plots, the run record and the validation;
-- the number of epochs a time budget allows is decided by rank 0 and broadcast every epoch,
-  so all ranks stop together.
+- a time budget is decided once, by rank 0 measuring alone while the others wait
+  (:func:`autoseg.training.budget.decide_for_all_ranks`); the number of epochs it allows is then
+  refitted by rank 0 from the data-parallel epoch times and broadcast every epoch, so all ranks
+  stop together and the budget holds.
 """
 
 from __future__ import annotations
@@ -62,14 +64,15 @@ class DistributedContext:
             return f"cuda:{self.local_rank}"
         return requested
 
-    def start(self, device: torch.device) -> None:
-        """Join the process group (once): NCCL for GPUs, gloo otherwise."""
+    def start(self, device: torch.device, timeout_seconds: float = COLLECTIVE_TIMEOUT_SECONDS) -> None:
+        """Join the process group (once): NCCL for GPUs, gloo otherwise. A collective waits at most
+        ``timeout_seconds`` (longer while rank 0 measures speeds for a time budget)."""
         if not self.enabled or dist.is_initialized():
             return
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
-                                timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_SECONDS))
+                                timeout=datetime.timedelta(seconds=timeout_seconds))
 
     def sum(self, values: np.ndarray) -> np.ndarray:
         """Element-wise sum of ``values`` over ranks (itself when not distributed)."""

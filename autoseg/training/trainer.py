@@ -77,6 +77,8 @@ class TrainingOptions:
         seed: seed of initialisation and sampling.
         progress: progress bars and echoing the log.
         trainer: trainer name (:data:`TRAINERS`) overriding the configuration's ``training.trainer``.
+        distributed: join a torchrun job when launched in one (False: train alone even then, e.g. to
+            measure a network's speed on rank 0 for a time budget).
     """
 
     device: str | None = None
@@ -85,6 +87,7 @@ class TrainingOptions:
     seed: int = 0
     progress: bool = True
     trainer: str | None = None
+    distributed: bool = True
 
 
 @dataclass(frozen=True)
@@ -181,7 +184,7 @@ class Trainer:
         self.time_budget = time_budget
         self.deadline: float | None = None
         self.limit: float | None = None
-        self.distributed = DistributedContext.from_environment()
+        self.distributed = DistributedContext.from_environment() if self.options.distributed else DistributedContext()
         self.device = prepare_device(self.distributed.device_name(self.options.device))
         self.distributed.start(self.device)
         if self.distributed.enabled:  # the planned batch split across ranks (distributed.py)
@@ -441,7 +444,7 @@ class Trainer:
         losses = []
         step0 = self.epoch * self.iterations_per_epoch
         bar = tqdm(range(self.iterations_per_epoch), desc=f"epoch {self.epoch + 1}/{self.epochs}",
-                   unit="it", disable=not self.options.progress, leave=False)
+                   unit="it", disable=not (self.options.progress and self.distributed.is_main), leave=False)
         for iteration in bar:
             lr = self.learning_rate(step0 + iteration)
             for group in self.optimizer.param_groups:

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,22 @@ def test_two_ranks_train_in_step_rank_0_writes_and_a_died_rank_resumes(tmp_path)
                              env={**os.environ, "TQDM_DISABLE": "1"})  # one process now: another world size
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert load_checkpoint(fold / "checkpoint_final.pt")["epoch"] == 4
+
+
+@pytest.mark.slow
+def test_a_time_budget_under_torchrun_is_decided_once_and_held(tmp_path):
+    if not TORCHRUN.is_file():
+        pytest.skip("torchrun not installed beside this Python")
+    _, work = make_tiny_work_dir(tmp_path / "data", num_training=6)
+    began = time.time()
+    done = torchrun(2, "-m", "autoseg.cli", "train", str(work), "-c", "3d_fullres", "-f", "0", "--time-budget", "40s",
+                    "--num-workers", "0")
+    elapsed = time.time() - began
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert elapsed < 40 + 45  # the budget, plus starting two Pythons and the process group
+    work_dir = WorkDir(work)
+    record = work_dir.read_run_record("3d_fullres", 0)
+    assert record["time_budget_seconds"] == 40 and record["iterations"] > 0
+    log = (work_dir.fold_dir("3d_fullres", 0) / "training_log.txt").read_text()
+    assert "per rank x 2 ranks" in log and log.count("validation of 3d_fullres fold 0") == 1
+    assert (work_dir.validation_dir("3d_fullres", 0) / "summary.json").is_file()
