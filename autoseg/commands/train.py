@@ -28,6 +28,12 @@ def parse_folds(text: list[str]) -> list[int]:
     return folds
 
 
+def elastic_restart() -> bool:
+    """Whether torchrun restarted this job after a failure (``--max-restarts``): it then resumes from
+    ``checkpoint_latest.pt`` whether or not ``--resume`` was given."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0
+
+
 def train_and_validate(work_dir: str | os.PathLike | WorkDir, configuration_name: str, fold: int, options=None,
                        length=None, resume: bool = False, overwrite: bool = False, validate: bool = True):
     """Train one fold (:func:`autoseg.training.budget.train_fold`), then predict and score its
@@ -148,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
     for fold in folds:
         start = time.perf_counter()
         trainer, summary = train_and_validate(args.work_dir, configuration, fold, options, length,
-                                              resume=args.resume, overwrite=args.overwrite,
+                                              resume=args.resume or elastic_restart(), overwrite=args.overwrite,
                                               validate=not args.no_validation)
         trained_as = (f" (trained as {trainer.configuration_name})"
                       if trainer.configuration_name != configuration else "")

@@ -85,3 +85,12 @@ def test_a_time_budget_under_torchrun_is_decided_once_and_held(tmp_path):
     log = (work_dir.fold_dir("3d_fullres", 0) / "training_log.txt").read_text()
     assert "per rank x 2 ranks" in log and log.count("validation of 3d_fullres fold 0") == 1
     assert (work_dir.validation_dir("3d_fullres", 0) / "summary.json").is_file()
+
+
+def test_an_elastic_restart_resumes(monkeypatch):
+    from autoseg.commands.train import elastic_restart
+
+    monkeypatch.delenv("TORCHELASTIC_RESTART_COUNT", raising=False)
+    assert not elastic_restart()
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    assert elastic_restart()
