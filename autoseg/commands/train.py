@@ -163,5 +163,4 @@ def run(args: argparse.Namespace) -> int:
             message += f" (validation mean foreground Dice {summary['foreground_mean']['dice']:.4f})"
         if trainer.distributed.is_main:
             print(message)
-    trainer.distributed.finish()  # torchrun: leave the process group
     return 0

@@ -97,7 +97,8 @@ class DistributedContext:
             dist.barrier()
 
     def finish(self) -> None:
-        """Leave the process group."""
+        """Leave the process group (every rank at the same point: a rank destroying it while another
+        still works can leave that one waiting); the next fold joins a new one."""
         if self.enabled and dist.is_initialized():
             dist.destroy_process_group()
 

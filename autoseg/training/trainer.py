@@ -386,6 +386,7 @@ class Trainer:
             self._train_epochs()
         self.save("final")
         self.distributed.barrier()  # checkpoint_final is written before any rank goes on
+        self.distributed.finish()  # every rank leaves the group together; rank 0 alone validates after
         self.finished_at = time.time()
         return self.curves
 

@@ -40,10 +40,9 @@ def main() -> None:
     trainer = CheckingTrainer(work, "3d_fullres", 0, TrainingOptions(num_workers=0, progress=False),
                               iteration_plan=IterationPlan(4, 3, 1))
     trainer.run(resume=resume, overwrite=not resume)
-    with open(os.path.join(output, f"rank{dist.get_rank()}.json"), "w") as handle:
+    with open(os.path.join(output, f"rank{trainer.distributed.rank}.json"), "w") as handle:
         json.dump({"checksums": CheckingTrainer.checksums, "batch": trainer.configuration.batch_size,
                    "epoch": trainer.epoch}, handle)
-    trainer.distributed.finish()
 
 
 if __name__ == "__main__":
