@@ -19,6 +19,7 @@ Arrays are ``(z, y, x)`` like every image of autoseg (:mod:`autoseg.io.formats`)
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ MAX_TILT_DEGREES = 0.5
 #: Separates a folder from the Series Instance UID of one of its series in a series path
 #: (``patient1#1.2.840...``): how a folder holding several series names one of them.
 SERIES_SEPARATOR = "#"
+#: A DICOM UID: digits and dots (a '#' followed by anything else is part of a folder name).
+UID_PATTERN = re.compile(r"[0-9][0-9.]*")
 #: A DICOM Part 10 file has "DICM" at this byte offset.
 _PREAMBLE_LENGTH = 128
 
@@ -226,9 +229,9 @@ def series_path(series: DicomSeries, found: list[DicomSeries]) -> Path:
 
 def series_at(path: Path) -> DicomSeries:
     """The series a path names: a folder holding one series, or ``folder#SeriesInstanceUID``."""
-    folder, separator, uid = str(path).partition(SERIES_SEPARATOR)
-    if not separator:
-        return only_series(Path(folder))
+    folder, separator, uid = str(path).rpartition(SERIES_SEPARATOR)
+    if Path(path).is_dir() or not separator or not UID_PATTERN.fullmatch(uid):
+        return only_series(Path(path))
     for series in find_series(Path(folder), recursive=False):
         if series.series_uid == uid:
             return series
@@ -238,10 +241,10 @@ def series_at(path: Path) -> DicomSeries:
 def is_series_path(path: Path) -> bool:
     """Whether ``path`` names a series: ``folder#UID`` of an existing folder, or a folder with DICOM files
     directly in it (the first few files are looked at)."""
-    folder, separator, _ = str(path).partition(SERIES_SEPARATOR)
-    if separator:
-        return Path(folder).is_dir()
-    return path.is_dir() and any(is_dicom_file(child) for child in sorted(path.iterdir())[:8] if child.is_file())
+    if path.is_dir():
+        return any(is_dicom_file(child) for child in sorted(path.iterdir())[:8] if child.is_file())
+    folder, separator, uid = str(path).rpartition(SERIES_SEPARATOR)
+    return bool(separator) and UID_PATTERN.fullmatch(uid) is not None and Path(folder).is_dir()
 
 
 def series_order(series: DicomSeries) -> tuple:

@@ -116,3 +116,15 @@ def test_a_dataset_whose_images_are_dicom_series_plans_and_preprocesses(tmp_path
     run_planning(dataset, tmp_path / "work", num_workers=1, progress=False)
     fingerprint = WorkDir(tmp_path / "work").read_fingerprint()
     assert fingerprint["num_cases"] == 3 and fingerprint["channels"]["0"]["percentile_00_5"] >= -1024
+
+
+def test_a_hash_sign_in_a_folder_name_is_not_a_series_path(tmp_path):
+    from autoseg.io.dicom import is_series_path
+
+    folder = tmp_path / "scan#1"
+    write_ct_series(ct_volume(), folder, SPACING, ORIGIN)
+    assert is_series_path(folder) and read_image(folder)[0].shape == (7, 9, 11)
+    plain = tmp_path / "data#old" / "case_0000.nii.gz"
+    plain.parent.mkdir()
+    plain.write_bytes(b"")
+    assert not is_series_path(plain)
