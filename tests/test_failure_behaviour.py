@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import make_raw_dataset, make_tiny_work_dir, write_volume
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from autoseg.cli import main
@@ -73,6 +73,8 @@ def nifti_bytes(tmp_path_factory) -> bytes:
 
 @FUZZ
 @given(st.lists(st.tuples(st.integers(0, 351), st.integers(0, 255)), min_size=1, max_size=6))
+@example(edits=[(111, 95)])  # a voxel offset of ~1e19 bytes (the float's exponent byte): was an OverflowError
+@example(edits=[(111, 81)])  # ~1e11 bytes: was a MemoryError (read in one piece)
 def test_a_fuzzed_nifti_header_is_read_correctly_or_refused_in_one_line(tmp_path_factory, nifti_bytes, edits):
     data = bytearray(nifti_bytes)
     for offset, value in edits:

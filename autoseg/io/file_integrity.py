@@ -22,6 +22,7 @@ none of autoseg's dependencies exposes the raw header; nibabel would).
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 import zlib
@@ -36,6 +37,8 @@ from autoseg.errors import AutosegInputError
 GZIP_MAGIC = b"\x1f\x8b"
 #: Bytes read per step while streaming a file (a multiple of every voxel size).
 CHUNK_BYTES = 16 * 1024 * 1024
+#: A voxel offset this large (1 GiB of extensions) is a damaged header, not a real file.
+MAX_VOXEL_OFFSET = 2**30
 #: NIfTI data type codes of floating-point voxels, and their numpy types.
 NIFTI_FLOAT_TYPES = {16: np.float32, 64: np.float64}
 
@@ -103,6 +106,8 @@ def parse_nifti_header(data: bytes, path: Path) -> NiftiHeader:
         raise AutosegInputError(f"{path}: NIfTI header has invalid dimensions {list(dims[:max(ndim, 0)])}")
     if bitpix <= 0 or bitpix % 8:
         raise AutosegInputError(f"{path}: NIfTI header has an invalid bits-per-voxel value {bitpix}")
+    if not (math.isfinite(vox_offset) and 0 <= vox_offset < MAX_VOXEL_OFFSET):
+        raise AutosegInputError(f"{path}: NIfTI header has an invalid voxel offset {vox_offset}")
     return NiftiHeader(tuple(int(v) for v in dims[:ndim]), tuple(float(v) for v in pixdim[1:1 + min(ndim, 3)]),
                        int(datatype), int(bitpix), int(vox_offset), single_file, order)
 
@@ -166,7 +171,13 @@ def _check_nifti_stream(stream: BinaryIO, path: Path) -> None:
     if (float_type is None and isinstance(stream, gzip.GzipFile)
             and gzip_trailer_size(path) == (header.vox_offset + header.payload_bytes) % 2**32):
         return
-    stream.read(header.vox_offset - len(head))
+    gap = header.vox_offset - len(head)
+    while gap > 0:  # up to the first voxel, in chunks: the offset comes from the file
+        skipped = len(stream.read(min(CHUNK_BYTES, gap)))
+        if not skipped:
+            raise AutosegInputError(f"{path}: file is truncated: it ends before the voxel offset "
+                                    f"({header.vox_offset} bytes) its header gives")
+        gap -= skipped
     dtype = np.dtype(float_type).newbyteorder(header.byte_order) if float_type is not None else None
     needed, received, non_finite = header.payload_bytes, 0, 0
     while received < needed:  # every chunk but a truncated last one is a multiple of the voxel size
