@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from autoseg.errors import AutosegInputError
-from autoseg.utils.files import atomic_path, read_json, write_json
+from autoseg.utils.files import atomic_path, cache_dir, read_json, write_json
 from autoseg.utils.registry import Registry
 
 #: What installs the ONNX Runtime and OpenVINO backends.
@@ -37,18 +37,12 @@ FAST_EXTRA = "pip install 'autoseg[fast]'"
 ONNX_OPSET = 17
 #: Timed forward passes per backend when ``auto`` chooses (after one warm-up pass).
 TIMED_PASSES = 3
-DEFAULT_CACHE = Path.home() / ".cache" / "autoseg"
-
 Network = Callable[[torch.Tensor], torch.Tensor]
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("AUTOSEG_CACHE") or DEFAULT_CACHE)
 
 
 def onnx_cache() -> Path:
     """Where exported networks are kept, named by :func:`network_key`."""
-    return cache_root() / "onnx"
+    return cache_dir() / "onnx"
 
 
 def network_key(network: torch.nn.Module, extra: str = "") -> str:
@@ -175,7 +169,7 @@ def choose_backend(network: torch.nn.Module, in_channels: int, window: Sequence[
     candidates = [name for name in (names or BACKENDS.names()) if BACKENDS.get(name).available()]
     topology = hashlib.sha256(repr(network).encode()).hexdigest()[:16]
     key = f"{topology} in{in_channels} window{'x'.join(map(str, window))} {_machine()}"
-    cache_file = cache_root() / "backend_speed.json"
+    cache_file = cache_dir() / "backend_speed.json"
     cached = {}
     if cache_file.is_file():
         try:

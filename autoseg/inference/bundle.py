@@ -37,7 +37,7 @@ from autoseg.inference.backends import exported_onnx, onnx_cache
 from autoseg.inference.predictor import inference_network
 from autoseg.model.checkpoints import load_checkpoint, save_checkpoint
 from autoseg.plans.schema import PLANS_VERSION
-from autoseg.utils.files import atomic_path, write_json
+from autoseg.utils.files import atomic_path, cache_dir, write_json
 from autoseg.workdir import WorkDir
 
 #: Bumped when the layout or meaning of a bundle changes; a reader refuses other versions.
@@ -46,8 +46,6 @@ BUNDLE_FORMAT = "autoseg-model"
 MANIFEST = "manifest.json"
 DATASET_JSON = "dataset.json"
 ONNX_FOLDER = "onnx"
-#: Where opened bundles are extracted (overridden by the AUTOSEG_CACHE environment variable).
-DEFAULT_CACHE = Path.home() / ".cache" / "autoseg"
 
 
 def _sha256(path: Path) -> str:
@@ -127,10 +125,6 @@ def export_bundle(work_dir: str | os.PathLike | WorkDir, output: str | os.PathLi
     return output
 
 
-def _cache_root() -> Path:
-    return Path(os.environ.get("AUTOSEG_CACHE") or DEFAULT_CACHE)
-
-
 def read_manifest(path: Path) -> dict:
     """The bundle's manifest, checked: format, version, member names (one-line errors naming ``path``)."""
     try:
@@ -165,7 +159,7 @@ def open_bundle(path: str | os.PathLike) -> WorkDir:
     if not path.is_file():
         raise AutosegInputError(f"{path}: model bundle not found")
     manifest = read_manifest(path)
-    target = _cache_root() / "models" / _sha256(path)
+    target = cache_dir() / "models" / _sha256(path)
     if (target / MANIFEST).is_file():
         return WorkDir(target)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -62,6 +62,16 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     return removed
 
 
+#: Where autoseg keeps what it can rebuild (opened model bundles, exported networks, backend
+#: timings) when the AUTOSEG_CACHE environment variable does not say.
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "autoseg"
+
+
+def cache_dir() -> Path:
+    """``$AUTOSEG_CACHE``, else :data:`DEFAULT_CACHE_DIR`."""
+    return Path(os.environ.get("AUTOSEG_CACHE") or DEFAULT_CACHE_DIR)
+
+
 #: errno values meaning the disk (or the user's quota) is full.
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
