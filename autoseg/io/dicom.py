@@ -149,6 +149,15 @@ def slice_normal(orientation: tuple[float, ...]) -> np.ndarray:
     return normal / np.linalg.norm(normal)
 
 
+def sorted_along_normal(slices: list[SliceHeader]) -> list[SliceHeader]:
+    """Slices by their position along the first slice's normal (stable; one slice as it is). Every
+    slice must have an orientation and a position (:func:`series_problem` checks)."""
+    if len(slices) < 2:
+        return list(slices)
+    normal = slice_normal(slices[0].orientation)
+    return sorted(slices, key=lambda header: float(np.dot(header.position, normal)))
+
+
 def series_problem(slices: Iterable[SliceHeader]) -> str | None:
     """Why these slices do not form one regular volume (one line without the series name), or None."""
     slices = list(slices)
@@ -173,15 +182,14 @@ def series_problem(slices: Iterable[SliceHeader]) -> str | None:
     if len(slices) == 1:
         return None
     normal = slice_normal(first.orientation)
+    slices = sorted_along_normal(slices)
     positions = np.array([header.position for header in slices])
     along = positions @ normal
-    order = np.argsort(along, kind="stable")
-    along, positions = along[order], positions[order]
     gaps = np.diff(along)
     if np.any(gaps < 1e-3):
         index = int(np.argmin(gaps))
         return (f"two slices at one position ({along[index]:.2f} mm along the normal: "
-                f"{slices[order[index]].path.name}, {slices[order[index + 1]].path.name}); mixed series?")
+                f"{slices[index].path.name}, {slices[index + 1].path.name}); mixed series?")
     steps = np.diff(positions, axis=0)
     cosines = np.clip((steps @ normal) / np.linalg.norm(steps, axis=1), -1.0, 1.0)
     tilt = float(np.degrees(np.arccos(cosines.min())))
@@ -204,10 +212,7 @@ def checked_slices(series: DicomSeries) -> list[Path]:
     problem = series_problem(series.slices)
     if problem is not None:
         raise AutosegInputError(f"{series.name}: {problem}")
-    if len(series.slices) == 1:
-        return [series.slices[0].path]
-    normal = slice_normal(series.slices[0].orientation)
-    return [header.path for header in sorted(series.slices, key=lambda h: float(np.dot(h.position, normal)))]
+    return [header.path for header in sorted_along_normal(series.slices)]
 
 
 def only_series(folder: Path) -> DicomSeries:
