@@ -256,14 +256,15 @@ def predict_folder(work_dir: str | os.PathLike, input_dir: str | os.PathLike, ou
         if problem:
             report.failed[case_id] = problem
             continue
-        if output_format == "dicom-seg" and not is_series_path(channels[0]):
+        from_series = is_series_path(channels[0])
+        if output_format == "dicom-seg" and not from_series:
             report.failed[case_id] = (f"{channels[0]}: not a DICOM series; a DICOM-SEG references the series it "
                                       "segments (use the default output format for image files)")
             continue
         if output_format == "dicom-seg":
             ending = DICOM_SEG_ENDING
         else:
-            ending = SERIES_OUTPUT_ENDING if is_series_path(channels[0]) else ending_of(channels[0])
+            ending = SERIES_OUTPUT_ENDING if from_series else ending_of(channels[0])
         target = output_dir / f"{case_id}{ending}"
         if target.is_file() and not overwrite:
             damage = dicom_seg_problem(target) if output_format == "dicom-seg" else image_file_problem(target)
@@ -327,7 +328,7 @@ def _write_case(case_id: str, segmentation: np.ndarray, probabilities: torch.Ten
         save_probabilities(probabilities.cpu().numpy(), properties["geometry"], output_dir / case_id,
                            plans.regions_class_order)
     if seg_request is None:
-        write_segmentation(segmentation, ImageGeometry.from_dict(properties["geometry"]), target)
+        write_segmentation(segmentation, geometry, target)
     else:
         write_dicom_seg(segmentation, seg_request[0], plans.evaluated_classes, plans.class_names, target,
                         seg_request[1])
