@@ -35,6 +35,7 @@ LAYERS = [
     "autoseg.inference",
     "autoseg.evaluation",
     "autoseg.synthetic",
+    "autoseg.serving",
     "autoseg.commands",
     "autoseg.cli",
 ]

@@ -78,6 +78,7 @@ class PredictionReport:
     peak_rss_bytes: int = 0
     case_reports: dict[str, dict] = field(default_factory=dict)
     backends: list[str] = field(default_factory=list)
+    outputs: dict[str, Path] = field(default_factory=dict)  # segmentation file of each predicted case
 
     def summary(self) -> str:
         """One line: time per case (median, slowest) and peak RAM."""
@@ -226,7 +227,8 @@ def predict_folder(work_dir: str | os.PathLike, input_dir: str | os.PathLike, ou
                    step_size: float = 0.5, save_probabilities_too: bool = False, overwrite: bool = False,
                    progress: bool = True, output_format: str = "nifti",
                    seg_concepts: dict | None = None, previews: bool = False,
-                   backend: str = "torch", num_parts: int = 1, part_id: int = 0) -> PredictionReport:
+                   backend: str = "torch", num_parts: int = 1, part_id: int = 0,
+                   predictor: FolderPredictor | None = None) -> PredictionReport:
     """Predict every case of ``input_dir`` into ``output_dir``; see the module docstring.
 
     ``output_format``: ``"nifti"`` (each segmentation in its input's format; NIfTI for a DICOM
@@ -235,7 +237,8 @@ def predict_folder(work_dir: str | os.PathLike, input_dir: str | os.PathLike, ou
     Every run writes ``report.json``/``report.csv`` (:mod:`autoseg.inference.case_report`); with
     ``previews``, ``{case}_preview.png`` too (:mod:`autoseg.inference.preview`). With ``num_parts`` > 1
     only the cases of part ``part_id`` are predicted (:func:`cases_of_part`): parts may run on other
-    machines into the same output folder.
+    machines into the same output folder. ``predictor``: networks already loaded (a service predicting
+    many uploads loads them once); ``choice``, mirroring, step size and backend are then its own.
     """
     if output_format not in OUTPUT_FORMATS:
         raise AutosegInputError(f"output format {output_format!r} is not one of {', '.join(OUTPUT_FORMATS)}")
@@ -247,7 +250,8 @@ def predict_folder(work_dir: str | os.PathLike, input_dir: str | os.PathLike, ou
     output_dir = Path(output_dir)
     report = PredictionReport()
     report.failed.update(problems)
-    predictor = FolderPredictor(work_dir, choice, device, use_mirroring, step_size, backend=backend)
+    if predictor is None:
+        predictor = FolderPredictor(work_dir, choice, device, use_mirroring, step_size, backend=backend)
     report.backends = [f"{p.configuration.name}: {p.backend_reason}" for p in predictor.predictors]
     plans = predictor.plans
     todo = []
@@ -289,6 +293,7 @@ def predict_folder(work_dir: str | os.PathLike, input_dir: str | os.PathLike, ou
                 report.failed[case_id] = str(error)
                 continue
             report.seconds_per_case[case_id] = time.perf_counter() - began
+            report.outputs[case_id] = target
             if pending is not None:
                 _finish(pending, report)
             seg_request = None if output_format != "dicom-seg" else (files[0], seg_concepts)

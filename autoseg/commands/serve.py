@@ -1,0 +1,112 @@
+"""``autoseg serve``: segmentation as an HTTP service (:mod:`autoseg.serving.http_server`)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import threading
+from pathlib import Path
+
+from autoseg.commands.predict import describe_setting, mirroring_setting
+from autoseg.commands.train import parse_folds
+from autoseg.errors import AutosegInputError
+
+#: Environment variable holding the access token (preferred to a command-line argument, which
+#: other users of the machine can read in the process list).
+TOKEN_VARIABLE = "AUTOSEG_SERVE_TOKEN"
+
+
+def add_parser(subparsers) -> None:
+    """Register ``autoseg serve``."""
+    parser = subparsers.add_parser(
+        "serve", help="segment scans sent over HTTP (POST /segment) with a trained model",
+        description=("Load a model once (a model.zip from autoseg export, or a work folder) and answer "
+                     "POST /segment: the request body is a scan (NIfTI, NRRD, MHA, or a zip of a DICOM series), "
+                     "the response the segmentation in the same format with the per-case report in the "
+                     "X-Autoseg-Report header. GET /health reports status and queue. Requests are predicted one "
+                     "at a time; up to --queue wait on disk, more get 503. With a token (AUTOSEG_SERVE_TOKEN or "
+                     "--token-file) every /segment request needs 'Authorization: Bearer TOKEN'."))
+    parser.add_argument("-m", "--model", required=True, help="model.zip from autoseg export, or a trained work folder")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for the network)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    parser.add_argument("--token-file", default=None,
+                        help=f"file holding the access token (default: ${TOKEN_VARIABLE} if set, else no token)")
+    parser.add_argument("--max-upload-mb", type=float, default=1024, help="largest upload accepted, MiB (default 1024)")
+    parser.add_argument("--queue", type=int, default=16,
+                        help="requests accepted at once, one predicting and the rest waiting on disk (default 16)")
+    parser.add_argument("-c", "--configurations", nargs="+", default=None,
+                        help="configuration(s) to use (default: from the model's inference plan)")
+    parser.add_argument("-f", "--folds", nargs="+", default=None, help="folds to average (default: every one)")
+    parser.add_argument("--checkpoint", choices=["final", "best"], default=None)
+    parser.add_argument("--device", default=None, help="cuda, cpu or mps (default: detected)")
+    mirroring = parser.add_mutually_exclusive_group()
+    mirroring.add_argument("--tta", nargs="?", const="all", default=None, metavar="AXES",
+                           help="test-time mirroring as in autoseg predict (default: where cross-validation "
+                                "measured a gain)")
+    mirroring.add_argument("--no-tta", action="store_true", help="no test-time mirroring")
+    parser.add_argument("--backend", choices=["torch", "auto", "onnxruntime", "openvino"], default="torch",
+                        help="where the networks run on a CPU, as in autoseg predict")
+    parser.add_argument("--quiet", action="store_true", help="no line per request on stderr")
+    parser.set_defaults(handler=run)
+
+
+def read_token(token_file: str | None) -> str | None:
+    """The access token: the first line of ``token_file``, else ``$AUTOSEG_SERVE_TOKEN``, else None."""
+    if token_file:
+        try:
+            token = Path(token_file).read_text().strip()
+        except OSError as error:
+            raise AutosegInputError(f"{token_file}: cannot read the token file ({error.strerror})") from None
+        if not token:
+            raise AutosegInputError(f"{token_file}: the token file is empty")
+        return token
+    return os.environ.get(TOKEN_VARIABLE) or None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Handler of ``autoseg serve``."""
+    # Deferred for start-up time: inference imports torch.
+    from autoseg.inference.bundle import model_work_dir
+    from autoseg.inference.mirroring import choose_mirroring
+    from autoseg.inference.predict_folder import FolderPredictor, choose_models
+    from autoseg.model.device import prepare_device
+    from autoseg.serving.http_server import serve
+    from autoseg.serving.service import SegmentationService
+
+    if args.max_upload_mb <= 0:
+        raise AutosegInputError("--max-upload-mb must be positive")
+    token = read_token(args.token_file)
+    device = prepare_device(args.device)
+    model = model_work_dir(args.model)
+    choice = choose_models(model, args.configurations, parse_folds(args.folds) if args.folds else None,
+                           args.checkpoint)
+    if args.tta is not None or args.no_tta:
+        use_mirroring = mirroring_setting(args.tta)
+        mirroring_reason = f"test-time mirroring {describe_setting(use_mirroring)} (command line)"
+    else:
+        use_mirroring, mirroring_reason = choose_mirroring(model, choice.configurations, choice.folds,
+                                                           choice.checkpoint)
+    predictor = FolderPredictor(model, choice, device, use_mirroring, backend=args.backend)
+    service = SegmentationService(model, predictor, int(args.max_upload_mb * 2**20), args.queue)
+    server = serve(service, args.host, args.port, token, log=not args.quiet)
+    print(f"models: {' + '.join(choice.configurations)} ({choice.source}), postprocessing "
+          f"{choice.postprocessing or 'none'}, device {device}; {mirroring_reason}")
+    print(f"serving on {server.url} (POST /segment, GET /health), token {'required' if token else 'not required'}, "
+          f"uploads up to {args.max_upload_mb:g} MiB, {args.queue} requests at once; Ctrl-C stops", flush=True)
+
+    def stop(*_) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        server.server_close()
+        service.close()
+    print(f"stopped: {service.served} served, {service.failed} refused as bad uploads or failed", flush=True)
+    return 0
