@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from autoseg.commands.plan import run_planning
+from autoseg.commands.predict import describe_setting
 from autoseg.commands.train import train_and_validate
 from autoseg.errors import AutosegInputError
 from autoseg.io.dataset import load_dataset_description
@@ -98,12 +99,13 @@ def run_demo(output: str | os.PathLike, data: str | os.PathLike | None = None, c
     test_images, test_labels = dataset / "imagesTs", dataset / "labelsTs"
     if test_images.is_dir() and any(test_images.iterdir()):
         predictions = output / "predictions"
-        use_mirroring, _ = choose_mirroring(work, [trainer.configuration_name], [0])  # as autoseg predict decides
+        settings, _ = choose_mirroring(work, [trainer.configuration_name], [0], device_type=resolved.type)
+        use_mirroring = settings[trainer.configuration_name]  # as autoseg predict decides
         predict_folder(work, test_images, predictions, InferenceChoice([trainer.configuration_name], folds=[0]),
                        resolved, use_mirroring=use_mirroring, overwrite=True)
         report.paths["predictions"] = predictions
         step(f"predict {len(list(test_images.glob('*_0000*')))} held-out cases "
-             f"({'with' if use_mirroring else 'without'} test-time mirroring)")
+             f"(test-time mirroring {describe_setting(use_mirroring)})")
         if test_labels.is_dir():
             plans = trainer.plans
             results = evaluate_folders(test_labels, predictions, plans.labels, plans.file_ending,

@@ -8,7 +8,7 @@ import time
 
 from autoseg.commands.train import parse_folds
 from autoseg.errors import AutosegInputError
-from autoseg.inference.mirroring import MIN_MIRRORING_DICE_GAIN, choose_mirroring
+from autoseg.inference.mirroring import MAX_MIRRORING_DICE_LOSS, choose_mirroring
 
 
 def add_parser(subparsers) -> None:
@@ -34,11 +34,11 @@ def add_parser(subparsers) -> None:
     mirroring.add_argument("--tta", nargs="?", const="all", default=None, metavar="AXES",
                            help="test-time mirroring even where cross-validation measured no gain from it: over "
                                 "every axis mirrored in training (--tta or --tta all), or only over the array axes "
-                                "named (--tta yx: in-plane only, half the passes of all in 3D)")
+                                "named (--tta yx: in-plane only, half the passes of all in 3D). Default: per "
+                                "configuration, on a CPU the cheapest setting within "
+                                f"{MAX_MIRRORING_DICE_LOSS} Dice of the best measured in cross-validation")
     mirroring.add_argument("--no-tta", action="store_true",
-                           help="no test-time mirroring (4x faster in 2D, 8x in 3D). Default: mirror where "
-                                f"cross-validation measured a gain of at least {MIN_MIRRORING_DICE_GAIN} Dice, "
-                                "or did not measure it")
+                           help="no test-time mirroring (4x faster in 2D, 8x in 3D than all axes)")
     parser.add_argument("--step-size", type=float, default=0.5,
                         help="sliding-window step as a fraction of the patch (default 0.5)")
     parser.add_argument("--save-probabilities", action="store_true",
@@ -105,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
         use_mirroring = mirroring_setting(args.tta)
         print(f"test-time mirroring {describe_setting(use_mirroring)} (command line)")
     else:
-        use_mirroring, reason = choose_mirroring(model, choice.configurations, choice.folds, choice.checkpoint)
+        use_mirroring, reason = choose_mirroring(model, choice.configurations, choice.folds, choice.checkpoint,
+                                                 device_type=device.type)
         print(reason)
     concepts = None
     if args.seg_concepts:

@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         mirroring_reason = f"test-time mirroring {describe_setting(use_mirroring)} (command line)"
     else:
         use_mirroring, mirroring_reason = choose_mirroring(model, choice.configurations, choice.folds,
-                                                           choice.checkpoint)
+                                                           choice.checkpoint, device_type=device.type)
     predictor = FolderPredictor(model, choice, device, use_mirroring, backend=args.backend)
     service = SegmentationService(model, predictor, int(args.max_upload_mb * 2**20), args.queue)
     server = serve(service, args.host, args.port, token, log=not args.quiet)

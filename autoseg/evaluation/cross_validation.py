@@ -7,11 +7,13 @@ scored against the raw reference label. Outputs go to the fold's ``validation/``
 folder (see :mod:`autoseg.workdir`): ``{case}{ending}``, ``{case}.npz`` + ``.json``,
 ``summary.json`` and ``per_case.csv``.
 
-With test-time mirroring, every case is also predicted once without it (one network pass
-more than the 4 or 8 mirrored ones) and scored, so ``summary.json`` records what mirroring
-gained on this fold (``summary["mirroring"]``, see :func:`mirroring_measurement`);
-``autoseg predict`` mirrors only where the gain pays for its cost
-(:mod:`autoseg.inference.mirroring`).
+With test-time mirroring, the same network passes also give every case's prediction without
+mirroring and with each single mirror axis (the flip passes they need are a subset of those
+of all axes: :meth:`~autoseg.inference.predictor.Predictor.predict_preprocessed_settings`),
+which are scored too, so ``summary.json`` records what mirroring and each axis gained on this
+fold (``summary["mirroring"]``, see :func:`mirroring_measurement`); ``autoseg predict`` uses
+the cheapest setting that pays for its cost (:mod:`autoseg.inference.mirroring`). Single axes
+are left out when their extra accumulators would exceed :data:`MIRROR_SETTINGS_MAX_BYTES`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from autoseg.evaluation.evaluate import evaluate_arrays
+from autoseg.evaluation.evaluate import evaluate_arrays, foreground_mean_dice
 from autoseg.evaluation.summary import format_table, write_results
 from autoseg.inference.export import (
     export_segmentation,
@@ -38,6 +40,25 @@ from autoseg.io.probabilities import save_probabilities
 from autoseg.preprocessing.cache import load_cached_case
 from autoseg.preprocessing.previous_stage import previous_stage_one_hot
 from autoseg.workdir import WorkDir
+
+#: Most memory (bytes) the extra probability accumulators of the single-axis mirroring settings may
+#: take during validation (one ``K x voxels`` float32 array per setting); above it only all-axes and
+#: no-mirroring are measured. 2 GiB: 5 settings of a 3-class 512x512x300 CT would take 4.5 GiB.
+MIRROR_SETTINGS_MAX_BYTES = 2**31
+#: Array axes by patch axis, for 3D and 2D configurations (2D slices lie along z).
+PATCH_AXIS_LETTERS = {3: "zyx", 2: "yx"}
+
+
+def mirror_settings_to_measure(mirrored_axes: list[int] | None, dimension: int, num_classes: int,
+                               voxels: int) -> dict[str, bool | str]:
+    """Mirroring settings a validation scores, by name: ``all`` (the prediction itself), ``none``, and
+    each single mirrored axis (``z``, ``y``, ``x``: array axes) when there are several and their
+    accumulators fit :data:`MIRROR_SETTINGS_MAX_BYTES`."""
+    settings: dict[str, bool | str] = {"all": True, "none": False}
+    letters = [PATCH_AXIS_LETTERS[dimension][axis] for axis in (mirrored_axes or [])]
+    if len(letters) > 1 and len(letters) * num_classes * voxels * 4 <= MIRROR_SETTINGS_MAX_BYTES:
+        settings.update({letter: letter for letter in letters})
+    return settings
 
 
 def validate_fold(work_dir: str | os.PathLike | WorkDir, configuration_name: str, fold: int,
@@ -64,15 +85,22 @@ def validate_fold(work_dir: str | os.PathLike | WorkDir, configuration_name: str
     predictor = Predictor(plans, configuration_name, [network_state], device, use_mirroring=use_mirroring)
     ending = plans.file_ending
     labels_folder = Path(plans.raw_dataset) / "labelsTr"
-    pairs, unmirrored_pairs = [], []
+    pairs: list[tuple] = []
+    # mean foreground Dice of each case by mirroring setting (scores only: the label maps are not kept)
+    setting_dice: dict[str, list[float]] = {}
     for case_id in tqdm(val_cases, desc="validation cases", unit="case", disable=not progress):
         image, _, properties = load_cached_case(cache, case_id)
         network_input = np.asarray(image)
         if previous_folder is not None:
             previous = np.load(previous_folder / f"{case_id}.npy")
             network_input = np.concatenate([network_input, previous_stage_one_hot(previous, plans.foreground_labels)])
-        probabilities = restore_original_shape(predictor.predict_preprocessed(network_input), properties,
-                                               plans.is_region_based)
+        settings = {"all": use_mirroring}
+        if use_mirroring:
+            settings = mirror_settings_to_measure(predictor.mirror_axes(True), configuration.dimension,
+                                                  plans.num_classes, int(np.prod(network_input.shape[1:])))
+        predicted = dict(zip(settings, predictor.predict_preprocessed_settings(network_input, list(settings.values())),
+                             strict=True))
+        probabilities = restore_original_shape(predicted.pop("all"), properties, plans.is_region_based)
         segmentation = probabilities_to_segmentation(probabilities, plans.regions_class_order)
         export_segmentation(segmentation, properties, output / f"{case_id}{ending}")
         save_probabilities(probabilities.cpu().numpy(), properties["geometry"], output / case_id,
@@ -81,31 +109,37 @@ def validate_fold(work_dir: str | os.PathLike | WorkDir, configuration_name: str
         spacing = properties["geometry"]["spacing"]
         pairs.append((case_id, reference, segmentation, spacing))
         if use_mirroring:
-            unmirrored = predictor.predict_preprocessed(network_input, use_mirroring=False)
-            unmirrored_pairs.append((case_id, reference, restore_segmentation(
-                [(unmirrored, properties)], regions_class_order=plans.regions_class_order), spacing))
+            for name, other in [("all", None), *predicted.items()]:
+                scored = segmentation if other is None else restore_segmentation(
+                    [(other, properties)], regions_class_order=plans.regions_class_order)
+                setting_dice.setdefault(name, []).append(
+                    foreground_mean_dice([(reference, scored)], plans.labels, plans.regions_class_order))
     results = evaluate_arrays(pairs, plans.labels, regions_class_order=plans.regions_class_order)
-    if unmirrored_pairs:
-        without = evaluate_arrays(unmirrored_pairs, plans.labels,
-                                  regions_class_order=plans.regions_class_order)["summary"]
-        results["summary"]["mirroring"] = mirroring_measurement(results["summary"], without)
+    if use_mirroring and pairs:
+        # every case has a Dice for every class (1.0 where both are empty), so the mean over cases of the
+        # per-case class means is the summary's mean over classes of the per-class case means
+        dice = {name: float(np.mean(scores)) for name, scores in setting_dice.items()
+                if len(scores) == len(pairs)}  # single axes measured on every case (memory allowing)
+        results["summary"]["mirroring"] = mirroring_measurement(results["summary"], dice)
     write_results(results["per_case"], results["summary"], output / "summary.json", output / "per_case.csv")
     label_names = plans.class_names
     log(f"validation of {configuration_name} fold {fold} ({len(pairs)} cases, original geometry, "
         f"{'with' if use_mirroring else 'without'} test-time mirroring):\n"
         + format_table(results["summary"], label_names))
-    if unmirrored_pairs:
+    if "mirroring" in results["summary"]:
         measured = results["summary"]["mirroring"]
+        per_setting = ", ".join(f"{name} {value:.4f}" for name, value in measured["dice_per_setting"].items())
         log(f"test-time mirroring: mean foreground Dice {measured['dice_with']:.4f} with, "
-            f"{measured['dice_without']:.4f} without (gain {measured['gain']:+.4f})")
+            f"{measured['dice_without']:.4f} without (gain {measured['gain']:+.4f}); by mirrored axes: {per_setting}")
     return results["summary"]
 
 
-def mirroring_measurement(with_mirroring: dict, without_mirroring: dict) -> dict:
-    """What test-time mirroring gained on one fold: mean foreground Dice with and without it, and the
-    difference (``{"dice_with", "dice_without", "gain", "num_cases"}``)."""
+def mirroring_measurement(with_mirroring: dict, dice_per_setting: dict[str, float]) -> dict:
+    """What test-time mirroring gained on one fold: ``{"dice_with", "dice_without", "gain", "num_cases",
+    "dice_per_setting"}``; ``dice_with`` is the summary's mean foreground Dice (all axes mirrored),
+    ``dice_per_setting`` the Dice-only mean foreground Dice by setting (``all``, ``none``, single axes)."""
     dice_with = with_mirroring["foreground_mean"]["dice"]
-    dice_without = without_mirroring["foreground_mean"]["dice"]
+    dice_without = dice_per_setting.get("none")
     gain = None if dice_with is None or dice_without is None else dice_with - dice_without
     return {"dice_with": dice_with, "dice_without": dice_without, "gain": gain,
-            "num_cases": with_mirroring["num_cases"]}
+            "num_cases": with_mirroring["num_cases"], "dice_per_setting": dict(dice_per_setting)}

@@ -24,11 +24,11 @@ import numpy as np
 from tqdm import tqdm
 
 from autoseg.errors import AutosegInputError
-from autoseg.evaluation.metrics import compute_case_metrics
+from autoseg.evaluation.metrics import compute_case_metrics, dice_score, without_ignored
 from autoseg.evaluation.summary import summarize, write_results
 from autoseg.io.geometry import geometry_mismatch
 from autoseg.io.images import read_label
-from autoseg.io.labels import class_names, evaluated_classes, ignore_value, map_values
+from autoseg.io.labels import class_mask, class_names, evaluated_classes, ignore_value, map_values
 
 #: How many missing file names an error message lists before "and N more".
 MAX_LISTED_FILES = 5
@@ -170,6 +170,21 @@ def evaluate_folders(reference_dir: str | os.PathLike, prediction_dir: str | os.
         output_dir = Path(output_dir)
         write_results(per_case, summary, output_dir / SUMMARY_FILE, output_dir / PER_CASE_FILE)
     return {"per_case": per_case, "summary": summary}
+
+
+def foreground_mean_dice(pairs: Iterable[tuple[np.ndarray, np.ndarray]], labels: Mapping[str, Any] | Sequence[int],
+                         regions_class_order: Sequence[int] | None = None) -> float:
+    """Mean foreground Dice of ``(reference, prediction)`` label maps, Dice only: per class the mean over
+    cases (1.0 where both are empty), then the mean over classes, ignore-label voxels left out: the
+    ``foreground_mean`` Dice of :func:`evaluate_arrays` without its distance and surface metrics."""
+    classes, _, _ = _foreground(labels, regions_class_order)
+    ignore = ignore_value(labels) if isinstance(labels, Mapping) else None
+    per_class: dict[int, list[float]] = {key: [] for key in classes}
+    for reference, prediction in pairs:
+        reference, prediction = without_ignored(reference, prediction, ignore)
+        for key, values in classes.items():
+            per_class[key].append(dice_score(class_mask(reference, values), class_mask(prediction, values)))
+    return float(np.mean([np.mean(scores) for scores in per_class.values() if scores]))
 
 
 def evaluate_arrays(pairs: Iterable[tuple[str, np.ndarray, np.ndarray, Sequence[float]]],

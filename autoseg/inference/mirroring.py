@@ -1,17 +1,21 @@
-"""Whether ``autoseg predict`` mirrors at test time: only where cross-validation measured that it pays.
+"""How ``autoseg predict`` mirrors at test time: only over the axes that cross-validation measured to pay.
 
 Test-time mirroring averages the network over every flip of the mirrored axes: 8 passes
 per window in 3D, 4 in 2D, the main cost of predicting on a CPU. Its benefit is measured,
-not assumed: a fold validated with mirroring also scores its cases without it
-(:func:`autoseg.evaluation.cross_validation.mirroring_measurement`). The rule
-(:func:`mirroring_decision`), over the folds of the configurations that predict:
+not assumed: a fold validated with mirroring also scores its cases without it and with each
+single axis (``summary["mirroring"]["dice_per_setting"]``, from the same network passes; see
+:mod:`autoseg.evaluation.cross_validation`). The rule, per configuration, over its folds
+(:func:`configuration_mirroring`):
 
 1. a fold validated without mirroring (a short time budget had no room for it): predict
    without, as the model was validated (its cross-validation Dice says nothing about mirroring);
-2. every fold measured: mirror when the mean gain in foreground Dice is at least
-   :data:`MIN_MIRRORING_DICE_GAIN`, else not;
-3. nothing recorded (folds validated before the measurement existed, or not validated):
-   mirror, as nnU-Net does.
+2. every fold measured per setting: on a CPU the cheapest setting (fewest passes: none 1,
+   one axis 2, all 4 or 8) whose mean Dice is within :data:`MAX_MIRRORING_DICE_LOSS` of the
+   best measured one (on Task04: x alone for 2d, z alone for 3d); on a GPU, where passes are
+   cheap, the best one;
+3. folds measured before single axes were (all vs none only): mirror when the mean gain is
+   at least :data:`MIN_MIRRORING_DICE_GAIN` (:func:`mirroring_decision`);
+4. nothing recorded (not validated, or validated before any measurement): mirror, as nnU-Net does.
 
 ``--tta`` / ``--no-tta`` on the command line override the rule.
 """
@@ -28,6 +32,12 @@ from autoseg.workdir import WorkDir
 #: used at prediction time: half a Dice point is below the fold-to-fold spread of a trained model,
 #: and mirroring costs 4x (2D) or 8x (3D) the network time.
 MIN_MIRRORING_DICE_GAIN = 0.005
+#: On a CPU, the cheapest mirroring setting whose cross-validation Dice is at most this much below the
+#: best setting's is used (issue 17's rule: each axis costs twice the passes).
+MAX_MIRRORING_DICE_LOSS = 0.002
+#: A setting's name in ``dice_per_setting`` -> what a Predictor takes (True: all axes, False: none,
+#: letters: those array axes).
+SETTING_NAMES = {"all": True, "none": False}
 
 
 def fold_mirroring_record(work: WorkDir, configuration: str, fold: int, split_mode: str = "random") -> dict | None:
@@ -38,10 +48,11 @@ def fold_mirroring_record(work: WorkDir, configuration: str, fold: int, split_mo
         return None
     summary = read_json(path).get("summary", {})
     if "mirroring" in summary:
-        return {"validated_with_mirroring": True, "gain": summary["mirroring"].get("gain")}
+        return {"validated_with_mirroring": True, "gain": summary["mirroring"].get("gain"),
+                "dice_per_setting": summary["mirroring"].get("dice_per_setting")}
     run = work.run_record_path(configuration, fold, split_mode)
     if run.is_file() and work.read_run_record(configuration, fold, split_mode).get("validation_mirroring") is False:
-        return {"validated_with_mirroring": False, "gain": None}
+        return {"validated_with_mirroring": False, "gain": None, "dice_per_setting": None}
     return None
 
 
@@ -61,10 +72,62 @@ def mirroring_decision(records: Sequence[dict | None]) -> tuple[bool, str]:
                    f"{MIN_MIRRORING_DICE_GAIN}), not worth 4-8x the time (--tta forces it)")
 
 
+def setting_passes(name: str, names: Sequence[str]) -> int:
+    """Network passes per window of a mirroring setting among the measured ``names``: ``none`` 1, one axis
+    2, ``all`` 2 ** (number of single axes measured; at least 2 passes when none were)."""
+    if name == "none":
+        return 1
+    if name != "all":
+        return 2 ** len(name)
+    return 2 ** max(1, sum(1 for other in names if other not in SETTING_NAMES))
+
+
+def per_setting_decision(records: Sequence[dict], device_type: str = "cpu") -> tuple[bool | str, str] | None:
+    """Rule 2 of the module docstring for one configuration's folds, or None when not every fold
+    measured the same settings. Returns the setting (True, False or axis letters) and why."""
+    measured = [record.get("dice_per_setting") for record in records]
+    if not measured or any(not m for m in measured):
+        return None
+    names = set(measured[0])
+    if any(set(m) != names for m in measured) or not {"all", "none"} <= names:
+        return None
+    values = {name: [m[name] for m in measured] for name in names}
+    if any(v is None or not math.isfinite(v) for vs in values.values() for v in vs):
+        return None
+    mean = {name: sum(vs) / len(vs) for name, vs in values.items()}
+    cost = {name: setting_passes(name, list(names)) for name in names}
+    best = max(mean, key=lambda name: (mean[name], -cost[name]))
+    if device_type == "cpu":
+        within = [name for name in mean if mean[name] >= mean[best] - MAX_MIRRORING_DICE_LOSS]
+        chosen = min(within, key=lambda name: (cost[name], -mean[name]))
+        why = (f"the cheapest within {MAX_MIRRORING_DICE_LOSS} of the best cross-validation Dice ({best} "
+               f"{mean[best]:.4f})")
+    else:
+        chosen, why = best, "the best cross-validation Dice"
+    measured_text = ", ".join(f"{name} {mean[name]:.4f}" for name in sorted(mean, key=lambda n: (cost[n], n)))
+    return SETTING_NAMES.get(chosen, chosen), (f"{chosen} ({cost[chosen]} pass(es) per window; {why}; "
+                                               f"measured {measured_text})")
+
+
+def configuration_mirroring(records: Sequence[dict | None], device_type: str = "cpu") -> tuple[bool | str, str]:
+    """The mirroring of one configuration from its folds' records (the module docstring's rule)."""
+    if records and all(records) and not any(not record["validated_with_mirroring"] for record in records):
+        decided = per_setting_decision(records, device_type)  # type: ignore[arg-type]
+        if decided is not None:
+            return decided
+    return mirroring_decision(records)
+
+
 def choose_mirroring(work_dir: str | WorkDir, configurations: Sequence[str], folds: Sequence[int] | None = None,
-                     checkpoint: str = "final", split_mode: str = "random") -> tuple[bool, str]:
-    """:func:`mirroring_decision` over the folds (None: every trained fold) of the configurations."""
+                     checkpoint: str = "final", split_mode: str = "random", device_type: str = "cpu"
+                     ) -> tuple[dict[str, bool | str], str]:
+    """Each configuration's mirroring setting (True, False or array-axis letters) over its folds
+    (None: every trained fold), on ``device_type``, and why (one line)."""
     work = WorkDir.of(work_dir)
-    return mirroring_decision([fold_mirroring_record(work, name, fold, split_mode)
-                               for name in configurations
-                               for fold in (folds if folds is not None else work.trained_folds(name, checkpoint))])
+    settings, reasons = {}, []
+    for name in configurations:
+        records = [fold_mirroring_record(work, name, fold, split_mode)
+                   for fold in (folds if folds is not None else work.trained_folds(name, checkpoint))]
+        settings[name], reason = configuration_mirroring(records, device_type)
+        reasons.append(f"{name}: {reason}")
+    return settings, "test-time mirroring by configuration: " + "; ".join(reasons)

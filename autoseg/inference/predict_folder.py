@@ -20,6 +20,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,16 +183,28 @@ def _expects_3d(plans: Plans) -> bool:
     return any(configuration.dimension == 3 for configuration in plans.configurations.values())
 
 
+#: Test-time mirroring: True (every axis mirrored in training), False, array-axis letters (``"z"``), or
+#: one of these per configuration name (as :func:`autoseg.inference.mirroring.choose_mirroring` decides).
+MirroringSetting = bool | str | Mapping[str, bool | str]
+
+
+def setting_of(use_mirroring: MirroringSetting, configuration: str) -> bool | str:
+    """A configuration's own mirroring setting (all axes for one a mapping does not name)."""
+    if isinstance(use_mirroring, Mapping):
+        return use_mirroring.get(configuration, True)
+    return use_mirroring
+
+
 class FolderPredictor:
     """Predicts cases with one or several configurations (their probabilities averaged)."""
 
     def __init__(self, work_dir: str | os.PathLike | WorkDir, choice: InferenceChoice,
-                 device: torch.device | str = "cpu", use_mirroring: bool | str = True, step_size: float = 0.5,
+                 device: torch.device | str = "cpu", use_mirroring: MirroringSetting = True, step_size: float = 0.5,
                  show_progress: bool = False, backend: str = "torch"):
         self.plans = WorkDir.of(work_dir).load_plans()
         self.choice = choice
         self.predictors = [Predictor.from_work_dir(work_dir, name, choice.folds, choice.checkpoint, device,
-                                                   use_mirroring, step_size, show_progress, backend)
+                                                   setting_of(use_mirroring, name), step_size, show_progress, backend)
                            for name in choice.configurations]
 
     def predict_arrays(self, image: np.ndarray, geometry, keep_probabilities: bool = False
@@ -223,7 +236,7 @@ class FolderPredictor:
 
 
 def predict_folder(work_dir: str | os.PathLike, input_dir: str | os.PathLike, output_dir: str | os.PathLike,
-                   choice: InferenceChoice, device: torch.device | str = "cpu", use_mirroring: bool | str = True,
+                   choice: InferenceChoice, device: torch.device | str = "cpu", use_mirroring: MirroringSetting = True,
                    step_size: float = 0.5, save_probabilities_too: bool = False, overwrite: bool = False,
                    progress: bool = True, output_format: str = "nifti",
                    seg_concepts: dict | None = None, previews: bool = False,

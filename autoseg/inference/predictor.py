@@ -18,7 +18,10 @@ from autoseg.errors import AutosegInputError
 from autoseg.inference.backends import choose_backend, get_backend
 from autoseg.inference.case_report import mean_pairwise_dice
 from autoseg.inference.export import probabilities_to_segmentation, restore_original_shape, restore_segmentation
-from autoseg.inference.sliding_window import predict_sliding_window, predict_volume_with_2d_network
+from autoseg.inference.sliding_window import (
+    predict_sliding_window_settings,
+    predict_volume_with_2d_network_settings,
+)
 from autoseg.io.geometry import ImageGeometry
 from autoseg.model.builders import build_network
 from autoseg.model.checkpoints import load_checkpoint
@@ -216,27 +219,40 @@ class Predictor:
         """Probabilities ``(K, z, y, x)`` for a preprocessed ``(C, z, y, x)`` image, averaged over folds
         (``use_mirroring`` None: the predictor's setting). With ``member_labels`` (a list) each fold
         network's own label map on this grid is appended to it."""
+        setting = self.use_mirroring if use_mirroring is None else use_mirroring
+        return self.predict_preprocessed_settings(image, [setting], member_labels)[0]
+
+    @torch.no_grad()
+    def predict_preprocessed_settings(self, image: np.ndarray | torch.Tensor, settings: Sequence[bool | str],
+                                      member_labels: list[np.ndarray] | None = None) -> list[torch.Tensor]:
+        """:meth:`predict_preprocessed` for several mirroring settings at once (True, False or axis
+        letters, see :meth:`mirror_axes`), one result per setting: the flip passes they share run once
+        (:func:`~autoseg.inference.sliding_window.predict_sliding_window_settings`), so validation
+        measures no mirroring and each single axis at the network cost of all axes. ``member_labels``
+        receives the fold networks' label maps of the first setting."""
         # A copy only when needed (the cache is read-only): a 512x512x300 image is 300 MB.
         tensor = torch.from_numpy(np.require(image, np.float32, ["C", "W"]))
-        accumulation_device = self._accumulation_device(tensor)
         window = self.window_for(tensor.shape[1:])
-        accumulation_dtype = self._accumulation_dtype(tensor)
-        total = None
+        kwargs = dict(num_classes=self.plans.num_classes, step_size=self.step_size, device=self.device,
+                      accumulation_device=self._accumulation_device(tensor), autocast=self.device.type == "cuda",
+                      accumulation_dtype=self._accumulation_dtype(tensor), activation=self.plans.output_activation,
+                      show_progress=self.show_progress)
+        mirror_settings = [self.mirror_axes(setting) for setting in settings]
+        totals: list[torch.Tensor] | None = None
         for network in self.networks:
-            kwargs = dict(num_classes=self.plans.num_classes, step_size=self.step_size,
-                          mirror_axes=self.mirror_axes(use_mirroring), device=self.device,
-                          accumulation_device=accumulation_device, autocast=self.device.type == "cuda",
-                          accumulation_dtype=accumulation_dtype, activation=self.plans.output_activation,
-                          show_progress=self.show_progress)
             if self.configuration.dimension == 2:
-                probabilities = predict_volume_with_2d_network(network, tensor, window,
-                                                               slice_batch_size=slices_per_call(window), **kwargs)
+                results = predict_volume_with_2d_network_settings(
+                    network, tensor, window, mirror_settings=mirror_settings, slice_batch_size=slices_per_call(window),
+                    **kwargs)
             else:
-                probabilities = predict_sliding_window(network, tensor, window, **kwargs)
+                results = predict_sliding_window_settings(network, tensor, window, mirror_settings=mirror_settings,
+                                                          **kwargs)
             if member_labels is not None:
-                member_labels.append(probabilities_to_segmentation(probabilities, self.plans.regions_class_order))
-            total = probabilities if total is None else total.add_(probabilities)
-        return total.div_(len(self.networks))
+                member_labels.append(probabilities_to_segmentation(results[0], self.plans.regions_class_order))
+            totals = results if totals is None else [total.add_(result) for total, result in zip(totals, results,
+                                                                                                 strict=True)]
+        assert totals is not None
+        return [total.div_(len(self.networks)) for total in totals]
 
     def predict_case(self, image: np.ndarray, geometry: ImageGeometry, measure_agreement: bool = False
                      ) -> CasePrediction:

@@ -217,10 +217,24 @@ def _predict_batch(
 ) -> torch.Tensor:
     """Probabilities (:data:`OUTPUT_ACTIVATIONS`) of a batch ``(B, C, *patch)``, averaged over the flip
     passes; returns ``(B, K, *patch)`` float32 on ``x.device``."""
+    return _predict_batch_settings(network, x, [flip_sets], num_classes, autocast, activation)[0]
+
+
+def _predict_batch_settings(
+    network: Network,
+    x: torch.Tensor,
+    settings: list[list[tuple[int, ...]]],
+    num_classes: int,
+    autocast: bool,
+    activation: str = "softmax",
+) -> list[torch.Tensor]:
+    """:func:`_predict_batch` for several mirroring settings (each a list of flip passes) at once: every
+    distinct flip pass runs once and is added to each setting that holds it."""
     to_probabilities = OUTPUT_ACTIVATIONS[activation]
     expected = (x.shape[0], num_classes, *x.shape[2:])
-    total: torch.Tensor | None = None
-    for dims in flip_sets:
+    passes = list(dict.fromkeys(dims for flip_sets in settings for dims in flip_sets))
+    totals: list[torch.Tensor | None] = [None] * len(settings)
+    for dims in passes:
         inp = torch.flip(x, dims) if dims else x
         if autocast:
             with torch.autocast(device_type=x.device.type):
@@ -234,14 +248,16 @@ def _predict_batch(
         probs = to_probabilities(logits.float())
         if dims:
             probs = torch.flip(probs, dims)
-        if total is None:
-            total = probs
-        else:
-            total += probs
-    assert total is not None
-    if len(flip_sets) > 1:
-        total /= len(flip_sets)
-    return total
+        holders = [index for index, flip_sets in enumerate(settings) if dims in flip_sets]
+        for index in holders:
+            if totals[index] is None:
+                totals[index] = probs if len(holders) == 1 else probs.clone()
+            else:
+                totals[index] += probs
+    for index, flip_sets in enumerate(settings):
+        if len(flip_sets) > 1:
+            totals[index] /= len(flip_sets)
+    return totals  # type: ignore[return-value]
 
 
 def _check_common(
@@ -306,30 +322,61 @@ def predict_sliding_window(
         (softmax: summing to 1 per voxel). Where the image is smaller than the patch it is zero-padded (0 is the
         post-normalization mean) and the padding is cropped off the result.
     """
+    return predict_sliding_window_settings(
+        network, image, patch_size, num_classes, [mirror_axes], step_size=step_size, use_gaussian=use_gaussian,
+        window_batch_size=window_batch_size, device=device, accumulation_device=accumulation_device,
+        autocast=autocast, show_progress=show_progress, accumulation_dtype=accumulation_dtype,
+        activation=activation)[0]
+
+
+def predict_sliding_window_settings(
+    network: Network,
+    image: torch.Tensor,
+    patch_size: Sequence[int],
+    num_classes: int,
+    mirror_settings: Sequence[Sequence[int] | None],
+    step_size: float = 0.5,
+    use_gaussian: bool = True,
+    window_batch_size: int = 1,
+    device: DeviceLike = "cpu",
+    accumulation_device: DeviceLike | None = None,
+    autocast: bool = False,
+    show_progress: bool = False,
+    accumulation_dtype: torch.dtype = torch.float32,
+    activation: str = "softmax",
+) -> list[torch.Tensor]:
+    """:func:`predict_sliding_window` for several test-time mirroring settings at once (each a list of
+    mirror axes, or None), one ``(K, *spatial)`` result per setting: each distinct flip pass runs once
+    and feeds every setting that includes it (measuring no mirroring, each single axis and all axes
+    costs the network passes of all axes alone), at one accumulator per setting.
+    """
     patch = tuple(int(p) for p in patch_size)
     _check_common(image, patch, num_classes, window_batch_size, "window_batch_size")
     device = torch.device(device)
     acc_device = device if accumulation_device is None else torch.device(accumulation_device)
-    flip_sets = _flip_sets(mirror_axes, len(patch))
+    settings = [_flip_sets(axes, len(patch)) for axes in mirror_settings]
 
     with torch.no_grad():
         spatial = tuple(image.shape[1:])
         layout = _window_layout(spatial, patch, step_size)
         share = _window_shares(layout, spatial, _window_weight_map(patch, use_gaussian, acc_device), acc_device)
 
-        probs = torch.zeros((num_classes, *spatial), dtype=accumulation_dtype, device=acc_device)
+        results = [torch.zeros((num_classes, *spatial), dtype=accumulation_dtype, device=acc_device)
+                   for _ in settings]
         with tqdm(total=len(layout), disable=not show_progress, desc="sliding window", unit="win") as bar:
             for first in range(0, len(layout), window_batch_size):
                 batch = layout[first : first + window_batch_size]
                 x = torch.stack([_window_input(image, image_part, window_part, patch, 1)
                                  for image_part, window_part in batch])
                 x = x.to(device=device, dtype=torch.float32)
-                out = _predict_batch(network, x, flip_sets, num_classes, autocast, activation).to(acc_device)
-                for i, (image_part, window_part) in enumerate(batch):
-                    contribution = out[(i, slice(None), *window_part)] * share(image_part, window_part)
-                    probs[(slice(None), *image_part)].add_(contribution)
+                outs = _predict_batch_settings(network, x, settings, num_classes, autocast, activation)
+                for out, probs in zip(outs, results, strict=True):
+                    out = out.to(acc_device)
+                    for i, (image_part, window_part) in enumerate(batch):
+                        contribution = out[(i, slice(None), *window_part)] * share(image_part, window_part)
+                        probs[(slice(None), *image_part)].add_(contribution)
                 bar.update(len(batch))
-    return probs
+    return results
 
 
 def predict_volume_with_2d_network(
@@ -357,13 +404,38 @@ def predict_volume_with_2d_network(
     ``accumulation_device`` (default ``device``), identical to running
     :func:`predict_sliding_window` on every slice ``image[:, z]``.
     """
+    return predict_volume_with_2d_network_settings(
+        network, image, patch_size, num_classes, [mirror_axes], step_size=step_size, use_gaussian=use_gaussian,
+        slice_batch_size=slice_batch_size, device=device, accumulation_device=accumulation_device,
+        autocast=autocast, show_progress=show_progress, accumulation_dtype=accumulation_dtype,
+        activation=activation)[0]
+
+
+def predict_volume_with_2d_network_settings(
+    network: Network,
+    image: torch.Tensor,
+    patch_size: Sequence[int],
+    num_classes: int,
+    mirror_settings: Sequence[Sequence[int] | None],
+    step_size: float = 0.5,
+    use_gaussian: bool = True,
+    slice_batch_size: int = 16,
+    device: DeviceLike = "cpu",
+    accumulation_device: DeviceLike | None = None,
+    autocast: bool = False,
+    show_progress: bool = False,
+    accumulation_dtype: torch.dtype = torch.float32,
+    activation: str = "softmax",
+) -> list[torch.Tensor]:
+    """:func:`predict_volume_with_2d_network` for several mirroring settings at once (2D patch axes),
+    one result per setting, as :func:`predict_sliding_window_settings` does."""
     patch = tuple(int(p) for p in patch_size)
     if len(patch) != 2 or image.ndim != 4:
         raise ValueError(f"need image (C, Z, Y, X) and patch (py, px), got {tuple(image.shape)}, {patch}")
     _check_common(image, (1, *patch), num_classes, slice_batch_size, "slice_batch_size")
     device = torch.device(device)
     acc_device = device if accumulation_device is None else torch.device(accumulation_device)
-    flip_sets = _flip_sets(mirror_axes, 2)
+    settings = [_flip_sets(axes, 2) for axes in mirror_settings]
 
     with torch.no_grad():
         n_z = image.shape[1]
@@ -372,7 +444,8 @@ def predict_volume_with_2d_network(
         share = _window_shares(layout, tuple(image.shape[2:]), weight, acc_device)
         shares = [share(image_part, window_part) for image_part, window_part in layout]  # the same for every slice
 
-        probs = torch.zeros((num_classes, *image.shape[1:]), dtype=accumulation_dtype, device=acc_device)
+        results = [torch.zeros((num_classes, *image.shape[1:]), dtype=accumulation_dtype, device=acc_device)
+                   for _ in settings]
         chunks = range(0, n_z, slice_batch_size)
         with tqdm(total=len(chunks) * len(layout), disable=not show_progress,
                   desc="2D sliding window", unit="win") as bar:
@@ -382,8 +455,9 @@ def predict_volume_with_2d_network(
                     # (C, b, py, px) -> (b, C, py, px), a fresh contiguous copy on device
                     x = _window_input(image[:, zs], image_part, window_part, patch, 2).transpose(0, 1)
                     x = x.to(device, torch.float32, memory_format=torch.contiguous_format, copy=True)
-                    out = _predict_batch(network, x, flip_sets, num_classes, autocast, activation).to(acc_device)
-                    contribution = out[(slice(None), slice(None), *window_part)] * window_share
-                    probs[(slice(None), zs, *image_part)].add_(contribution.transpose(0, 1))
+                    outs = _predict_batch_settings(network, x, settings, num_classes, autocast, activation)
+                    for out, probs in zip(outs, results, strict=True):
+                        contribution = out.to(acc_device)[(slice(None), slice(None), *window_part)] * window_share
+                        probs[(slice(None), zs, *image_part)].add_(contribution.transpose(0, 1))
                     bar.update(1)
-    return probs
+    return results

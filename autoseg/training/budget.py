@@ -314,14 +314,15 @@ def plan_validation(shapes: list[list[int]], original_shapes: list[list[int]], c
     (voxels); the estimate is the network time plus restoring, writing and scoring
     (:func:`export_seconds`), times ``calibration`` (:func:`validation_calibration`: what earlier
     validations on this machine took against their estimates). Validation with mirroring also
-    predicts and scores each case once without it (one more pass), so that the Dice gain of
-    mirroring is measured (``autoseg predict`` mirrors only when it pays).
+    scores each case without it and with each single mirror axis, from the same network passes
+    (:mod:`autoseg.evaluation.cross_validation`): no extra pass, but up to 1 + dimension more label
+    maps restored to the original grid and scored, each about half an export.
     """
     factor, num_measured = calibration
     export = export_seconds(original_shapes)
     without = factor * (estimate_prediction_seconds(shapes, configuration, speed, False) + export)
-    with_mirroring = factor * estimate_prediction_seconds(shapes, configuration, speed, True) + without \
-        + factor * export / 2
+    with_mirroring = factor * (estimate_prediction_seconds(shapes, configuration, speed, True) + export
+                               + (1 + configuration.dimension) * export / 2)
     limit = MAX_VALIDATION_BUDGET_FRACTION * budget_seconds
     scaled = (f" (scaled by {factor:.2f}, the median measured/estimated time of {num_measured} earlier "
               "validation(s) in this work folder)") if num_measured else ""

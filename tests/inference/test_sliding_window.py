@@ -12,7 +12,9 @@ from torch import nn
 from autoseg.inference.sliding_window import (
     gaussian_importance_map,
     predict_sliding_window,
+    predict_sliding_window_settings,
     predict_volume_with_2d_network,
+    predict_volume_with_2d_network_settings,
     sliding_window_starts,
 )
 
@@ -240,6 +242,27 @@ def test_mirroring_equivariant_network_changes_nothing() -> None:
     plain = predict_sliding_window(net, image, (8, 12, 10), 3)
     mirrored = predict_sliding_window(net, image, (8, 12, 10), 3, mirror_axes=(0, 1, 2))
     torch.testing.assert_close(mirrored, plain)
+
+
+def test_several_mirroring_settings_at_once_equal_one_run_each() -> None:
+    """Shared flip passes feed every setting that holds them; each result is that setting's own run."""
+    image = torch.randn(1, 13, 18, 14)
+    net = PositionalNet(3, (8, 12, 10))
+    settings = [None, (0,), (1,), (2,), (0, 1, 2)]
+    calls = []
+    counting = lambda x: calls.append(1) or net(x)  # noqa: E731
+    together = predict_sliding_window_settings(counting, image, (8, 12, 10), 3, settings, window_batch_size=2)
+    passes_of_all_settings = len(calls)
+    calls.clear()
+    predict_sliding_window(counting, image, (8, 12, 10), 3, mirror_axes=(0, 1, 2), window_batch_size=2)
+    assert passes_of_all_settings == len(calls)  # no mirroring and single axes add no network pass to all axes
+    for axes, probs in zip(settings, together, strict=True):
+        torch.testing.assert_close(probs, predict_sliding_window(net, image, (8, 12, 10), 3, mirror_axes=axes))
+    volume = torch.randn(1, 5, 18, 14)
+    net_2d = PositionalNet(3, (12, 10))
+    for axes, probs in zip([None, (1,), (0, 1)], predict_volume_with_2d_network_settings(
+            net_2d, volume, (12, 10), 3, [None, (1,), (0, 1)]), strict=True):
+        torch.testing.assert_close(probs, predict_volume_with_2d_network(net_2d, volume, (12, 10), 3, mirror_axes=axes))
 
 
 def test_mirror_axes_validated() -> None:

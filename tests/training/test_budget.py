@@ -239,8 +239,9 @@ def test_validation_keeps_mirroring_only_when_it_fits_the_budget():
     measured = SpeedMeasurement(9.0, "cpu", "test", 2, 0, 5, seconds_per_patch_forward=0.5)
     assert estimate_prediction_seconds(shapes, configuration, measured, False) == pytest.approx(52 * 0.5)
     export = EXPORT_SECONDS_PER_MEGAVOXEL * 52 * 40 * 50 * 40 / 1e6  # restoring, writing, scoring
-    # validation with mirroring also predicts and scores every case without it: one more pass
-    both = with_mirroring + without + 1.5 * export
+    # validation with mirroring also scores every case without it and with each of the 3 axes alone, from
+    # the same passes: 4 more label maps restored and scored, half an export each
+    both = with_mirroring + export + 4 * export / 2
     roomy = plan_validation(shapes, original, configuration, speed, 1.001 * both / MAX_VALIDATION_BUDGET_FRACTION)
     assert roomy.use_mirroring and roomy.estimated_seconds == pytest.approx(both)
     tight = plan_validation(shapes, original, configuration, speed, both)

@@ -74,6 +74,10 @@ def test_training_writes_checkpoints_plot_log_and_validation(tiny):
     mirroring = saved["summary"]["mirroring"]  # validated with mirroring: its gain is measured too
     assert mirroring["dice_with"] == saved["summary"]["foreground_mean"]["dice"]
     assert mirroring["gain"] == mirroring["dice_with"] - mirroring["dice_without"]
+    per_setting = mirroring["dice_per_setting"]  # each single axis too, from the same network passes
+    assert set(per_setting) == {"all", "none", "z", "y", "x"}
+    assert per_setting["all"] == pytest.approx(mirroring["dice_with"])  # Dice-only scoring agrees with the summary
+    assert per_setting["none"] == mirroring["dice_without"]
 
 
 def test_existing_checkpoints_need_resume_or_overwrite(tiny):
