@@ -82,6 +82,37 @@ def _train_and_validate(work_dir, configuration_name, fold, options, length, res
     return trainer, summary
 
 
+def validate_trained_fold(work_dir: str | os.PathLike | WorkDir, configuration_name: str, fold: int,
+                          device: str | None = None, split_mode: str = "random", progress: bool = True
+                          ) -> tuple[str, dict]:
+    """Score an already trained fold's validation cases again from its ``checkpoint_final.pt``, with
+    test-time mirroring (nnU-Net's ``--val``): after an upgrade that measures more (e.g. what each
+    mirror axis buys), or after ``--no-validation``. ``configuration_name`` may be the planned name of
+    a budget variant. Records it in ``run.json``; returns the trained name and the summary."""
+    from autoseg.evaluation.cross_validation import validate_fold  # start-up time (torch)
+    from autoseg.model.checkpoints import load_checkpoint
+    from autoseg.model.device import prepare_device
+
+    work = WorkDir.of(work_dir)
+    plans = work.load_plans()
+    plans.configuration(configuration_name)
+    trained = [name for name in [configuration_name, *plans.variants_of(configuration_name)]
+               if work.checkpoint_path(name, fold, "final", split_mode).is_file()]
+    if not trained:
+        raise AutosegInputError(f"{work.checkpoint_path(configuration_name, fold, 'final', split_mode)}: not found; "
+                                "train the fold before validating it")
+    name = trained[0]
+    state = load_checkpoint(work.checkpoint_path(name, fold, "final", split_mode), map_location="cpu")["network"]
+    with FileLock(work.training_lock_path(configuration_name, fold, split_mode), f"validating {name} fold {fold}"):
+        summary = validate_fold(work, name, fold, state, prepare_device(device), split_mode, progress,
+                                use_mirroring=True)
+        if work.run_record_path(name, fold, split_mode).is_file():
+            record = work.read_run_record(name, fold, split_mode)
+            record["validation_mirroring"] = True
+            work.write_run_record(name, fold, record, split_mode)
+    return name, summary
+
+
 def add_parser(subparsers) -> None:
     """Register ``autoseg train``."""
     parser = subparsers.add_parser(
@@ -119,8 +150,12 @@ def add_parser(subparsers) -> None:
                              "cases differ in acquisition from training cases")
     parser.add_argument("--resume", action="store_true", help="continue from checkpoint_latest.pt")
     parser.add_argument("--overwrite", action="store_true", help="discard existing checkpoints and start again")
-    parser.add_argument("--no-validation", action="store_true",
-                        help="skip predicting the validation cases at the end")
+    validation = parser.add_mutually_exclusive_group()
+    validation.add_argument("--no-validation", action="store_true",
+                            help="skip predicting the validation cases at the end")
+    validation.add_argument("--validate-only", action="store_true",
+                            help="do not train: score the trained folds' validation cases again (with test-time "
+                                 "mirroring, each axis measured), e.g. after an upgrade or --no-validation")
     parser.add_argument("--seed", type=int, default=0, help="random seed of sampling and initialisation")
     parser.set_defaults(handler=run)
 
@@ -141,6 +176,14 @@ def run(args: argparse.Namespace) -> int:
     length = TrainingLength(epochs=args.epochs, iterations_per_epoch=args.iterations_per_epoch,
                             time_budget_seconds=budget, scale_to_budget=not args.keep_network)
     configuration = args.configuration
+    if args.validate_only:
+        if configuration == "auto":
+            raise AutosegInputError("--validate-only needs the configuration: give -c (e.g. -c 3d_fullres)")
+        for fold in folds:
+            name, summary = validate_trained_fold(args.work_dir, configuration, fold, args.device, args.split_by)
+            dice = summary["foreground_mean"]["dice"]
+            print(f"fold {fold} of {name} validated again: mean foreground Dice {dice:.4f}")
+        return 0
     if configuration == "auto":
         from autoseg.model.device import device_name, prepare_device
         from autoseg.training.budget import resolve_budget

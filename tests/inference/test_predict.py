@@ -429,3 +429,20 @@ def test_a_bundle_with_onnx_networks_spares_the_predicting_machine_the_export(tr
                  str(tmp_path / "model.zip"), "--backend", "onnxruntime", "--no-tta"]) == 0
     shipped = sorted(p.name for p in (tmp_path / "exporting" / "onnx").iterdir())
     assert len(shipped) == 2 and sorted(p.name for p in (tmp_path / "predicting" / "onnx").iterdir()) == shipped
+
+
+def test_validate_only_scores_a_trained_fold_and_predict_follows_its_axis_measurement(trained, tmp_path, capsys):
+    from autoseg.inference.mirroring import choose_mirroring
+    from autoseg.utils.files import read_json
+    from autoseg.workdir import WorkDir
+
+    work = tmp_path / "work"
+    shutil.copytree(trained[1], work)
+    assert main(["train", str(work), "-c", "3d_fullres", "-f", "0", "--validate-only"]) == 0
+    assert "fold 0 of 3d_fullres validated again: mean foreground Dice" in capsys.readouterr().out
+    summary = read_json(WorkDir(work).validation_dir("3d_fullres", 0) / "summary.json")["summary"]
+    assert set(summary["mirroring"]["dice_per_setting"]) == {"all", "none", "z", "y", "x"}
+    settings, reason = choose_mirroring(work, ["3d_fullres"], [0])
+    assert settings["3d_fullres"] in (True, False, "z", "y", "x") and "pass(es) per window" in reason
+    assert main(["train", str(work), "-c", "3d_fullres", "-f", "3", "--validate-only"]) == 1
+    assert "fold_3/checkpoint_final.pt: not found; train the fold" in capsys.readouterr().err
