@@ -201,3 +201,30 @@ def test_the_serve_command_starts_answers_and_stops_on_sigterm(model, tmp_path):
         out, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
     assert "stopped: 1 served" in out
+
+
+def test_a_zipped_dicom_series_gets_a_nifti_or_a_dicom_seg(model, tmp_path):
+    import zipfile
+
+    from autoseg.io.images import read_image
+    from autoseg.synthetic.dicom_series import write_ct_series
+
+    work, scans, _ = model
+    volume, geometry = read_image(scans[0])
+    hu = np.clip(np.rint(volume), -1024, 3000).astype(np.int32)
+    series = tmp_path / "cli" / "patient7"
+    write_ct_series(hu, series, geometry.spacing, geometry.sitk_origin)
+    predict_folder(work, tmp_path / "cli", tmp_path / "cli_out", InferenceChoice(["3d_fullres"]), use_mirroring=False,
+                   progress=False)
+    upload = tmp_path / "patient7.zip"
+    with zipfile.ZipFile(upload, "w") as archive:
+        for path in sorted(series.iterdir()):
+            archive.write(path, f"DICOM/{path.name}")
+    with running(model) as server:
+        status, headers, body = request(server, "POST", "/segment", upload.read_bytes(), {"X-Filename": upload.name})
+        assert status == 200, body
+        assert headers["Content-Disposition"].endswith('patient7.nii.gz"')
+        np.testing.assert_array_equal(segmentation_of(body), read_label(tmp_path / "cli_out" / "patient7.nii.gz")[0])
+        status, headers, body = request(server, "POST", "/segment?output_format=dicom-seg", upload.read_bytes(),
+                                        {"X-Filename": upload.name})
+        assert status == 200 and headers["Content-Type"] == "application/dicom" and body[128:132] == b"DICM"
