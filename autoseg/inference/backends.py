@@ -54,6 +54,19 @@ def network_key(network: torch.nn.Module, extra: str = "") -> str:
     return digest.hexdigest()[:24]
 
 
+#: Smallest spatial size per axis of the example input the network is traced with (voxels).
+EXPORT_EXAMPLE_SIZE = 32
+
+
+def export_example_shape(network: torch.nn.Module, dimension: int) -> list[int]:
+    """Spatial shape of the tracing example: :data:`EXPORT_EXAMPLE_SIZE` per axis, rounded up to a
+    multiple of the network's total downsampling and at least twice it (instance normalisation of the
+    bottleneck needs more than one voxel: an 8-stage 2D U-Net, downsampling 128, is traced at 256)."""
+    config = getattr(network, "config", None)
+    factors = config.total_downsampling() if config is not None else [1] * dimension
+    return [-(-max(EXPORT_EXAMPLE_SIZE, 2 * factor) // factor) * factor for factor in factors]
+
+
 def exported_onnx(network: torch.nn.Module, in_channels: int, dimension: int) -> Path:
     """The network exported to ONNX (cached by :func:`network_key`): input ``image`` ``(B, C, *spatial)``,
     output ``logits``, batch and spatial sizes dynamic."""
@@ -62,7 +75,7 @@ def exported_onnx(network: torch.nn.Module, in_channels: int, dimension: int) ->
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     axes = {0: "batch", **{2 + i: f"spatial{i}" for i in range(dimension)}}
-    example = torch.zeros((1, in_channels, *([32] * dimension)))
+    example = torch.zeros((1, in_channels, *export_example_shape(network, dimension)))
     buffer = io.BytesIO()
     with warnings.catch_warnings():  # the exporter warns about its own internals
         warnings.simplefilter("ignore")

@@ -13,10 +13,12 @@ from autoseg.model.builders import build_network
 from autoseg.plans.network import NetworkConfig
 
 
-def tiny_network(dimension: int = 3) -> torch.nn.Module:
-    config = NetworkConfig(architecture="unet", dimension=dimension, features_per_stage=[4, 8, 16],
-                           kernel_sizes=[[3] * dimension] * 3, strides=[[1] * dimension] + [[2] * dimension] * 2,
-                           n_blocks_per_stage_encoder=[1, 1, 1], n_conv_per_stage_decoder=[1, 1])
+def tiny_network(dimension: int = 3, stages: int = 3) -> torch.nn.Module:
+    features = [4, 8, 16, 16, 16, 16, 16][:stages]
+    config = NetworkConfig(architecture="unet", dimension=dimension, features_per_stage=features,
+                           kernel_sizes=[[3] * dimension] * stages,
+                           strides=[[1] * dimension] + [[2] * dimension] * (stages - 1),
+                           n_blocks_per_stage_encoder=[1] * stages, n_conv_per_stage_decoder=[1] * (stages - 1))
     torch.manual_seed(0)
     network = build_network(config, 2, 3)
     network.deep_supervision = False
@@ -37,6 +39,17 @@ def test_exported_backends_give_the_torch_logits_for_any_window(name, dimension,
             expected = network(x)
         assert torch.allclose(run(x), expected, atol=1e-4)
     assert exported_onnx(network, 2, dimension).is_file()  # cached: exported once per network
+
+
+def test_a_deep_network_is_traced_with_an_input_its_downsampling_divides(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    monkeypatch.setenv("AUTOSEG_CACHE", str(tmp_path))
+    network = tiny_network(2, stages=7)  # total downsampling 64 per axis: a 32x32 example cannot pass
+    run = get_backend("onnxruntime").prepare(network, 2, 2)
+    x = torch.randn(1, 2, 128, 192)
+    with torch.no_grad():
+        assert torch.allclose(run(x), network(x), atol=1e-4)
 
 
 def test_auto_measures_once_and_picks_the_fastest(tmp_path, monkeypatch):
