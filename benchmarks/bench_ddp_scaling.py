@@ -7,7 +7,9 @@ Task04 (../shared/data) is planned once; its planned 3d_fullres is trained on fo
 fixed length without validation, the same global batch either way (the planned batch; under
 torchrun each rank samples batch // processes), first in one process with ``--processes``
 threads, then with ``torchrun --nproc-per-node PROCESSES`` and one thread per rank. Reported:
-the median epoch time after the first (from the training log) and seconds per iteration.
+the median epoch time after the first (from the training log), seconds per iteration and patches
+per second: the global batch under torchrun is ``(batch // processes) * processes``, smaller than
+the planned batch when it does not divide (9 -> 8 with 2 ranks), so compare patches per second.
 Results: benchmarks/results/ddp_scaling.json. Not a test; run it with nothing else busy.
 """
 
@@ -60,15 +62,21 @@ def main() -> None:
                                                     f"--nproc-per-node={args.processes}", *train],
                                                    {"AUTOSEG_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}),
     }
+    batch = results["batch_size"]
+    per_rank = max(1, batch // args.processes)
+    global_batches = {label: batch if label.startswith("1 process") else per_rank * args.processes for label in runs}
     for label, (command, extra) in runs.items():
         fold = work.fold_dir("3d_fullres", 0)
         shutil.rmtree(fold, ignore_errors=True)
         subprocess.run(command, check=True, env={**environment, **extra})
         seconds = epoch_seconds(fold / "training_log.txt")[1:]
         median = statistics.median(seconds)
+        patches_per_second = global_batches[label] * args.iterations / median
         results["runs"][label] = {"epoch_seconds": seconds, "median_epoch_seconds": median,
-                                  "seconds_per_iteration": median / args.iterations}
-        print(f"{label}: {median / args.iterations:.3f} s per iteration (median epoch {median:.1f} s)")
+                                  "seconds_per_iteration": median / args.iterations,
+                                  "global_batch": global_batches[label], "patches_per_second": patches_per_second}
+        print(f"{label}: {median / args.iterations:.3f} s per iteration of {global_batches[label]} patches, "
+              f"{patches_per_second:.3f} patches/s (median epoch {median:.1f} s)")
         save_results(NAME, results)
 
 
