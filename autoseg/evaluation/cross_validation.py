@@ -34,7 +34,8 @@ from autoseg.inference.export import (
     restore_original_shape,
     restore_segmentation,
 )
-from autoseg.inference.predictor import Predictor
+from autoseg.inference.mirroring import SETTING_NAMES
+from autoseg.inference.predictor import Predictor, patch_axis_letters
 from autoseg.io.images import read_label
 from autoseg.io.probabilities import save_probabilities
 from autoseg.preprocessing.cache import load_cached_case
@@ -45,8 +46,6 @@ from autoseg.workdir import WorkDir
 #: take during validation (one ``K x voxels`` float32 array per setting); above it only all-axes and
 #: no-mirroring are measured. 2 GiB: 5 settings of a 3-class 512x512x300 CT would take 4.5 GiB.
 MIRROR_SETTINGS_MAX_BYTES = 2**31
-#: Array axes by patch axis, for 3D and 2D configurations (2D slices lie along z).
-PATCH_AXIS_LETTERS = {3: "zyx", 2: "yx"}
 
 
 def mirror_settings_to_measure(mirrored_axes: list[int] | None, dimension: int, num_classes: int,
@@ -54,8 +53,8 @@ def mirror_settings_to_measure(mirrored_axes: list[int] | None, dimension: int, 
     """Mirroring settings a validation scores, by name: ``all`` (the prediction itself), ``none``, and
     each single mirrored axis (``z``, ``y``, ``x``: array axes) when there are several and their
     accumulators fit :data:`MIRROR_SETTINGS_MAX_BYTES`."""
-    settings: dict[str, bool | str] = {"all": True, "none": False}
-    letters = [PATCH_AXIS_LETTERS[dimension][axis] for axis in (mirrored_axes or [])]
+    settings: dict[str, bool | str] = dict(SETTING_NAMES)
+    letters = [patch_axis_letters(dimension)[axis] for axis in (mirrored_axes or [])]
     if len(letters) > 1 and len(letters) * num_classes * voxels * 4 <= MIRROR_SETTINGS_MAX_BYTES:
         settings.update({letter: letter for letter in letters})
     return settings

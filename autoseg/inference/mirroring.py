@@ -111,7 +111,7 @@ def per_setting_decision(records: Sequence[dict], device_type: str = "cpu") -> t
 
 def configuration_mirroring(records: Sequence[dict | None], device_type: str = "cpu") -> tuple[bool | str, str]:
     """The mirroring of one configuration from its folds' records (the module docstring's rule)."""
-    if records and all(records) and not any(not record["validated_with_mirroring"] for record in records):
+    if records and all(record and record["validated_with_mirroring"] for record in records):
         decided = per_setting_decision(records, device_type)  # type: ignore[arg-type]
         if decided is not None:
             return decided

@@ -255,8 +255,8 @@ def predict_folder(work_dir: str | os.PathLike, input_dir: str | os.PathLike, ou
     """
     if output_format not in OUTPUT_FORMATS:
         raise AutosegInputError(f"output format {output_format!r} is not one of {', '.join(OUTPUT_FORMATS)}")
-    num_channels = WorkDir.of(work_dir).load_plans().num_channels
-    cases, problems = find_input_cases(input_dir, num_channels)
+    plans = predictor.plans if predictor is not None else WorkDir.of(work_dir).load_plans()
+    cases, problems = find_input_cases(input_dir, plans.num_channels)
     mine = set(cases_of_part([*cases, *problems], num_parts, part_id))
     cases = {case: channels for case, channels in cases.items() if case in mine}
     problems = {case: problem for case, problem in problems.items() if case in mine}
@@ -266,7 +266,6 @@ def predict_folder(work_dir: str | os.PathLike, input_dir: str | os.PathLike, ou
     if predictor is None:
         predictor = FolderPredictor(work_dir, choice, device, use_mirroring, step_size, backend=backend)
     report.backends = [f"{p.configuration.name}: {p.backend_reason}" for p in predictor.predictors]
-    plans = predictor.plans
     todo = []
     for case_id, channels in sorted(cases.items()):
         problem = check_channels(case_id, channels, plans.num_channels)

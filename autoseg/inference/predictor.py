@@ -45,13 +45,19 @@ HALF_PRECISION_ABOVE_BYTES = 2**29
 ARRAY_AXES = "zyx"
 
 
+def patch_axis_letters(dimension: int) -> str:
+    """The array axis of each patch axis of a ``dimension``-D configuration: ``"zyx"`` in 3D, ``"yx"``
+    in 2D (2D slices lie along z)."""
+    return ARRAY_AXES[3 - dimension:]
+
+
 def patch_axes_of(letters: str, dimension: int) -> list[int]:
     """Patch axes of a ``dimension``-D configuration named by array-axis letters (``"zyx"``): in 3D
     z, y, x are patch axes 0, 1, 2; in 2D (slices along z) y, x are 0, 1 and z is none."""
     unknown = sorted(set(letters) - set(ARRAY_AXES))
     if unknown:
         raise AutosegInputError(f"mirror axes {letters!r}: unknown axis {unknown[0]!r} (use z, y, x)")
-    names = ARRAY_AXES[3 - dimension:]
+    names = patch_axis_letters(dimension)
     return [names.index(letter) for letter in letters if letter in names]
 
 
