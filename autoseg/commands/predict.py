@@ -10,6 +10,10 @@ from autoseg.commands.train import parse_folds
 from autoseg.errors import AutosegInputError
 from autoseg.inference.mirroring import MAX_MIRRORING_DICE_LOSS, choose_mirroring
 
+#: ``--backend`` values (the names in :data:`autoseg.inference.backends.BACKENDS`, plus ``auto``; spelled
+#: out here so that ``--help`` does not import torch).
+BACKEND_CHOICES = ["torch", "auto", "onnxruntime", "openvino"]
+
 
 def add_parser(subparsers) -> None:
     """Register ``autoseg predict``."""
@@ -46,7 +50,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--no-postprocessing", action="store_true",
                         help="skip the postprocessing learned by autoseg ensemble")
     parser.add_argument("--overwrite", action="store_true", help="predict cases whose output already exists")
-    parser.add_argument("--backend", choices=["torch", "auto", "onnxruntime", "openvino"], default="torch",
+    parser.add_argument("--backend", choices=BACKEND_CHOICES, default="torch",
                         help="where the networks run on a CPU: torch (default), onnxruntime or openvino (pip install "
                              "'autoseg[fast]'), or auto: the fastest measured on this machine (cached)")
     parser.add_argument("--num-parts", type=int, default=1,
@@ -77,6 +81,16 @@ def mirroring_setting(tta: str | None) -> bool | str:
     return letters
 
 
+def mirroring_from_arguments(args: argparse.Namespace, model, choice, device_type: str):
+    """The mirroring setting(s) and why: ``--tta``/``--no-tta`` when given, else per configuration as
+    cross-validation measured (:func:`autoseg.inference.mirroring.choose_mirroring`) for ``device_type``.
+    ``model``: the work folder; ``choice``: the :class:`~autoseg.inference.predict_folder.InferenceChoice`."""
+    if args.tta is not None or args.no_tta:
+        setting = mirroring_setting(args.tta)
+        return setting, f"test-time mirroring {describe_setting(setting)} (command line)"
+    return choose_mirroring(model, choice.configurations, choice.folds, choice.checkpoint, device_type=device_type)
+
+
 def describe_setting(setting: bool | str) -> str:
     """How a mirroring setting reads in the log."""
     if setting is True:
@@ -101,13 +115,8 @@ def run(args: argparse.Namespace) -> int:
                            args.checkpoint, use_postprocessing=not args.no_postprocessing)
     print(f"models: {' + '.join(choice.configurations)} ({choice.source}), checkpoint {choice.checkpoint}, "
           f"postprocessing {choice.postprocessing or 'none'}, device {device}")
-    if args.tta is not None or args.no_tta:
-        use_mirroring = mirroring_setting(args.tta)
-        print(f"test-time mirroring {describe_setting(use_mirroring)} (command line)")
-    else:
-        use_mirroring, reason = choose_mirroring(model, choice.configurations, choice.folds, choice.checkpoint,
-                                                 device_type=device.type)
-        print(reason)
+    use_mirroring, reason = mirroring_from_arguments(args, model, choice, device.type)
+    print(reason)
     concepts = None
     if args.seg_concepts:
         from autoseg.io.dicom_seg import read_concept_mapping

@@ -8,7 +8,7 @@ import signal
 import threading
 from pathlib import Path
 
-from autoseg.commands.predict import describe_setting, mirroring_setting
+from autoseg.commands.predict import BACKEND_CHOICES, mirroring_from_arguments
 from autoseg.commands.train import parse_folds
 from autoseg.errors import AutosegInputError
 
@@ -46,7 +46,7 @@ def add_parser(subparsers) -> None:
                            help="test-time mirroring as in autoseg predict (default: where cross-validation "
                                 "measured a gain)")
     mirroring.add_argument("--no-tta", action="store_true", help="no test-time mirroring")
-    parser.add_argument("--backend", choices=["torch", "auto", "onnxruntime", "openvino"], default="torch",
+    parser.add_argument("--backend", choices=BACKEND_CHOICES, default="torch",
                         help="where the networks run on a CPU, as in autoseg predict")
     parser.add_argument("--quiet", action="store_true", help="no line per request on stderr")
     parser.set_defaults(handler=run)
@@ -69,7 +69,6 @@ def run(args: argparse.Namespace) -> int:
     """Handler of ``autoseg serve``."""
     # Deferred for start-up time: inference imports torch.
     from autoseg.inference.bundle import model_work_dir
-    from autoseg.inference.mirroring import choose_mirroring
     from autoseg.inference.predict_folder import FolderPredictor, choose_models
     from autoseg.model.device import prepare_device
     from autoseg.serving.http_server import serve
@@ -82,12 +81,7 @@ def run(args: argparse.Namespace) -> int:
     model = model_work_dir(args.model)
     choice = choose_models(model, args.configurations, parse_folds(args.folds) if args.folds else None,
                            args.checkpoint)
-    if args.tta is not None or args.no_tta:
-        use_mirroring = mirroring_setting(args.tta)
-        mirroring_reason = f"test-time mirroring {describe_setting(use_mirroring)} (command line)"
-    else:
-        use_mirroring, mirroring_reason = choose_mirroring(model, choice.configurations, choice.folds,
-                                                           choice.checkpoint, device_type=device.type)
+    use_mirroring, mirroring_reason = mirroring_from_arguments(args, model, choice, device.type)
     predictor = FolderPredictor(model, choice, device, use_mirroring, backend=args.backend)
     service = SegmentationService(model, predictor, int(args.max_upload_mb * 2**20), args.queue)
     server = serve(service, args.host, args.port, token, log=not args.quiet)

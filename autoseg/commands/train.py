@@ -73,13 +73,18 @@ def _train_and_validate(work_dir, configuration_name, fold, options, length, res
                                 use_mirroring=trained.validation.use_mirroring)
         seconds = time.time() - began
         trainer.log(f"validation took {seconds:.0f} s (estimated {trained.validation.estimated_seconds:.0f} s)")
-        work, split_mode = trainer.work, trainer.options.split_mode
-        if work.run_record_path(trainer.configuration_name, fold, split_mode).is_file():
-            record = work.read_run_record(trainer.configuration_name, fold, split_mode)
-            record["validation_seconds"] = seconds
-            record["validation_mirroring"] = trained.validation.use_mirroring
-            work.write_run_record(trainer.configuration_name, fold, record, split_mode)
+        record_validation(trainer.work, trainer.configuration_name, fold, trainer.options.split_mode,
+                          validation_seconds=seconds, validation_mirroring=trained.validation.use_mirroring)
     return trainer, summary
+
+
+def record_validation(work: WorkDir, configuration_name: str, fold: int, split_mode: str, **facts) -> None:
+    """Add how a fold was validated (``validation_mirroring``, ``validation_seconds``) to its ``run.json``,
+    when it has one (time-budgeted runs do)."""
+    if work.run_record_path(configuration_name, fold, split_mode).is_file():
+        record = work.read_run_record(configuration_name, fold, split_mode)
+        record.update(facts)
+        work.write_run_record(configuration_name, fold, record, split_mode)
 
 
 def validate_trained_fold(work_dir: str | os.PathLike | WorkDir, configuration_name: str, fold: int,
@@ -106,10 +111,7 @@ def validate_trained_fold(work_dir: str | os.PathLike | WorkDir, configuration_n
     with FileLock(work.training_lock_path(configuration_name, fold, split_mode), f"validating {name} fold {fold}"):
         summary = validate_fold(work, name, fold, state, prepare_device(device), split_mode, progress,
                                 use_mirroring=True)
-        if work.run_record_path(name, fold, split_mode).is_file():
-            record = work.read_run_record(name, fold, split_mode)
-            record["validation_mirroring"] = True
-            work.write_run_record(name, fold, record, split_mode)
+        record_validation(work, name, fold, split_mode, validation_mirroring=True)
     return name, summary
 
 

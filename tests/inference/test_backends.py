@@ -64,6 +64,12 @@ def test_auto_measures_once_and_picks_the_fastest(tmp_path, monkeypatch):
     assert "measured before" in choose_backend(network, 2, [16, 16, 16])[2]
 
 
+def test_the_command_line_offers_every_registered_backend_and_auto():
+    from autoseg.commands.predict import BACKEND_CHOICES
+
+    assert sorted(BACKEND_CHOICES) == sorted([*BACKENDS.names(), "auto"])
+
+
 def test_a_missing_backend_library_is_a_one_line_error_naming_the_extra(monkeypatch):
     monkeypatch.setattr(BACKENDS.get("openvino"), "available", lambda: False)
     with pytest.raises(AutosegInputError, match=r"the openvino backend needs openvino: pip install 'autoseg\[fast\]'"):
