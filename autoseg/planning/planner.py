@@ -37,6 +37,12 @@ MIN_BATCH_SIZE = 2
 LOWRES_CREATION_THRESHOLD = 0.25
 #: Factor by which the lowres spacing grows per planning step.
 LOWRES_SPACING_STEP = 1.03
+#: 2d_lowres is planned when the median slice at the 2d spacing has more voxels than this along an
+#: in-plane axis; its in-plane spacing is coarsened so that the median slice has at most this many.
+#: Measured on 512x512 CT slices (BENCHMARKS.md, issue 12): one iteration of the smallest 2d network
+#: takes 0.57 s on 2 cores, so 10 minutes buy about 700 iterations where its Dice needs 1,250-1,700;
+#: a 256x256 slice has a quarter of the voxels.
+LOWRES_2D_MAX_SLICE_EDGE = 256
 #: Non-CT channels are z-scored inside the nonzero mask when cropping shrank the
 #: median image below this fraction of its original size.
 NONZERO_MASK_CROP_RATIO = 0.75
@@ -260,8 +266,23 @@ def plan_experiment(fingerprint: dict, raw_dataset: str, budget: MemoryBudget,
                            "their own spacing (2D networks never see across slices)",
          "data_identifier": ("every case already has the target slice spacing, so 2d shares the "
                              "3d_fullres cache" if slices_unchanged else "own cache: slices are not resampled")})
+    lowres_2d = coarser_slice_spacing(in_plane_spacing, median_in_plane)
+    if lowres_2d is not None:
+        lowres_2d_spacing, factor = lowres_2d
+        lowres_2d_slice = median_in_plane / factor
+        plan_2d_lowres = fit_patch_and_batch(lowres_2d_spacing, lowres_2d_slice, 2, num_channels, num_classes,
+                                             num_cases, dataset_voxels, budget, architecture)
+        configurations["2d_lowres"] = _configuration(
+            "2d_lowres", 2, "2d_lowres", lowres_2d_spacing, lowres_2d_slice, plan_2d_lowres,
+            {"target_spacing": (f"the 2d in-plane spacing coarsened {factor:.2f}x: the median slice at the 2d "
+                                f"spacing is {'x'.join(str(v) for v in _ints(median_in_plane))} voxels, more than "
+                                f"{LOWRES_2D_MAX_SLICE_EDGE} along an axis, and is "
+                                f"{'x'.join(str(v) for v in _ints(lowres_2d_slice))} at this spacing; an "
+                                "iteration costs about 1/factor^2 of 2d's, for time budgets too short for 2d to "
+                                "learn (the time-budget choice decides whether it is trained)"),
+             "data_identifier": "own cache: a coarser in-plane spacing than 2d's"})
     if is_2d_data:
-        plan_reasons["configurations"] = "2D images: only the 2d configuration applies"
+        plan_reasons["configurations"] = "2D images: only 2d configurations apply"
     else:
         plan_3d = fit_patch_and_batch(target, median_shape, 3, num_channels, num_classes, num_cases,
                                       dataset_voxels, budget, architecture)
@@ -294,6 +315,9 @@ def plan_experiment(fingerprint: dict, raw_dataset: str, budget: MemoryBudget,
             + (f"(< {LOWRES_CREATION_THRESHOLD:.0%}), so 3d_lowres and 3d_cascade_fullres are planned too"
                if "3d_lowres" in configurations else
                f"(>= {LOWRES_CREATION_THRESHOLD:.0%}), so no low-resolution cascade is needed"))
+    if "2d_lowres" in configurations:
+        plan_reasons["configurations"] += (f"; the median slice has more than {LOWRES_2D_MAX_SLICE_EDGE} voxels "
+                                           "along an axis, so 2d_lowres is planned too")
 
     plan_reasons["network_outputs"] = output_reason(labels)
     median_relative_size = float(np.median([
@@ -307,6 +331,17 @@ def plan_experiment(fingerprint: dict, raw_dataset: str, budget: MemoryBudget,
         file_ending=fingerprint["file_ending"], num_training_cases=num_cases,
         memory_budget=budget.to_dict(), normalization=normalization, configurations=configurations,
         reasons=plan_reasons, regions_class_order=fingerprint.get("regions_class_order"))
+
+
+def coarser_slice_spacing(in_plane_spacing: Sequence[float], median_slice: Sequence[float],
+                          max_edge: int = LOWRES_2D_MAX_SLICE_EDGE) -> tuple[np.ndarray, float] | None:
+    """The in-plane spacing (mm, ``(y, x)``) of 2d_lowres and its factor over ``in_plane_spacing``:
+    both axes coarsened by one factor so the median slice (``median_slice`` voxels, ``(y, x)``) has at most
+    ``max_edge`` voxels along each; None when it already has."""
+    factor = float(np.max(median_slice)) / max_edge
+    if factor <= 1.0:
+        return None
+    return np.asarray(in_plane_spacing, dtype=np.float64) * factor, factor
 
 
 def _plan_lowres(fullres_spacing: np.ndarray, fullres_median_shape: np.ndarray, num_channels: int,

@@ -6,8 +6,7 @@ network's seconds per iteration are measured on the actual device (or taken from
 the budget are computed, and, when they are fewer than twice what the configuration needs
 (:func:`iterations_needed`, :data:`PREFERRED_ITERATIONS_FACTOR`), the smaller variants of
 :func:`autoseg.planning.variants.budget_variants` are measured: the largest that reaches twice
-the floor is trained, else the largest network that reaches the floor, else (when even the
-smallest cannot) the smallest: iterations beat width.
+the floor is trained, else the smallest: below that, iterations beat width.
 A chosen variant is recorded in plans.json as a configuration of its own (the planned
 one is left as it is) and every fold of the configuration then trains as that variant;
 measured speeds are kept in plans.json so that later folds do not measure again. The
@@ -42,18 +41,19 @@ from autoseg.workdir import WorkDir, cached_case_paths
 #: half-width network beat 800 of the full-width one. Below this, the network is scaled down.
 MIN_USEFUL_ITERATIONS = 1000
 #: When one patch covers only part of a case, the floor grows with the square root of the
-#: patches it takes to cover the median case (:func:`iterations_needed`). Measured on 20 synthetic
-#: 512x512x100-300 CTs (BENCHMARKS.md, "Dice against time budget"): 1,200 iterations of
-#: 3d_fullres (60 patches per case) reached a mean foreground Dice of 0.30 and 1,250 of 2d
-#: (180 slices per case) 0.67, still rising steeply with iterations (500: 0.21), where on Task04
-#: (a case smaller than the patch) 1,000 iterations reach 0.84. A linear growth would fit these
-#: points too but would leave no 3D configuration trainable on a CPU for a CT; the square root is
-#: the milder rule they allow.
+#: patches it takes to cover the median case (:func:`iterations_needed`; a 2D network's case is
+#: one slice, :func:`patches_per_case`). Measured on 20 synthetic 512x512x100-300 CTs
+#: (BENCHMARKS.md, "Dice against time budget"): 1,200 iterations of 3d_fullres (60 patches per
+#: case) reached a mean foreground Dice of 0.30, where on Task04 (a case smaller than the patch)
+#: 1,000 iterations reach 0.84. A linear growth would fit too but would leave no 3D configuration
+#: trainable on a CPU for a CT; the square root is the milder rule the points allow.
 ITERATIONS_NEEDED_EXPONENT = 0.5
 #: A smaller variant is preferred while it reaches this many times the iterations needed: just
-#: above the floor, more iterations of a narrower network win. Task04 fold 0, 30 minutes
-#: (BENCHMARKS.md): 32 base features at 800 and 1,150 iterations reached 0.849 and 0.857, 16 base
-#: features at 2,550-2,700 iterations 0.867, 32 at 2,100 0.868 (width stops mattering there).
+#: above the floor, more iterations of a narrower network win, and when no variant reaches this
+#: many the smallest is trained. Task04 fold 0, 30 minutes (BENCHMARKS.md): 32 base features at
+#: 800 and 1,150 iterations reached 0.849 and 0.857, 16 base features at 2,550-2,700 iterations
+#: 0.867, 32 at 2,100 0.868 (width stops mattering there); large CT, 2D: 16 base features at 900
+#: iterations 0.319, 8 at 1,250 0.665.
 PREFERRED_ITERATIONS_FACTOR = 2
 #: Default training time per fold on a CPU (seconds) when no budget is given.
 DEFAULT_CPU_BUDGET_SECONDS = 30 * 60
@@ -371,9 +371,17 @@ def median_case_shape(configuration: ConfigurationPlan, fingerprint: dict) -> li
 
 
 def patches_per_case(configuration: ConfigurationPlan, case_shape: list[int]) -> float:
-    """How many training samples it takes to see a case of ``case_shape`` (``(z, y, x)`` voxels) once:
-    its voxels over the patch's (a 2D sample is one slice, so the slices count)."""
-    return math.prod(case_shape) / math.prod(configuration.patch_size)
+    """How many patches it takes to cover a case of ``case_shape`` (``(z, y, x)`` voxels): its voxels over
+    the patch's; for a 2D configuration, one slice's (y, x) voxels over the patch's.
+
+    A 2D network's slices are not counted: neighbouring slices look alike, and on the large CT
+    (BENCHMARKS.md, issue 12) 2d_f8_b2 with one 512x512 patch per slice and about 180 slices per
+    case reached 90% of its 6,250-iteration Dice after 1,250 iterations and 98% after 1,700, like
+    Task04's 3D network whose patch covers the case (0.84 at 1,000); counting the slices asked
+    for 12,950.
+    """
+    voxels = math.prod(case_shape[1:]) if configuration.dimension == 2 else math.prod(case_shape)
+    return voxels / math.prod(configuration.patch_size)
 
 
 def iterations_needed(configuration: ConfigurationPlan, case_shape: list[int]) -> int:
@@ -414,12 +422,10 @@ def decide_network(work: WorkDir, configuration_name: str, fold: int, options: T
     its measured speed, so later folds need not measure again); then fit validation and iterations to
     the budget. ``start`` is when the budget began (``time.time()``).
 
-    The smallest variant is measured first: when even it cannot reach the floor (a case far larger
-    than the patch), it is trained without measuring the others, since iterations beat width there
-    (BENCHMARKS.md: 1,250 iterations of 8 base features reached 0.67 where 900 of 16 reached 0.32).
-    Otherwise the variants are tried from the largest down: the first that reaches the preferred
-    iterations wins; when none does, the largest network (the planned one included) that reaches the
-    floor.
+    The smallest variant is measured first: when even it cannot reach the preferred iterations, it is
+    trained without measuring the others, since iterations beat width there (BENCHMARKS.md: 1,250
+    iterations of 8 base features reached 0.67 where 900 of 16 reached 0.32). Otherwise the variants
+    are tried from the largest down, and the first that reaches the preferred iterations wins.
     """
     plans = work.load_plans()
     name = configuration_to_train(plans, work, configuration_name, options.split_mode, budget)
@@ -429,8 +435,9 @@ def decide_network(work: WorkDir, configuration_name: str, fold: int, options: T
     decisions = [f"chosen configuration {name}" + (f" (the budget variant of {configuration_name} chosen "
                                                    "before)" if name != configuration_name else ""),
                  f"{name} needs at least {needed} iterations ({MIN_USEFUL_ITERATIONS} x the square root of the "
-                 f"{patches_per_case(trainer.configuration, median_case):.1f} patches that cover its median case "
-                 f"{'x'.join(map(str, median_case))}, at least 1)"]
+                 f"{patches_per_case(trainer.configuration, median_case):.1f} patches that cover its median "
+                 f"{'slice' if trainer.configuration.dimension == 2 else 'case'} "
+                 f"{'x'.join(map(str, median_case[-trainer.configuration.dimension:]))}, at least 1)"]
     measurement_limit = max(5.0, MEASUREMENT_BUDGET_FRACTION * budget)
     speed = stored_speed(trainer.configuration, trainer)
     if speed is not None:
@@ -480,56 +487,41 @@ def decide_network(work: WorkDir, configuration_name: str, fold: int, options: T
                                  "iterations fit")
                 return measured
 
-            variant: ConfigurationPlan | None = smaller[-1]
+            variant = smaller[-1]
             speeds = {variant.name: variant_speed(variant)}
-            if iterations_left(speeds[variant.name]) >= needed:
-                # largest first: the first that reaches the preferred iterations, else the largest
-                # (the planned network included) that reaches the floor
-                fallback = None if plan.total_iterations < needed else trainer.configuration
-                variant = None
+            if iterations_left(speeds[variant.name]) >= preferred:
+                # largest first: the first that reaches the preferred iterations (the smallest does)
                 for candidate in smaller:
                     if candidate.name not in speeds:
                         speeds[candidate.name] = variant_speed(candidate)
-                    left = iterations_left(speeds[candidate.name])
-                    if left >= preferred:
+                    if iterations_left(speeds[candidate.name]) >= preferred:
                         variant = candidate
                         break
-                    if left >= needed and fallback is None:
-                        fallback = candidate
-                if variant is not None:
-                    why_variant = (f"{variant.name} is the largest variant that reaches {PREFERRED_ITERATIONS_FACTOR}x "
-                                   "them (just above the floor, more iterations of a narrower network win)")
-                elif fallback is not trainer.configuration:
-                    variant = fallback
-                    why_variant = (f"no variant reaches {PREFERRED_ITERATIONS_FACTOR}x them; {variant.name} is the "
-                                   "largest that reaches them")
-                else:
-                    decisions.append(f"no smaller variant reaches {PREFERRED_ITERATIONS_FACTOR}x the {needed} "
-                                     f"iterations needed; {name} as planned reaches them and is kept")
+                why_variant = (f"{variant.name} is the largest variant that reaches {PREFERRED_ITERATIONS_FACTOR}x "
+                               "them (just above the floor, more iterations of a narrower network win)")
             else:
-                why_variant = ("not even the smallest variant reaches them, so the smallest is trained (on cases "
-                               "larger than the patch, iterations beat width)")
+                why_variant = (f"not even the smallest variant reaches {PREFERRED_ITERATIONS_FACTOR}x them, so the "
+                               "smallest is trained (below that, iterations beat width)")
             smallest = speeds[smaller[-1].name].seconds_per_iteration
             faster = [name for name, other in speeds.items() if other.seconds_per_iteration < smallest]
             if faster:  # a larger network cannot be faster: the machine was busy while the smallest was timed
                 decisions.append(f"WARNING: {', '.join(faster)} measured faster than the smaller {smaller[-1].name}: "
                                  "the machine was busy while measuring, so these timings are unreliable")
-            if variant is not None:
-                planned_iterations = plan.total_iterations
-                speed = speeds[variant.name]
-                plan = iterations_for_budget(budget - (time.time() - start), speed.seconds_per_iteration)
-                variant_reason = (
-                    f"time budget {budget / 60:.1f} min on {speed.device_name} ({speed.threads} threads): "
-                    f"{configuration_name} as planned allowed {planned_iterations} iterations, it needs {needed} "
-                    f"and {preferred} are preferred; {why_variant}: trained as {variant.name} "
-                    f"({variant.network.features_per_stage[0]} base features, batch {variant.batch_size}; measured "
-                    f"{speed.seconds_per_iteration:.3f} s per iteration, {plan.total_iterations} iterations)")
-                variant.measured_speed = speed.to_dict()
-                plans = work.load_plans()
-                add_budget_variant(plans, variant, variant_reason)
-                work.save_plans(plans)
-                name = variant.name
-                decisions.append(variant_reason + f"; recorded in plans.json as {name}")
+            planned_iterations = plan.total_iterations
+            speed = speeds[variant.name]
+            plan = iterations_for_budget(budget - (time.time() - start), speed.seconds_per_iteration)
+            variant_reason = (
+                f"time budget {budget / 60:.1f} min on {speed.device_name} ({speed.threads} threads): "
+                f"{configuration_name} as planned allowed {planned_iterations} iterations, it needs {needed} "
+                f"and {preferred} are preferred; {why_variant}: trained as {variant.name} "
+                f"({variant.network.features_per_stage[0]} base features, batch {variant.batch_size}; measured "
+                f"{speed.seconds_per_iteration:.3f} s per iteration, {plan.total_iterations} iterations)")
+            variant.measured_speed = speed.to_dict()
+            plans = work.load_plans()
+            add_budget_variant(plans, variant, variant_reason)
+            work.save_plans(plans)
+            name = variant.name
+            decisions.append(variant_reason + f"; recorded in plans.json as {name}")
     grown = extended_budget(budget, plan.total_iterations, length.min_iterations, length.max_time_budget_seconds)
     if grown > budget:
         decisions.append(f"only {plan.total_iterations} iterations fit {budget / 60:.1f} min on this machine now "

@@ -9,13 +9,15 @@ many iterations. Then one rule picks (:func:`choose_configuration`):
    (:func:`~autoseg.training.budget.iterations_needed`: 1,000 when a patch covers the median
    case, more when it takes many patches to cover it; fewer leave the network near chance,
    BENCHMARKS.md);
-2. preference order: on strongly anisotropic data (the 3D target spacing's largest/smallest
-   ratio above the planner's 3x thick-slice rule) ``2d`` first — 2D wins on such data (the
-   domain digest); otherwise ``3d_fullres``, then ``3d_lowres`` (the coarser resolution when
-   full resolution cannot learn in the budget), then ``2d``;
+2. preference order, each kind at full resolution before its coarser resolution (which trades
+   detail for iterations when full resolution cannot learn in the budget): on strongly
+   anisotropic data (the 3D target spacing's largest/smallest ratio above the planner's 3x
+   thick-slice rule) ``2d``, ``2d_lowres`` first — 2D wins on such data (the domain digest);
+   otherwise ``3d_fullres``, ``3d_lowres``, then ``2d``, ``2d_lowres``;
 3. when none is eligible, the one with the most iterations (with a warning): on a 512x512 CT
-   at 10-40 CPU minutes that is 2d, whose iterations are 4-5x cheaper than 3D's (measured:
-   1,250 iterations of 2d reached a mean foreground Dice of 0.67, 1,200 of 3d_fullres 0.30).
+   at 5 CPU minutes that is 2d_lowres, whose iterations are about 4x cheaper than 2d's and 10x
+   cheaper than 3D's (measured: 1,250 iterations of 2d reached a mean foreground Dice of 0.67,
+   1,200 of 3d_fullres 0.30).
 
 The cascade (``3d_cascade_fullres``) is assessed, not chosen (:func:`assess_cascade`): it
 needs every fold of ``3d_lowres`` trained before its first fold, so a budget per fold
@@ -52,8 +54,8 @@ from autoseg.training.trainer import TrainingOptions
 from autoseg.workdir import WorkDir
 
 #: Preference order of configurations, by kind of data (rule 2 of the module docstring).
-PREFERENCE_ISOTROPIC = ("3d_fullres", "3d_lowres", "2d")
-PREFERENCE_THICK_SLICES = ("2d", "3d_fullres", "3d_lowres")
+PREFERENCE_ISOTROPIC = ("3d_fullres", "3d_lowres", "2d", "2d_lowres")
+PREFERENCE_THICK_SLICES = ("2d", "2d_lowres", "3d_fullres", "3d_lowres")
 
 
 def has_thick_slices(plans: Plans) -> bool:
@@ -83,8 +85,8 @@ def choose_configuration(decisions: dict[str, NetworkDecision], thick_slices: bo
     """The configuration to train and why (the rule of the module docstring)."""
     order = PREFERENCE_THICK_SLICES if thick_slices else PREFERENCE_ISOTROPIC
     ranked = [name for name in order if name in decisions] + [name for name in decisions if name not in order]
-    kind = ("strongly anisotropic data: 2d first" if thick_slices
-            else "near-isotropic data: 3d_fullres, then the coarser 3d_lowres, then 2d")
+    kind = ("strongly anisotropic data: 2d first, then the coarser 2d_lowres" if thick_slices
+            else "near-isotropic data: 3d_fullres, then the coarser 3d_lowres, then 2d, then the coarser 2d_lowres")
     for name in ranked:
         if decisions[name].feasible:
             skipped = [f"{other} ({decisions[other].iterations.total_iterations} of "

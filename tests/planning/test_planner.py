@@ -68,7 +68,7 @@ def test_batch_covers_at_most_5_percent_of_the_dataset():
 def test_large_images_get_a_cascade_whose_lowres_patch_covers_more():
     plans = plan_experiment(fingerprint((400, 512, 512), (1.0, 0.8, 0.8), 30), "/raw",
                             gpu_budget(8 * 2**30, "t", "t"))
-    assert set(plans.configurations) == {"2d", "3d_fullres", "3d_lowres", "3d_cascade_fullres"}
+    assert set(plans.configurations) == {"2d", "2d_lowres", "3d_fullres", "3d_lowres", "3d_cascade_fullres"}
     fullres, lowres = plans.configurations["3d_fullres"], plans.configurations["3d_lowres"]
     fullres_coverage = np.prod(fullres.patch_size) / np.prod(fullres.median_image_shape)
     lowres_coverage = np.prod(lowres.patch_size) / np.prod(lowres.median_image_shape)
@@ -86,6 +86,27 @@ def test_anisotropic_data_get_2d_cache_and_thick_axis_kernels():
     assert fullres.network.kernel_sizes[0] == [1, 3, 3]
     assert fullres.network.strides[1] == [1, 2, 2]
     assert plans.configurations["2d"].data_identifier == "2d"  # slices of varying thickness are kept as they are
+
+
+def test_slices_larger_than_256_voxels_get_a_coarser_2d_configuration():
+    plans = plan_experiment(fingerprint((300, 512, 512), (1.0, 0.8, 0.8), 20), "/raw", cpu_budget(24 * 2**30))
+    full, coarse = plans.configurations["2d"], plans.configurations["2d_lowres"]
+    assert coarse.dimension == 2 and coarse.data_identifier == "2d_lowres" and not coarse.previous_stage
+    assert coarse.target_spacing == pytest.approx([1.6, 1.6])  # 512 voxels of 0.8 mm -> 256 of 1.6 mm
+    assert coarse.median_image_shape == [256, 256] and max(coarse.patch_size) <= 256
+    assert np.prod(coarse.patch_size) <= np.prod(full.patch_size) / 4
+    assert "coarsened 2.00x" in coarse.reasons["target_spacing"] and "2d_lowres" in plans.reasons["configurations"]
+    # a 240x240 brain MRI slice is small enough already
+    brain = plan_experiment(fingerprint((155, 240, 240), (1.0, 1.0, 1.0), 20, "T1"), "/raw", cpu_budget(24 * 2**30))
+    assert "2d_lowres" not in brain.configurations
+
+
+def test_coarser_slice_spacing_keeps_the_aspect_and_stops_at_the_edge():
+    from autoseg.planning.planner import coarser_slice_spacing
+
+    spacing, factor = coarser_slice_spacing([0.5, 0.7], [1024, 600])
+    assert factor == pytest.approx(4.0) and spacing == pytest.approx([2.0, 2.8])
+    assert coarser_slice_spacing([0.8, 0.8], [256, 200]) is None
 
 
 def test_2d_images_get_only_the_2d_configuration():

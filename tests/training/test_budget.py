@@ -147,12 +147,13 @@ SLOW_PLAN_SECONDS = {"3d_fullres": 4.0, "3d_fullres_f32_b2": 1.0, "3d_fullres_f1
     (2400.0, "3d_fullres_f32_b2", ["3d_fullres_f8_b2", "3d_fullres_f32_b2"], SLOW_PLAN_SECONDS),
     # 1,490 at 0.5 s reach the floor, not 2x; 2,990 at 0.25 s do: more iterations of the narrower network
     (800.0, "3d_fullres_f8_b2", ["3d_fullres_f8_b2", "3d_fullres_f32_b2", "3d_fullres_f16_b2"], SLOW_PLAN_SECONDS),
-    # 1,490 at 0.25 s: no variant reaches 2x, the largest reaching the floor is the smallest (measured once)
-    (400.0, "3d_fullres_f8_b2", ["3d_fullres_f8_b2", "3d_fullres_f32_b2", "3d_fullres_f16_b2"], SLOW_PLAN_SECONDS),
-    # 740 at 0.25 s: even the smallest falls short
+    # 1,490 at 0.25 s: not even the smallest reaches 2x, so it is trained without measuring the others
+    (400.0, "3d_fullres_f8_b2", ["3d_fullres_f8_b2"], SLOW_PLAN_SECONDS),
+    # 740 at 0.25 s: even the smallest falls short of the floor
     (200.0, "3d_fullres_f8_b2", ["3d_fullres_f8_b2"], SLOW_PLAN_SECONDS),
-    # the planned network reaches the floor (1,120), no variant reaches 2x (f8: 1,600): the planned one is kept
-    (1200.0, "3d_fullres", ["3d_fullres_f8_b2", "3d_fullres_f32_b2", "3d_fullres_f16_b2"],
+    # the planned network reaches the floor (1,120), no variant reaches 2x (f8: 1,600): the smallest
+    # (iterations beat width below 2x: on the large CT 900 iterations of 16 features 0.32, 1,250 of 8 0.67)
+    (1200.0, "3d_fullres_f8_b2", ["3d_fullres_f8_b2"],
      {"3d_fullres": 1.0, "3d_fullres_f32_b2": 0.9, "3d_fullres_f16_b2": 0.8, "3d_fullres_f8_b2": 0.7}),
 ])
 def test_the_variant_walk_measures_the_smallest_first(tmp_path, monkeypatch, budget, trained_as, measured_variants,
@@ -172,13 +173,10 @@ def test_the_variant_walk_measures_the_smallest_first(tmp_path, monkeypatch, bud
                                             TrainingLength(time_budget_seconds=budget), budget, time.time())
     assert decision.iterations_needed == 1000  # the tiny cases fit in one patch
     assert decision.trained_as == trained_as and measured == ["3d_fullres"] + measured_variants
-    if budget == 200.0:
-        assert "not even the smallest variant reaches them" in decision.variant_reason
+    if budget in (200.0, 400.0, 1200.0):
+        assert "not even the smallest variant reaches 2x them" in decision.variant_reason
     if budget == 800.0:
         assert "the largest variant that reaches 2x them" in decision.variant_reason
-    if trained_as == "3d_fullres":
-        assert decision.variant_reason == "" and not WorkDir(work).load_plans().variants_of("3d_fullres")
-        assert any("3d_fullres as planned reaches them and is kept" in line for line in decision.decisions)
 
 
 @pytest.mark.slow

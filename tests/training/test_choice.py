@@ -71,8 +71,27 @@ def test_iterations_needed_grow_with_the_patches_per_case():
     network2d = NetworkConfig("unet", 2, [8, 16], [[3, 3]] * 2, [[1, 1], [2, 2]], [2, 2], [2])
     ct2d = ConfigurationPlan("2d", 2, "2d", [0.76, 0.76], [512, 512], 2, [512, 512], network2d)
     shape = median_case_shape(ct2d, {"median_shape_after_crop": [179, 563, 563]})
-    assert shape == [179, 512, 512]  # a 2D sample is one slice, so the case's slices count
-    assert iterations_needed(ct2d, shape) == 13400
+    assert shape == [179, 512, 512]
+    # a 2D network's case is one slice: its neighbours look alike, so the slices do not count
+    assert patches_per_case(ct2d, shape) == 1.0 and iterations_needed(ct2d, shape) == MIN_USEFUL_ITERATIONS
+    small_patch = ConfigurationPlan("2d", 2, "2d", [0.76, 0.76], [256, 256], 2, [512, 512], network2d)
+    assert iterations_needed(small_patch, shape) == 2000  # 4 patches per slice
+
+
+def test_coarser_resolutions_come_after_their_full_resolution():
+    enough, few = MIN_USEFUL_ITERATIONS + 100, MIN_USEFUL_ITERATIONS // 2
+    # a CT at 10 CPU minutes: 3D and 2d fall short, the coarser 2d_lowres reaches its floor
+    decisions = {"2d": decision("2d", 700), "2d_lowres": decision("2d_lowres", 3000),
+                 "3d_fullres": decision("3d_fullres", 300, needed=7750), "3d_lowres": decision("3d_lowres", 300,
+                                                                                               needed=2000)}
+    name, reason = choose_configuration(decisions, thick_slices=False)
+    assert name == "2d_lowres" and "2d (700 of 1000)" in reason
+    # with 2d reaching its floor, full resolution wins
+    decisions["2d"] = decision("2d", enough)
+    assert choose_configuration(decisions, thick_slices=False)[0] == "2d"
+    # thick slices: 2d_lowres comes before any 3D configuration
+    assert choose_configuration({"2d": decision("2d", few), "2d_lowres": decision("2d_lowres", enough),
+                                 "3d_fullres": decision("3d_fullres", enough)}, thick_slices=True)[0] == "2d_lowres"
 
 
 def test_predict_time_counts_windows_and_mirrorings():
