@@ -266,7 +266,7 @@ def plan_experiment(fingerprint: dict, raw_dataset: str, budget: MemoryBudget,
                            "their own spacing (2D networks never see across slices)",
          "data_identifier": ("every case already has the target slice spacing, so 2d shares the "
                              "3d_fullres cache" if slices_unchanged else "own cache: slices are not resampled")})
-    lowres_2d = coarser_slice_spacing(in_plane_spacing, median_in_plane)
+    lowres_2d = coarser_slice_spacing(in_plane_spacing, median_in_plane, LOWRES_2D_MAX_SLICE_EDGE)
     if lowres_2d is not None:
         lowres_2d_spacing, factor = lowres_2d
         lowres_2d_slice = median_in_plane / factor
