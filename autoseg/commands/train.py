@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from dataclasses import replace
 
 from autoseg.errors import AutosegInputError
 from autoseg.utils.durations import parse_duration
@@ -192,13 +193,17 @@ def run(args: argparse.Namespace) -> int:
         from autoseg.training.choice import choose_for_budget, format_budget_plan
 
         device = prepare_device(args.device)
+        choosing_began = time.time()
         configuration, record = choose_for_budget(args.work_dir, resolve_budget(device.type, length), options,
                                                   device_name(device))
         print(format_budget_plan(record) if record else
               f"-c auto without a time budget: {configuration} (the plans' full schedule)")
-    for fold in folds:
+        # measuring the configurations to choose counts within the first fold's budget
+        length = replace(length, budget_started_at=choosing_began)
+    for index, fold in enumerate(folds):
         start = time.perf_counter()
-        trainer, summary = train_and_validate(args.work_dir, configuration, fold, options, length,
+        fold_length = length if index == 0 else replace(length, budget_started_at=None)
+        trainer, summary = train_and_validate(args.work_dir, configuration, fold, options, fold_length,
                                               resume=args.resume or elastic_restart(), overwrite=args.overwrite,
                                               validate=not args.no_validation)
         trained_as = (f" (trained as {trainer.configuration_name})"

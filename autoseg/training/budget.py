@@ -66,8 +66,13 @@ MEASUREMENT_BUDGET_FRACTION = 0.05
 VALIDATION_COST_FRACTION = 0.35
 #: Restoring a validation case to its original grid, writing its label map and float16
 #: probabilities (.npz) and scoring it takes about this long per million voxels of the original
-#: image (measured: 14 s for a 300x512x512 CT, 2 cores; profile_validation_case.py).
-EXPORT_SECONDS_PER_MEGAVOXEL = 0.2
+#: image. Measured on 2 cores (BENCHMARKS.md, issue 12): 0.2 s on the faster machine (14 s for a
+#: 300x512x512 CT from 2d; profile_validation_case.py); on the slower one whole validations of
+#: 218 M voxels took 0.36-0.46 s per million beyond their network time (0.46 from 2d_lowres, whose
+#: smooth upsampled probabilities compress slower: 24.6 s against 8.9 s from 2d for that CT's .npz).
+#: The slower machine's value is used: a validation ending early costs a little training, one
+#: ending late breaks the budget.
+EXPORT_SECONDS_PER_MEGAVOXEL = 0.4
 #: The validation estimate is scaled by the median of measured / estimated seconds of the earlier
 #: validations in the same work folder (the export speed above differs between machines: 190 s
 #: measured against 137 s estimated for a 10-minute Task04 fold on a slower 2-core machine),
@@ -90,6 +95,9 @@ class TrainingLength:
         min_iterations, max_time_budget_seconds: with a time budget, when fewer than
             ``min_iterations`` fit it at the measured speed (a busy or slow machine), the budget
             grows to reach them, up to ``max_time_budget_seconds`` (the demo: every class learned).
+        budget_started_at: when the budget began (``time.time()``) if before the fold starts, so
+            that work done for the fold beforehand counts (``train -c auto`` measuring the
+            configurations to choose one); None: when the fold starts.
     """
 
     epochs: int | None = None
@@ -98,6 +106,7 @@ class TrainingLength:
     scale_to_budget: bool = True
     min_iterations: int | None = None
     max_time_budget_seconds: float | None = None
+    budget_started_at: float | None = None
 
 
 def extended_budget(budget_seconds: float, iterations: int, min_iterations: int | None,
@@ -586,7 +595,7 @@ def train_fold(work_dir: str | os.PathLike | WorkDir, configuration_name: str, f
         trainer.run(resume=resume, overwrite=overwrite)
         return FoldTraining(trainer, ValidationPlan(True, 0.0, "no time budget: validation with test-time mirroring"))
 
-    start = time.time()
+    start = length.budget_started_at or time.time()
     name = configuration_to_train(plans, work, configuration_name, options.split_mode, budget)
     probe = trainer_type(work, name, fold, replace(options, distributed=False))  # no collective: a check only
     probe.check_can_start(resume, overwrite)

@@ -293,6 +293,19 @@ def test_a_short_budget_ends_on_time_with_validation_included(tmp_path):
     assert run["validation"]["estimated_seconds"] > 0 and run["validation_seconds"] > 0
 
 
+@pytest.mark.slow
+def test_time_spent_before_the_fold_counts_within_its_budget(tmp_path):
+    # `train -c auto` measures the configurations to choose one: that time is the first fold's
+    _, work = make_tiny_work_dir(tmp_path)
+    already, budget = 8.0, 14.0
+    start = time.time()
+    fold = train_fold(work, "3d_fullres", 0, options(), TrainingLength(time_budget_seconds=budget,
+                                                                       budget_started_at=start - already))
+    run = WorkDir(work).read_run_record(fold.trainer.configuration_name, 0)
+    assert run["seconds_from_start_to_final_checkpoint"] >= already
+    assert time.time() - start < budget - already + 5  # training had what was left of the budget
+
+
 def fitted_epochs(time_budget, epoch, planned_epochs, epoch_seconds, now):
     """Epochs a trainer keeps after ``epoch`` epochs of ``epoch_seconds`` under ``time_budget`` at ``now``."""
     from autoseg.training.progress import TrainingCurves
