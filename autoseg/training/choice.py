@@ -15,9 +15,10 @@ many iterations. Then one rule picks (:func:`choose_configuration`):
    thick-slice rule) ``2d``, ``2d_lowres`` first — 2D wins on such data (the domain digest);
    otherwise ``3d_fullres``, ``3d_lowres``, then ``2d``, ``2d_lowres``;
 3. when none is eligible, the one with the most iterations (with a warning): on a 512x512 CT
-   at 5 CPU minutes that is 2d_lowres, whose iterations are about 4x cheaper than 2d's and 10x
-   cheaper than 3D's (measured: 1,250 iterations of 2d reached a mean foreground Dice of 0.67,
-   1,200 of 3d_fullres 0.30).
+   with a budget under about 4.5 minutes on 2 CPU cores (where even 2d_lowres falls short of
+   its 1,000 iterations) that is 2d_lowres, whose iterations are about 4x cheaper than 2d's and
+   15x cheaper than 3d_fullres's (measured: 0.147, 0.575 and 2.263 s; 1,250 iterations of 2d
+   reached a mean foreground Dice of 0.67, 1,200 of 3d_fullres 0.30).
 
 The cascade (``3d_cascade_fullres``) is assessed, not chosen (:func:`assess_cascade`): it
 needs every fold of ``3d_lowres`` trained before its first fold, so a budget per fold
