@@ -2,8 +2,13 @@
 
 A skull-stripped brain (zero outside) with CSF rim, folded cortex, white matter, lateral
 ventricles and enhancing choroid plexus, and a tumour: **edema** (2) around the tumour core,
-whose **enhancing** rim (3) surrounds the **necrosis** (1). Sizes are in mm; intensities have
-no unit (tissue about 400, background exactly 0); arrays are ``(C, z, y, x)`` / ``(z, y, x)``.
+whose **enhancing** rim (3) surrounds the **necrosis** (1). At 240 x 240 x 155 voxels of 1 mm each
+sub-region is about 0.3-2 % of the volume (BraTS-like; the rarest classes are what a time budget
+must still learn). The tumour is heterogeneous: a smooth random texture (about
+:data:`TUMOUR_TEXTURE_STD` relative, :data:`TUMOUR_TEXTURE_SIGMA_MM` grain) modulates its
+intensities, so edema overlaps grey matter in FLAIR and no threshold separates the classes.
+Sizes are in mm; intensities have no unit (tissue about 400, background exactly 0); arrays are
+``(C, z, y, x)`` / ``(z, y, x)``.
 """
 
 from __future__ import annotations
@@ -33,6 +38,10 @@ from autoseg.synthetic.spec import BRAIN_CONTRASTS, BRAIN_TUMOUR_LABELS, Synthet
 
 #: The same for the brain (the brain is at most 168 mm long).
 BRAIN_REFERENCE_HALF_FOV_MM = 110.0
+#: Relative standard deviation of the tumour's smooth intensity texture (heterogeneous tumour tissue).
+TUMOUR_TEXTURE_STD = 0.12
+#: Grain of that texture: Gaussian smoothing of white noise, in mm.
+TUMOUR_TEXTURE_SIGMA_MM = 2.5
 
 # Tissue classes of the brain class map.
 BR_BACKGROUND, BR_CSF, BR_GM, BR_WM, BR_NECROSIS, BR_EDEMA, BR_ENHANCING, BR_PLEXUS = range(8)
@@ -42,7 +51,7 @@ BRAIN_MR_INTENSITIES: dict[str, dict[int, tuple[float, float]]] = {
              BR_NECROSIS: (190.0, 20.0), BR_EDEMA: (540.0, 25.0), BR_ENHANCING: (950.0, 40.0),
              BR_PLEXUS: (900.0, 40.0)},
     "FLAIR": {BR_BACKGROUND: (0.0, 0.0), BR_CSF: (100.0, 20.0), BR_GM: (500.0, 25.0), BR_WM: (380.0, 25.0),
-              BR_NECROSIS: (620.0, 30.0), BR_EDEMA: (820.0, 30.0), BR_ENHANCING: (780.0, 30.0),
+              BR_NECROSIS: (600.0, 30.0), BR_EDEMA: (700.0, 30.0), BR_ENHANCING: (680.0, 30.0),
               BR_PLEXUS: (300.0, 30.0)},
     "T1": {BR_BACKGROUND: (0.0, 0.0), BR_CSF: (150.0, 20.0), BR_GM: (450.0, 25.0), BR_WM: (650.0, 25.0),
            BR_NECROSIS: (200.0, 20.0), BR_EDEMA: (500.0, 25.0), BR_ENHANCING: (480.0, 25.0),
@@ -51,6 +60,25 @@ BRAIN_MR_INTENSITIES: dict[str, dict[int, tuple[float, float]]] = {
            BR_NECROSIS: (850.0, 40.0), BR_EDEMA: (750.0, 30.0), BR_ENHANCING: (650.0, 30.0),
            BR_PLEXUS: (500.0, 30.0)},
 }
+
+
+def _tumour_texture(rng: np.random.Generator, label: np.ndarray, spacing: tuple[float, float, float]
+                    ) -> tuple[tuple[slice, ...], np.ndarray] | None:
+    """A smooth multiplicative intensity field over the tumour's box (1 outside the tumour): white noise
+    smoothed with :data:`TUMOUR_TEXTURE_SIGMA_MM`, scaled to :data:`TUMOUR_TEXTURE_STD`; None without a
+    tumour. Returns ``(box, field)`` with ``field`` float32 of the box's shape ``(z, y, x)``."""
+    found = ndimage.find_objects((label > 0).astype(np.uint8))
+    if not found or found[0] is None:
+        return None
+    box = found[0]
+    noise = rng.standard_normal(_box_shape(box), dtype=np.float32)
+    sigma = [TUMOUR_TEXTURE_SIGMA_MM / step for step in spacing]
+    ndimage.gaussian_filter(noise, sigma=sigma, mode="nearest", output=noise)
+    noise *= TUMOUR_TEXTURE_STD / max(float(noise.std()), 1e-6)
+    noise += 1.0
+    np.maximum(noise, 0.5, out=noise)
+    noise[label[box] == 0] = 1.0
+    return box, noise
 
 
 def _generate_brain_tumour_case(rng: np.random.Generator, spec: SyntheticDatasetSpec
@@ -81,7 +109,7 @@ def _generate_brain_tumour_case(rng: np.random.Generator, spec: SyntheticDataset
     # around necrosis, inside a larger lumpy edema that reaches at least edema_mm beyond the core.
     has_tumour = rng.random() < spec.lesion_probability
     side = 1.0 if rng.random() < 0.5 else -1.0
-    core_semi = rng.uniform(10.0, 25.0, size=3) * s
+    core_semi = rng.uniform(21.0, 27.0, size=3) * s
     core_rotation = _random_orientation(rng, 90.0)
     core_parts = [(np.zeros(3), core_rotation, core_semi)]
     for _ in range(int(rng.integers(1, 3))):
@@ -90,9 +118,9 @@ def _generate_brain_tumour_case(rng: np.random.Generator, spec: SyntheticDataset
     edema_parts = []
     for _ in range(int(rng.integers(2, 4))):
         offset = core_rotation @ (rng.uniform(-0.5, 0.5, size=3) * core_semi)
-        edema_parts.append((offset, _random_orientation(rng, 90.0), core_semi + rng.uniform(5.0, 30.0, size=3) * s))
-    rim_mm = rng.uniform(2.0, 5.0) * s
-    edema_mm = rng.uniform(3.0, 8.0) * s
+        edema_parts.append((offset, _random_orientation(rng, 90.0), core_semi + rng.uniform(2.0, 10.0, size=3) * s))
+    rim_mm = rng.uniform(4.5, 6.5) * s
+    edema_mm = rng.uniform(3.0, 6.0) * s
     reach = max(float(np.linalg.norm(o)) + float(a.max()) for o, _, a in core_parts)
     direction = rng.normal(size=3)
     direction *= rng.uniform(0.0, 0.8) / max(float(np.linalg.norm(direction)), 1e-9)
@@ -155,10 +183,14 @@ def _generate_brain_tumour_case(rng: np.random.Generator, spec: SyntheticDataset
                     label[box][mask] = BRAIN_TUMOUR_LABELS[value]
 
     brain_mask = classes != BR_BACKGROUND
+    texture = _tumour_texture(rng, label, spacing)
     image = np.empty((len(contrasts),) + shape, dtype=np.float32)
     for channel, (values, coefficients) in enumerate(zip(tables, bias_coefficients, strict=True)):
         plane = image[channel]
         np.take(values, classes, out=plane, mode="clip")  # classes are valid indices
+        if texture is not None:
+            box, field = texture
+            plane[box] *= field
         _blur_in_place(plane)
         plane *= _bias_field_float32(coefficients, coords)
     for channel in range(len(contrasts)):
