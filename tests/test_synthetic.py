@@ -324,8 +324,13 @@ def test_brain_tumour_regions_are_nested_and_need_both_channels():
         # T1ce shows the enhancing rim but not the edema; FLAIR the edema but not the enhancing rim
         assert mean(t1ce, enhancing) > 1.2 * mean(t1ce, edema)
         assert abs(mean(t1ce, edema) - mean(t1ce, healthy)) < 0.3 * mean(t1ce, healthy)
-        assert mean(flair, edema) > 1.5 * mean(flair, healthy)
-        assert abs(mean(flair, enhancing) - mean(flair, edema)) < 0.2 * mean(flair, edema)
+        assert mean(flair, edema) > 1.2 * mean(flair, healthy)
+        edema_next_to_core = edema & ndimage.binary_dilation(core, cross)
+        assert abs(mean(flair, enhancing) - mean(flair, edema_next_to_core)) < 0.2 * mean(flair, edema_next_to_core)
+        # ... but no threshold separates them: the fading, textured edema overlaps healthy brain in FLAIR
+        # and the unevenly enhancing rim overlaps healthy brain in T1ce
+        assert np.mean(flair[edema] < np.percentile(flair[healthy], 95)) > 0.2
+        assert np.mean(t1ce[enhancing] < np.percentile(t1ce[healthy], 99)) > 0.1
         # necrosis is dark in T1ce (like CSF) but brighter than healthy brain in FLAIR
         assert mean(t1ce, necrosis) < 0.75 * mean(t1ce, edema) and mean(flair, necrosis) > 1.3 * mean(flair, healthy)
         assert np.corrcoef(t1ce[brain], flair[brain])[0, 1] < 0.8

@@ -4,9 +4,13 @@ A skull-stripped brain (zero outside) with CSF rim, folded cortex, white matter,
 ventricles and enhancing choroid plexus, and a tumour: **edema** (2) around the tumour core,
 whose **enhancing** rim (3) surrounds the **necrosis** (1). At 240 x 240 x 155 voxels of 1 mm each
 sub-region is about 0.3-2 % of the volume (BraTS-like; the rarest classes are what a time budget
-must still learn). The tumour is heterogeneous: a smooth random texture (about
-:data:`TUMOUR_TEXTURE_STD` relative, :data:`TUMOUR_TEXTURE_SIGMA_MM` grain) modulates its
-intensities, so edema overlaps grey matter in FLAIR and no threshold separates the classes.
+must still learn). The tumour looks as infiltrative as a real one, so no threshold separates the
+classes: a smooth random texture per contrast (about :data:`TUMOUR_TEXTURE_STD` relative,
+:data:`TUMOUR_TEXTURE_SIGMA_MM` grain) modulates its intensities; the edema's signal fades with
+the distance to the core down to :data:`EDEMA_EDGE_CONTRAST` of its full contrast over the healthy
+tissue beneath it, so its labelled border has no sharp edge; the rim enhances unevenly (a smooth
+field between :data:`RIM_ENHANCEMENT_RANGE` of full enhancement); and each contrast gets a per-case
+gamma (:data:`CONTRAST_GAMMA_RANGE`, scanner differences that z-scoring does not remove).
 Sizes are in mm; intensities have no unit (tissue about 400, background exactly 0); arrays are
 ``(C, z, y, x)`` / ``(z, y, x)``.
 """
@@ -39,9 +43,18 @@ from autoseg.synthetic.spec import BRAIN_CONTRASTS, BRAIN_TUMOUR_LABELS, Synthet
 #: The same for the brain (the brain is at most 168 mm long).
 BRAIN_REFERENCE_HALF_FOV_MM = 110.0
 #: Relative standard deviation of the tumour's smooth intensity texture (heterogeneous tumour tissue).
-TUMOUR_TEXTURE_STD = 0.12
+TUMOUR_TEXTURE_STD = 0.2
 #: Grain of that texture: Gaussian smoothing of white noise, in mm.
 TUMOUR_TEXTURE_SIGMA_MM = 2.5
+#: The edema's contrast over the healthy tissue beneath it at its labelled border, as a fraction of
+#: its contrast next to the core (it fades exponentially over EDEMA_FADE_MM between them).
+EDEMA_EDGE_CONTRAST = 0.3
+#: Range of the per-case fading length of the edema's signal, in mm.
+EDEMA_FADE_MM = (5.0, 10.0)
+#: The enhancing rim's enhancement varies smoothly along it between these fractions of the full value.
+RIM_ENHANCEMENT_RANGE = (0.35, 1.0)
+#: Per-case gamma of each contrast (intensity ** gamma after scaling to the case's maximum).
+CONTRAST_GAMMA_RANGE = (0.8, 1.25)
 
 # Tissue classes of the brain class map.
 BR_BACKGROUND, BR_CSF, BR_GM, BR_WM, BR_NECROSIS, BR_EDEMA, BR_ENHANCING, BR_PLEXUS = range(8)
@@ -62,23 +75,13 @@ BRAIN_MR_INTENSITIES: dict[str, dict[int, tuple[float, float]]] = {
 }
 
 
-def _tumour_texture(rng: np.random.Generator, label: np.ndarray, spacing: tuple[float, float, float]
-                    ) -> tuple[tuple[slice, ...], np.ndarray] | None:
-    """A smooth multiplicative intensity field over the tumour's box (1 outside the tumour): white noise
-    smoothed with :data:`TUMOUR_TEXTURE_SIGMA_MM`, scaled to :data:`TUMOUR_TEXTURE_STD`; None without a
-    tumour. Returns ``(box, field)`` with ``field`` float32 of the box's shape ``(z, y, x)``."""
-    found = ndimage.find_objects((label > 0).astype(np.uint8))
-    if not found or found[0] is None:
-        return None
-    box = found[0]
-    noise = rng.standard_normal(_box_shape(box), dtype=np.float32)
-    sigma = [TUMOUR_TEXTURE_SIGMA_MM / step for step in spacing]
-    ndimage.gaussian_filter(noise, sigma=sigma, mode="nearest", output=noise)
-    noise *= TUMOUR_TEXTURE_STD / max(float(noise.std()), 1e-6)
-    noise += 1.0
-    np.maximum(noise, 0.5, out=noise)
-    noise[label[box] == 0] = 1.0
-    return box, noise
+def _smooth_field(rng: np.random.Generator, shape: tuple[int, ...], spacing: tuple[float, float, float],
+                  sigma_mm: float) -> np.ndarray:
+    """float32 white noise of ``shape`` ``(z, y, x)`` smoothed with ``sigma_mm`` and scaled to unit std."""
+    noise = rng.standard_normal(shape, dtype=np.float32)
+    ndimage.gaussian_filter(noise, sigma=[sigma_mm / step for step in spacing], mode="nearest", output=noise)
+    noise /= max(float(noise.std()), 1e-6)
+    return noise
 
 
 def _generate_brain_tumour_case(rng: np.random.Generator, spec: SyntheticDatasetSpec
@@ -162,6 +165,7 @@ def _generate_brain_tumour_case(rng: np.random.Generator, spec: SyntheticDataset
             if box is not None:
                 classes[box][_ellipsoids_in(box, coords, [part]) & (classes[box] != BR_BACKGROUND)] = tissue
 
+    distance_to_core = None
     if has_tumour:
         shift = [(tumour_center + o, r, a) for o, r, a in core_parts]
         edema_shift = [(tumour_center + o, r, a) for o, r, a in edema_parts]
@@ -170,6 +174,7 @@ def _generate_brain_tumour_case(rng: np.random.Generator, spec: SyntheticDataset
         if box is not None:
             box = tuple(slice(max(t.start, b.start), min(t.stop, b.stop)) for t, b in zip(box, brain_box, strict=True))
         if box is not None and all(part.stop > part.start for part in box):
+            tumour_box, healthy = box, classes[box].copy()  # the tissue beneath the tumour
             inside = classes[box] != BR_BACKGROUND
             # the core stays one voxel inside the brain, so edema surrounds it everywhere
             core = _ellipsoids_in(box, coords, shift) & ndimage.binary_erosion(inside)
@@ -177,22 +182,43 @@ def _generate_brain_tumour_case(rng: np.random.Generator, spec: SyntheticDataset
                 necrosis = ndimage.distance_transform_edt(core, sampling=spacing) > max(rim_mm, 1.01 * max_step)
                 near = ndimage.distance_transform_edt(~core, sampling=spacing) <= max(edema_mm, 1.01 * max_step)
                 edema = (near | _ellipsoids_in(box, coords, edema_shift)) & inside & ~core
+                distance_to_core = ndimage.distance_transform_edt(~core, sampling=spacing).astype(np.float32)
                 for mask, tissue, value in ((edema, BR_EDEMA, "edema"), (core, BR_ENHANCING, "enhancing"),
                                             (necrosis, BR_NECROSIS, "necrosis")):
                     classes[box][mask] = tissue
                     label[box][mask] = BRAIN_TUMOUR_LABELS[value]
 
     brain_mask = classes != BR_BACKGROUND
-    texture = _tumour_texture(rng, label, spacing)
     image = np.empty((len(contrasts),) + shape, dtype=np.float32)
+    infiltrative = has_tumour and distance_to_core is not None
+    if infiltrative:
+        box_shape = _box_shape(tumour_box)
+        tumour_label = label[tumour_box]
+        fade = np.exp(-distance_to_core / rng.uniform(*EDEMA_FADE_MM))
+        edema_weight = EDEMA_EDGE_CONTRAST + (1.0 - EDEMA_EDGE_CONTRAST) * fade
+        low, high = RIM_ENHANCEMENT_RANGE
+        rim_weight = np.clip(0.5 * (low + high) + 0.5 * (high - low) * _smooth_field(rng, box_shape, spacing, 4.0),
+                             low, high)
+        del fade
     for channel, (values, coefficients) in enumerate(zip(tables, bias_coefficients, strict=True)):
         plane = image[channel]
         np.take(values, classes, out=plane, mode="clip")  # classes are valid indices
-        if texture is not None:
-            box, field = texture
-            plane[box] *= field
+        if infiltrative:
+            region = plane[tumour_box]
+            beneath = np.take(values, healthy, mode="clip")
+            edema = tumour_label == BRAIN_TUMOUR_LABELS["edema"]
+            region[edema] = (beneath + edema_weight * (values[BR_EDEMA] - beneath))[edema]
+            rim = tumour_label == BRAIN_TUMOUR_LABELS["enhancing"]
+            region[rim] = (values[BR_EDEMA] + rim_weight * (values[BR_ENHANCING] - values[BR_EDEMA]))[rim]
+            texture = 1.0 + TUMOUR_TEXTURE_STD * _smooth_field(rng, box_shape, spacing, TUMOUR_TEXTURE_SIGMA_MM)
+            np.maximum(texture, 0.4, out=texture)
+            region[tumour_label > 0] *= texture[tumour_label > 0]
         _blur_in_place(plane)
         plane *= _bias_field_float32(coefficients, coords)
+        peak = max(float(plane.max()), 1e-6)
+        plane /= peak
+        np.power(np.maximum(plane, 0.0, out=plane), rng.uniform(*CONTRAST_GAMMA_RANGE), out=plane)
+        plane *= peak
     for channel in range(len(contrasts)):
         plane = image[channel]
         _add_noise(rng, plane, spec.noise_std / MRI_NOISE_REFERENCE, relative=True)
