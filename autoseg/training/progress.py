@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from autoseg.utils.files import atomic_path
 
@@ -33,27 +36,38 @@ class TrainingCurves:
         return cls(**{key: list(value) for key, value in data.items()})
 
 
-def plot_progress(curves: TrainingCurves, path: str | os.PathLike, title: str = "") -> None:
-    """Write ``progress.png``: losses and pseudo-Dice (top), learning rate and epoch time (bottom)."""
+def plot_progress(curves: TrainingCurves, path: str | os.PathLike, title: str = "",
+                  class_names: Sequence[str] | None = None) -> None:
+    """Write ``progress.png``: losses (top); the pseudo-Dice of each class, their mean and its EMA, so a
+    class stuck at 0 shows at a glance; the learning rate; the epoch time. ``class_names`` label the
+    classes of ``curves.pseudo_dice`` (default ``class 1``, ``class 2``, ...)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     epochs = list(range(1, curves.epochs + 1))
-    figure, (top, middle, bottom) = plt.subplots(3, 1, figsize=(10, 11), sharex=True)
+    figure, (top, dice_axis, middle, bottom) = plt.subplots(
+        4, 1, figsize=(10, 13), sharex=True, gridspec_kw={"height_ratios": [2, 2, 1, 1]})
     top.plot(epochs, curves.train_loss, color="tab:blue", label="train loss")
     top.plot(epochs, curves.val_loss, color="tab:red", label="validation loss")
     top.set_ylabel("loss")
-    top.legend(loc="upper left")
-    dice_axis = top.twinx()
+    top.legend(loc="upper right")
+    num_classes = max((len(values) for values in curves.pseudo_dice), default=0)
+    names = list(class_names or [])
+    names += [f"class {index + 1}" for index in range(len(names), num_classes)]
+    colours = plt.get_cmap("tab10")
+    for index in range(num_classes):
+        values = [row[index] if index < len(row) else float("nan") for row in curves.pseudo_dice]
+        dice_axis.plot(epochs, values, color=colours(index % 10), linewidth=1.2, label=names[index])
     if curves.pseudo_dice:
-        dice_axis.plot(epochs, [sum(d) / max(len(d), 1) for d in curves.pseudo_dice], color="tab:green",
-                       linestyle=":", label="pseudo Dice (mean)")
-    dice_axis.plot(epochs, curves.ema_pseudo_dice, color="tab:green", label="pseudo Dice (EMA)")
-    dice_axis.set_ylabel("pseudo Dice")
+        dice_axis.plot(epochs, [float(np.nanmean(row)) if row and not np.all(np.isnan(row)) else float("nan")
+                                for row in curves.pseudo_dice],
+                       color="black", linestyle=":", label="mean")
+    dice_axis.plot(epochs, curves.ema_pseudo_dice, color="black", label="mean (EMA)")
+    dice_axis.set_ylabel("validation pseudo Dice")
     dice_axis.set_ylim(0, 1)
-    dice_axis.legend(loc="upper right")
+    dice_axis.legend(loc="upper left", fontsize="small", ncol=min(4, num_classes + 2))
     middle.plot(epochs, curves.learning_rate, color="tab:purple")
     middle.set_ylabel("learning rate")
     bottom.plot(epochs, curves.epoch_seconds, color="tab:gray")

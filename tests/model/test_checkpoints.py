@@ -55,3 +55,21 @@ def test_progress_plot_is_written(tmp_path):
                             ema_pseudo_dice=[0.15, 0.2], learning_rate=[0.01, 0.005], epoch_seconds=[3.0, 2.9])
     plot_progress(curves, tmp_path / "progress.png", "test")
     assert (tmp_path / "progress.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_progress_plot_draws_every_class(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    labels = []
+    original = matplotlib.axes.Axes.plot
+
+    def recording_plot(self, *args, **kwargs):
+        labels.append(kwargs.get("label"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", recording_plot)
+    curves = TrainingCurves(train_loss=[1.0, 0.8], val_loss=[1.1, 0.9], pseudo_dice=[[0.5, 0.0, 0.1], [0.7, 0.0, 0.2]],
+                            ema_pseudo_dice=[0.2, 0.22], learning_rate=[0.01, 0.005], epoch_seconds=[3.0, 2.9])
+    plot_progress(curves, tmp_path / "progress.png", "test", ["edema", "necrosis"])
+    assert {"edema", "necrosis", "class 3", "mean", "mean (EMA)"} <= set(labels)
+    assert (tmp_path / "progress.png").read_bytes()[:4] == b"\x89PNG"
