@@ -13,6 +13,10 @@ from dataclasses import asdict, dataclass, field, fields
 VALIDATION_ITERATIONS_DIVISOR = 5
 #: The trainer used when plans.json names none (see ``autoseg.training.trainer.TRAINERS``).
 DEFAULT_TRAINER = "default"
+#: Values of ``foreground_class_sampling`` (the sampler's rules, :mod:`autoseg.training.sampling`).
+FOREGROUND_CLASS_SAMPLING = ("balanced", "per_case")
+#: Values of ``cross_entropy_weighting`` (the loss's rules, :mod:`autoseg.training.loss`).
+CROSS_ENTROPY_WEIGHTING = ("none", "frequency")
 
 
 @dataclass
@@ -72,6 +76,12 @@ class TrainingConfig:
         lr_exponent: polynomial decay ``lr = initial_lr * (1 - step / steps) ** lr_exponent``.
         gradient_clip_norm: gradients are rescaled to at most this L2 norm.
         oversample_foreground: fraction of each batch forced to contain foreground.
+        foreground_class_sampling: how a forced-foreground sample picks its class: ``"balanced"``
+            (every foreground class equally often, rare ones included) or ``"per_case"`` (nnU-Net's:
+            a class among those of a random case); see :mod:`autoseg.training.sampling`.
+        cross_entropy_weighting: ``"none"`` (nnU-Net's voxel mean) or ``"frequency"`` (rarer classes of
+            the batch weigh more, :func:`autoseg.training.loss.frequency_class_weights`); the planner
+            chooses it from the smallest class's share of the voxels.
         checkpoint_every_epochs: how often ``checkpoint_latest.pt`` is written.
         num_workers: augmentation worker processes (None = fit the machine).
         trainer: name of the trainer class (``autoseg.training.trainer.TRAINERS``) that
@@ -87,6 +97,8 @@ class TrainingConfig:
     lr_exponent: float = 0.9
     gradient_clip_norm: float = 12.0
     oversample_foreground: float = 0.33
+    foreground_class_sampling: str = "balanced"
+    cross_entropy_weighting: str = "none"
     checkpoint_every_epochs: int = 50
     num_workers: int | None = None
     trainer: str = DEFAULT_TRAINER
@@ -107,6 +119,12 @@ class TrainingConfig:
             raise ValueError(f"{where}.initial_lr must be positive, got {self.initial_lr}")
         if not 0 <= self.oversample_foreground <= 1:
             raise ValueError(f"{where}.oversample_foreground must be in [0, 1], got {self.oversample_foreground}")
+        if self.foreground_class_sampling not in FOREGROUND_CLASS_SAMPLING:
+            raise ValueError(f"{where}.foreground_class_sampling must be one of {list(FOREGROUND_CLASS_SAMPLING)}, "
+                             f"got {self.foreground_class_sampling!r}")
+        if self.cross_entropy_weighting not in CROSS_ENTROPY_WEIGHTING:
+            raise ValueError(f"{where}.cross_entropy_weighting must be one of {list(CROSS_ENTROPY_WEIGHTING)}, "
+                             f"got {self.cross_entropy_weighting!r}")
         if self.num_workers is not None and self.num_workers < 0:
             raise ValueError(f"{where}.num_workers must be >= 0 or null, got {self.num_workers}")
         if not isinstance(self.trainer, str) or not self.trainer:
@@ -161,3 +179,31 @@ class IterationPlan:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class ForegroundSampling:
+    """How training draws foreground, when a time budget decides it (else the plans' settings).
+
+    Attributes:
+        oversample_foreground: fraction of each batch forced to contain foreground (replaces
+            ``TrainingConfig.oversample_foreground``).
+        class_weights: probability that a forced-foreground sample is centred on each label value
+            (``{value: weight}``, summing to 1; see :mod:`autoseg.training.sampling`).
+        reason: why, for the log and run.json.
+    """
+
+    oversample_foreground: float
+    class_weights: dict[int, float]
+    reason: str = ""
+
+    def to_dict(self) -> dict:
+        return {"oversample_foreground": self.oversample_foreground,
+                "class_weights": {str(value): weight for value, weight in self.class_weights.items()},
+                "reason": self.reason}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ForegroundSampling:
+        return cls(float(data["oversample_foreground"]),
+                   {int(value): float(weight) for value, weight in data["class_weights"].items()},
+                   str(data.get("reason", "")))

@@ -9,6 +9,13 @@ value are left out of both losses: their probabilities and one-hot targets are z
 before the Dice sums and cross-entropy is averaged over the other voxels only, so the
 gradient at those voxels is exactly zero.
 
+Cross-entropy can weight classes by their rarity in the batch (``class_weighting="frequency"``,
+:func:`frequency_class_weights`): averaged over voxels, plain cross-entropy gives a class of 100
+voxels in a 256x256 batch almost no gradient, and once the softmax has learned to suppress it the
+Dice term's gradient vanishes too (it passes through ``p (1 - p)``), so a small lesion can stay
+at Dice 0 however often it is shown (measured on the large synthetic CT, BENCHMARKS.md). The
+planner chooses it for datasets with a class under 1% of the voxels.
+
 Region-based datasets (:mod:`autoseg.io.labels`) train one sigmoid per region instead:
 :class:`RegionDiceBCELoss` turns the label map into region masks (a region is the union of its
 label values) and adds the soft Dice of the sigmoid probabilities to the binary
@@ -24,15 +31,38 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from autoseg.io.labels import class_mask
+from autoseg.plans.training import CROSS_ENTROPY_WEIGHTING
 
 __all__ = [
+    "CROSS_ENTROPY_WEIGHTINGS",
     "DeepSupervisionLoss",
     "DiceCELoss",
     "RegionDiceBCELoss",
     "SoftDiceLoss",
     "deep_supervision_weights",
     "downsample_target",
+    "frequency_class_weights",
 ]
+
+#: Values of ``class_weighting`` (``cross_entropy_weighting`` in plans.json).
+CROSS_ENTROPY_WEIGHTINGS = CROSS_ENTROPY_WEIGHTING
+#: Frequency weighting: a class's weight is its voxel frequency in the batch to this power.
+CE_WEIGHT_EXPONENT = -0.5
+#: ... and at most this times the mean weight per voxel.
+CE_WEIGHT_CAP = 50.0
+
+
+def frequency_class_weights(labels: Tensor, num_classes: int, annotated: Tensor | None = None) -> Tensor:
+    """Cross-entropy weight of each class (float32 ``(K,)``) from the label map ``labels`` (any shape,
+    values in ``[0, K)``): ``frequency ** CE_WEIGHT_EXPONENT`` (a class 100x rarer weighs 10x more),
+    scaled so the mean weight per (annotated) voxel is 1, capped at :data:`CE_WEIGHT_CAP`; classes
+    absent from the batch get 0 (they have no voxel to weigh)."""
+    values = labels if annotated is None else labels[annotated]
+    counts = torch.bincount(values.flatten(), minlength=num_classes)[:num_classes].float()
+    frequency = counts / counts.sum().clamp_min(1.0)
+    weights = torch.where(counts > 0, frequency.clamp_min(1e-12) ** CE_WEIGHT_EXPONENT, torch.zeros_like(frequency))
+    weights = weights / (weights * frequency).sum().clamp_min(1e-12)
+    return weights.clamp(max=CE_WEIGHT_CAP)
 
 
 def _label_indices(target: Tensor, logits: Tensor) -> Tensor:
@@ -100,11 +130,15 @@ class DiceCELoss(nn.Module):
         include_background: bool = False,
         smooth: float = 1e-5,
         ignore_label: int | None = None,
+        class_weighting: str = "none",
     ):
         super().__init__()
+        if class_weighting not in CROSS_ENTROPY_WEIGHTINGS:
+            raise ValueError(f"class_weighting must be one of {CROSS_ENTROPY_WEIGHTINGS}, got {class_weighting!r}")
         self.weight_dice = weight_dice
         self.weight_ce = weight_ce
         self.ignore_label = ignore_label
+        self.class_weighting = class_weighting
         self.dice = SoftDiceLoss(batch_dice=batch_dice, include_background=include_background, smooth=smooth,
                                  ignore_label=ignore_label)
 
@@ -113,12 +147,16 @@ class DiceCELoss(nn.Module):
         labels = _label_indices(target, logits)
         loss = logits.new_zeros((), dtype=torch.float32)
         if self.weight_ce != 0:
-            if self.ignore_label is None:
-                cross_entropy = F.cross_entropy(logits.float(), labels[:, 0])
+            annotated = None if self.ignore_label is None else labels[:, 0] != self.ignore_label
+            weights = None
+            if self.class_weighting == "frequency":
+                weights = frequency_class_weights(labels[:, 0], logits.shape[1], annotated)
+            if annotated is None:
+                cross_entropy = F.cross_entropy(logits.float(), labels[:, 0], weight=weights, reduction="none").mean()
             else:  # the mean over annotated voxels (0, not NaN, when a patch has none)
-                annotated = (labels[:, 0] != self.ignore_label).sum().clamp_min(1)
-                cross_entropy = F.cross_entropy(logits.float(), labels[:, 0], ignore_index=self.ignore_label,
-                                                reduction="sum") / annotated
+                cross_entropy = F.cross_entropy(logits.float(), labels[:, 0], weight=weights,
+                                                ignore_index=self.ignore_label, reduction="sum") \
+                    / annotated.sum().clamp_min(1)
             loss = loss + self.weight_ce * cross_entropy
         if self.weight_dice != 0:
             loss = loss + self.weight_dice * self.dice(logits, labels)

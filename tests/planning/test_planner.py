@@ -128,3 +128,14 @@ def test_no_gpu_plans_say_so():
     plans = plan_experiment(fingerprint((36, 50, 35), (1.0, 1.0, 1.0)), "/raw", cpu_budget(24 * 2**30))
     assert plans.memory_budget["device"] == "cpu"
     assert "no CUDA GPU" in plans.memory_budget["reason"]
+
+
+def test_a_class_under_one_percent_of_the_voxels_gets_frequency_weighted_cross_entropy():
+    from autoseg.planning.planner import choose_cross_entropy_weighting
+
+    hippocampus = {"1": {"name": "anterior", "voxel_fraction": 0.025}, "2": {"name": "posterior", "voxel_fraction": 0.027}}
+    assert choose_cross_entropy_weighting(hippocampus)[0] == "none"
+    tumour = {"1": {"name": "necrosis", "voxel_fraction": 0.003}, "2": {"name": "edema", "voxel_fraction": 0.014}}
+    weighting, reason = choose_cross_entropy_weighting(tumour)
+    assert weighting == "frequency" and "necrosis, is 0.300% of the voxels" in reason
+    assert choose_cross_entropy_weighting({"1": {"name": "x", "voxel_fraction": 0.0}})[0] == "none"

@@ -220,3 +220,46 @@ def test_pseudo_dice_leaves_ignored_voxels_out():
     logits[:, 1] = 1.0  # organ everywhere
     assert pseudo_dice_counts(logits, target, [1], ignore_label=3).tolist() == [[2.0], [0.0], [0.0]]
     assert pseudo_dice_counts(logits, target, [1]).tolist() == [[2.0], [2.0], [0.0]]
+
+
+def test_frequency_class_weights_favour_rare_classes():
+    from autoseg.training.loss import CE_WEIGHT_CAP, frequency_class_weights
+
+    labels = torch.zeros(1, 100, 100, dtype=torch.long)
+    labels[0, :10] = 1  # 10 %
+    labels[0, 50, :10] = 2  # 0.1 %
+    weights = frequency_class_weights(labels, 4)
+    frequency = torch.tensor([0.899, 0.1, 0.001, 0.0])
+    assert weights[3] == 0  # absent
+    assert float((weights * frequency).sum()) == pytest.approx(1.0, rel=1e-3)  # mean weight per voxel 1
+    assert float(weights[2] / weights[1]) == pytest.approx(10.0, rel=1e-3)  # 100x rarer, 10x the weight
+    labels[0, 50, 0] = 3  # one voxel in 10,000: the cap holds
+    assert float(frequency_class_weights(labels, 4).max()) <= CE_WEIGHT_CAP
+
+
+def test_frequency_weighted_cross_entropy_pulls_a_suppressed_small_class_up_harder():
+    from autoseg.training.loss import DiceCELoss
+
+    labels = torch.zeros(1, 1, 64, 64, dtype=torch.long)
+    labels[0, 0, 30:33, 30:33] = 1  # 9 voxels of 4,096
+    logits = torch.zeros(1, 2, 64, 64)
+    logits[:, 0] = 6.0  # the small class is suppressed everywhere
+    gradients = {}
+    for weighting in ("none", "frequency"):
+        leaf = logits.clone().requires_grad_(True)
+        DiceCELoss(weight_dice=0.0, class_weighting=weighting)(leaf, labels).backward()
+        gradients[weighting] = -float(leaf.grad[0, 1, 31, 31])
+    assert gradients["frequency"] > 10 * gradients["none"] > 0
+    with pytest.raises(ValueError, match="class_weighting"):
+        DiceCELoss(class_weighting="focal")
+
+
+def test_frequency_weighting_leaves_ignored_voxels_out():
+    from autoseg.training.loss import DiceCELoss
+
+    labels = torch.zeros(1, 1, 8, 8, dtype=torch.long)
+    labels[0, 0, :4] = 3  # ignore label
+    labels[0, 0, 6, 6] = 1
+    logits = torch.randn(1, 3, 8, 8, requires_grad=True)
+    DiceCELoss(ignore_label=3, class_weighting="frequency")(logits, labels).backward()
+    assert torch.all(logits.grad[0, :, :4] == 0)
