@@ -21,7 +21,7 @@ import math
 import os
 import statistics
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
@@ -29,7 +29,13 @@ from autoseg.model.device import device_name, prepare_device
 from autoseg.planning.inference_cost import case_cost_in_patches
 from autoseg.planning.variants import add_budget_variant, budget_variants
 from autoseg.plans.schema import ConfigurationPlan, Plans
-from autoseg.plans.training import IterationPlan, validation_iterations
+from autoseg.plans.training import ForegroundSampling, IterationPlan, validation_iterations
+from autoseg.training.class_exposure import (
+    ClassOutlook,
+    choose_foreground_sampling,
+    class_outlooks,
+    measure_exposure_model,
+)
 from autoseg.training.distributed import COLLECTIVE_TIMEOUT_SECONDS, DistributedContext
 from autoseg.training.trainer import TRAINERS, TimeBudget, Trainer, TrainingOptions
 from autoseg.utils.files import read_json
@@ -415,6 +421,13 @@ class NetworkDecision:
     decisions: list[str]
     iterations_needed: int = MIN_USEFUL_ITERATIONS
     budget_seconds: float | None = None  # the budget trained for (grown for ``min_iterations``)
+    class_outlooks: list[ClassOutlook] = field(default_factory=list)  # rarest class first
+    foreground_sampling: ForegroundSampling | None = None
+
+    @property
+    def unlearned_classes(self) -> list[ClassOutlook]:
+        """The classes predicted to stay unlearned in the budget (:mod:`autoseg.training.class_exposure`)."""
+        return [outlook for outlook in self.class_outlooks if not outlook.learned]
 
     @property
     def feasible(self) -> bool:
@@ -547,8 +560,31 @@ def decide_network(work: WorkDir, configuration_name: str, fold: int, options: T
         decisions.append(f"{plan.total_iterations} iterations fit the {budget / 60:.1f} min budget after "
                          f"measuring and validation")
     plan = with_length_overrides(plan, length)
+    sampling, outlooks = outlook_of_classes(trainer, chosen, plan, speed, needed, validation, time.time() - start)
+    decisions.append(f"foreground sampling: {sampling.reason}")
+    decisions += [outlook.describe() for outlook in outlooks]
     return NetworkDecision(configuration_name, name, speed, plan, validation, variant_reason, decisions, needed,
-                           budget)
+                           budget, outlooks, sampling)
+
+
+def outlook_of_classes(trainer: Trainer, chosen: ConfigurationPlan, plan: IterationPlan, speed: SpeedMeasurement,
+                       case_iterations_needed: int, validation: ValidationPlan,
+                       seconds_spent: float) -> tuple[ForegroundSampling, list[ClassOutlook]]:
+    """The foreground sampling ``chosen`` trains with for ``plan`` on the fold of ``trainer``, and each
+    class's outlook then: how often its patches show it (measured), the iterations it needs, and the
+    budget that would fit them (:mod:`autoseg.training.class_exposure`; the time spent choosing and the
+    validation estimate included)."""
+    plans = trainer.plans
+    model = measure_exposure_model(trainer.cache, trainer.train_cases, chosen, plans.evaluated_classes,
+                                   annotated_only=plans.ignore_label is not None, seed=trainer.fold)
+    sampling, exposure = choose_foreground_sampling(model, chosen.batch_size, chosen.training.oversample_foreground,
+                                                    case_iterations_needed, plan.total_iterations,
+                                                    plans.class_names)
+    epoch_cost = (plan.iterations_per_epoch + VALIDATION_COST_FRACTION * plan.validation_iterations_per_epoch) \
+        / plan.iterations_per_epoch
+    return sampling, class_outlooks(exposure, plans.class_names, case_iterations_needed, plan.total_iterations,
+                                    speed.seconds_per_iteration, epoch_cost,
+                                    seconds_spent + validation.estimated_seconds)
 
 
 def training_time_budget(budget: float, validation: ValidationPlan, start: float, length: TrainingLength,
@@ -615,7 +651,8 @@ def train_fold(work_dir: str | os.PathLike | WorkDir, configuration_name: str, f
     budget = decision.budget_seconds or budget
     trainer = trainer_type(work, name, fold, options, iteration_plan=plan,
                            time_budget=training_time_budget(budget, validation, start, length,
-                                                            plan.iterations_per_epoch))
+                                                            plan.iterations_per_epoch),
+                           foreground_sampling=decision.foreground_sampling)
     for line in decision.decisions:
         trainer.log(line)
     configuration = trainer.configuration
@@ -623,6 +660,8 @@ def train_fold(work_dir: str | os.PathLike | WorkDir, configuration_name: str, f
         "time_budget_seconds": budget, "measured_speed": decision.speed.to_dict(), "configuration": name,
         "variant_of": configuration.variant_of, "variant_reason": decision.variant_reason,
         "decisions": decision.decisions, "validation": asdict(validation),
+        "class_outlooks": [outlook.to_dict() for outlook in decision.class_outlooks],
+        "foreground_sampling": decision.foreground_sampling.to_dict() if decision.foreground_sampling else None,
         "planned_epochs": plan.epochs, "iterations_per_epoch": plan.iterations_per_epoch,
         "patch_size": configuration.patch_size, "batch_size": configuration.batch_size,
         "features_per_stage": configuration.network.features_per_stage}

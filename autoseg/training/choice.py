@@ -51,6 +51,7 @@ from autoseg.training.budget import (
     median_case_shape,
     trainer_class,
 )
+from autoseg.training.class_exposure import ClassOutlook
 from autoseg.training.trainer import TrainingOptions
 from autoseg.workdir import WorkDir
 
@@ -175,6 +176,7 @@ def plan_time_budget(work_dir: str | WorkDir, budget_seconds: float, options: Tr
             "predict_seconds_per_case": estimate_prediction_seconds([shape], trained, speed, True),
             "predict_seconds_per_case_without_mirroring": estimate_prediction_seconds([shape], trained, speed, False),
             "largest_case_shape": largest,
+            "class_outlooks": [outlook.to_dict() for outlook in decision.class_outlooks],
             "predict_seconds_largest_case_without_mirroring": estimate_prediction_seconds([largest], trained, speed,
                                                                                            False),
             "decisions": decision.decisions}
@@ -233,6 +235,11 @@ def format_budget_plan(record: dict[str, Any]) -> str:
                      f"{entry['batch_size']:>5} {entry['seconds_per_iteration']:>7.3f} {iterations:>20} "
                      f"{predict:>48}")
     lines.append(f"chosen: {record['reason']}")
+    chosen = record["configurations"].get(record["chosen"], {})
+    for entry in chosen.get("class_outlooks", []):  # absent from plans.json files of earlier versions
+        outlook = ClassOutlook.from_dict(entry)
+        if not outlook.learned:
+            lines.append(f"{record['chosen']}: {outlook.describe()}")
     cascade = record.get("cascade")
     if cascade is not None:  # a string in plans.json files of earlier versions
         lines.append(f"cascade: {cascade['reason'] if isinstance(cascade, dict) else cascade}")

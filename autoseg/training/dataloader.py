@@ -17,7 +17,7 @@ round-robin from the workers, so the sequence is reproducible for a fixed worker
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -199,11 +199,13 @@ def _check_labels(num_classes: int, foreground_labels: Sequence[int]) -> None:
 def make_training_batches(folder: Path, case_ids: Sequence[str], configuration_plan: ConfigurationPlan,
                           training_config: TrainingConfig, num_classes: int, foreground_labels: Sequence[int],
                           previous_stage_folder: Path | None = None, seed: int = 0,
-                          num_workers: int | None = None, annotated_only: bool = False) -> TrainingBatches:
+                          num_workers: int | None = None, annotated_only: bool = False,
+                          class_weights: Mapping[int, float] | None = None) -> TrainingBatches:
     """Augmented training batches of one configuration.
 
     The sampler cuts :func:`augmentation_patch_size` regions with
-    ``training_config.oversample_foreground`` (``annotated_only``: the other regions centred on
+    ``training_config.oversample_foreground`` and ``foreground_class_sampling`` (``class_weights``:
+    how often each foreground label value is drawn; ``annotated_only``: the other regions centred on
     annotated voxels, see :class:`PatchSampler`); ``num_workers`` defaults to
     ``training_config.num_workers``, else :func:`default_num_workers`.
     """
@@ -214,6 +216,7 @@ def make_training_batches(folder: Path, case_ids: Sequence[str], configuration_p
     augmentation = training_config.augmentation
     sampler = PatchSampler(folder, case_ids, patch_size, configuration_plan.batch_size, dimension,
                            oversample_foreground=training_config.oversample_foreground,
+                           class_sampling=training_config.foreground_class_sampling, class_weights=class_weights,
                            sample_patch_size=augmentation_patch_size(patch_size, augmentation, dimension),
                            previous_stage_folder=previous_stage_folder, seed=seed, annotated_only=annotated_only)
     transforms = build_training_transforms(patch_size, augmentation, dimension, cascade, len(foreground_labels),
@@ -225,8 +228,9 @@ def make_training_batches(folder: Path, case_ids: Sequence[str], configuration_p
 def make_validation_batches(folder: Path, case_ids: Sequence[str], configuration_plan: ConfigurationPlan,
                             training_config: TrainingConfig, num_classes: int, foreground_labels: Sequence[int],
                             previous_stage_folder: Path | None = None, seed: int = 0,
-                            num_workers: int | None = None, annotated_only: bool = False) -> TrainingBatches:
-    """Un-augmented validation patches (same foreground oversampling and ``annotated_only``), for the
+                            num_workers: int | None = None, annotated_only: bool = False,
+                            class_weights: Mapping[int, float] | None = None) -> TrainingBatches:
+    """Un-augmented validation patches (same foreground sampling and ``annotated_only``), for the
     per-epoch pseudo-Dice.
 
     ``num_workers`` defaults to half the training workers (at least 1; 0 if training runs
@@ -238,6 +242,7 @@ def make_validation_batches(folder: Path, case_ids: Sequence[str], configuration
     patch_size = tuple(configuration_plan.patch_size)
     sampler = PatchSampler(folder, case_ids, patch_size, configuration_plan.batch_size, dimension,
                            oversample_foreground=training_config.oversample_foreground,
+                           class_sampling=training_config.foreground_class_sampling, class_weights=class_weights,
                            previous_stage_folder=previous_stage_folder, seed=seed, annotated_only=annotated_only)
     transforms = build_validation_transforms(patch_size, dimension, cascade, len(foreground_labels),
                                              foreground_labels=foreground_labels)

@@ -12,27 +12,41 @@ Placement along each axis of length ``n`` (region ``R``, final patch ``P``):
 * otherwise padding is unavoidable; the final patch (the centre of the region) is placed
   uniformly so that it lies inside the image (``P <= n``) or covers it (``P > n``).
 
-A foreground sample centres the region on a recorded voxel of a random class, then
+A foreground sample centres the region on a recorded voxel of a foreground class, then
 clips it into the same allowed range, and finally shifts it (if needed) so that the
 voxel lies inside the centre ``P`` of the region, i.e. inside the final patch before
 augmentation. Regions reaching past the image are padded with 0 (the normalized mean)
 for the image and 0 (background) for labels.
+
+Which class a foreground sample shows (``class_sampling``, :data:`CLASS_SAMPLING_RULES`):
+
+* ``"balanced"`` (default): the class is drawn uniformly among the foreground classes of
+  the sampled cases (or with ``class_weights``, e.g. those a time budget chose so that the
+  rarest class is shown often enough, :mod:`autoseg.training.class_exposure`), then a case
+  that contains it, then one of its voxels. A lesion that only some cases have is shown as
+  often as the organ every case has.
+* ``"per_case"`` (nnU-Net's): the case is drawn first, then a class among those it
+  contains: a class present in a tenth of the cases is shown a tenth as often.
 """
 
 from __future__ import annotations
 
 import errno
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from autoseg.errors import AutosegInputError
+from autoseg.plans.training import FOREGROUND_CLASS_SAMPLING
 from autoseg.preprocessing.cache import REBUILD_HINT, cached_case_problem
 from autoseg.utils.files import read_json
 from autoseg.workdir import cached_case_paths
 
-__all__ = ["PatchSampler", "num_foreground_samples"]
+__all__ = ["CLASS_SAMPLING_RULES", "PatchSampler", "num_foreground_samples"]
+
+#: How a forced-foreground sample picks its class (see the module docstring); plans.json names one.
+CLASS_SAMPLING_RULES = FOREGROUND_CLASS_SAMPLING
 
 
 def num_foreground_samples(batch_size: int, oversample_foreground: float) -> int:
@@ -62,6 +76,11 @@ class PatchSampler:
         previous_stage_folder: cascade: folder with ``{case}.npy`` label maps ``(z, y, x)`` of
             the previous stage on the cache's grid; sampled as seg channel 1.
         seed: seed of the sampler's random generator.
+        class_sampling: how a forced-foreground sample picks its class, one of
+            :data:`CLASS_SAMPLING_RULES` (module docstring).
+        class_weights: with ``"balanced"``, the probability of each foreground label value
+            (``{value: weight}``; values no sampled case holds are dropped, the rest renormalised;
+            default uniform).
 
     ``sample_batch()`` returns ``{"data": float32 (B, C, *sample_patch_size), "seg": int16
     (B, S, *sample_patch_size), "case_ids": [...]}`` with seg channel 0 the label and (cascade)
@@ -70,7 +89,8 @@ class PatchSampler:
 
     def __init__(self, folder: Path, case_ids: Sequence[str], patch_size: Sequence[int], batch_size: int,
                  dimension: int, oversample_foreground: float = 0.33, sample_patch_size: Sequence[int] | None = None,
-                 previous_stage_folder: Path | None = None, seed: int = 0, annotated_only: bool = False):
+                 previous_stage_folder: Path | None = None, seed: int = 0, annotated_only: bool = False,
+                 class_sampling: str = "balanced", class_weights: Mapping[int, float] | None = None):
         if dimension not in (2, 3):
             raise ValueError(f"dimension must be 2 or 3, got {dimension}")
         if len(patch_size) != dimension:
@@ -81,6 +101,9 @@ class PatchSampler:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not 0.0 <= oversample_foreground <= 1.0:
             raise ValueError(f"oversample_foreground must be in [0, 1], got {oversample_foreground}")
+        if class_sampling not in CLASS_SAMPLING_RULES:
+            raise ValueError(f"class_sampling must be one of {CLASS_SAMPLING_RULES}, got {class_sampling!r}")
+        self.class_sampling = class_sampling
         self.folder = Path(folder)
         self.case_ids = list(case_ids)
         self.patch_size = tuple(int(v) for v in patch_size)
@@ -120,6 +143,19 @@ class PatchSampler:
                 previous_path = self.previous_stage_folder / f"{case_id}.npy"
                 if not previous_path.is_file():  # checked here: in a worker process it would be less clear
                     raise AutosegInputError(f"{previous_path}: previous-stage prediction not found")
+        # "balanced": foreground class value -> the cases holding it (in case order)
+        self.cases_by_class: dict[int, list[str]] = {}
+        for case_id in self.case_ids:
+            for value, _ in self.foreground[case_id]:
+                self.cases_by_class.setdefault(value, []).append(case_id)
+        self.class_values = sorted(self.cases_by_class)
+        self.class_probabilities = None
+        if class_weights is not None and self.class_values:
+            weights = np.array([max(float(class_weights.get(value, 0.0)), 0.0) for value in self.class_values])
+            if weights.sum() <= 0:
+                raise ValueError(f"class_weights {dict(class_weights)} give no weight to a class the cases hold "
+                                 f"({self.class_values})")
+            self.class_probabilities = weights / weights.sum()
         self.thread_id = 0
 
     # --- batchgenerators data-loader protocol -------------------------------------------
@@ -210,7 +246,8 @@ class PatchSampler:
         seg = np.zeros((batch, num_seg, *region), dtype=np.int16)
         chosen = []
         for index in range(batch):
-            case_id = self.case_ids[int(self.rng.integers(len(self.case_ids)))]
+            forced = index >= batch - self.num_foreground
+            case_id, voxel = self._draw_case_and_voxel(forced)
             chosen.append(case_id)
             image, label, previous = self._open(case_id)
             if data is None:
@@ -218,13 +255,6 @@ class PatchSampler:
             elif image.shape[0] != data.shape[1]:
                 raise AutosegInputError(f"{cached_case_paths(self.folder, case_id)[0]}: {image.shape[0]} channels, "
                                         f"other cases have {data.shape[1]}")
-            voxel = None
-            classes = self.foreground[case_id]
-            if index < batch - self.num_foreground:
-                classes = self.annotated.get(case_id, [])  # empty unless annotated_only: anywhere
-            if classes:
-                _, locations = classes[int(self.rng.integers(len(classes)))]
-                voxel = locations[int(self.rng.integers(len(locations)))]
             shape = label.shape
             if self.dimension == 3:
                 starts = [self._start(shape[axis], axis, voxel, axis) for axis in range(3)]
@@ -245,6 +275,25 @@ class PatchSampler:
             if previous is not None:
                 seg[(index, 1, *dst)] = previous[(*source, *src)]
         return {"data": data, "seg": seg, "case_ids": chosen}
+
+    def _draw_case_and_voxel(self, forced: bool) -> tuple[str, np.ndarray | None]:
+        """The case of one sample and the voxel ``(z, y, x)`` its region is centred on (None: anywhere).
+
+        A forced-foreground sample follows :attr:`class_sampling`; the others are centred on a random
+        annotated voxel with ``annotated_only``, else placed anywhere.
+        """
+        if forced and self.class_sampling == "balanced" and self.cases_by_class:
+            value = self.class_values[int(self.rng.choice(len(self.class_values), p=self.class_probabilities))]
+            holders = self.cases_by_class[value]
+            case_id = holders[int(self.rng.integers(len(holders)))]
+            locations = dict(self.foreground[case_id])[value]
+            return case_id, locations[int(self.rng.integers(len(locations)))]
+        case_id = self.case_ids[int(self.rng.integers(len(self.case_ids)))]
+        classes = self.foreground[case_id] if forced else self.annotated.get(case_id, [])
+        if not classes:  # not forced (and not annotated_only), or a case without foreground
+            return case_id, None
+        _, locations = classes[int(self.rng.integers(len(classes)))]
+        return case_id, locations[int(self.rng.integers(len(locations)))]
 
     def _start(self, size: int, axis: int, voxel: np.ndarray | None, voxel_axis: int) -> int:
         if voxel is None:

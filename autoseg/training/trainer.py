@@ -42,7 +42,7 @@ from autoseg.model.builders import build_network
 from autoseg.model.checkpoints import load_checkpoint, save_checkpoint
 from autoseg.model.device import prepare_device
 from autoseg.plans.schema import ConfigurationPlan, Plans
-from autoseg.plans.training import IterationPlan, TrainingConfig
+from autoseg.plans.training import ForegroundSampling, IterationPlan, TrainingConfig
 from autoseg.preprocessing.previous_stage import prepare_previous_stage
 from autoseg.training.dataloader import default_num_workers, make_training_batches, make_validation_batches
 from autoseg.training.distributed import DistributedContext, rank_batch_size
@@ -119,6 +119,18 @@ def polynomial_lr(initial_lr: float, step: int, total_steps: int, exponent: floa
     return initial_lr * (1 - min(step, total_steps) / max(total_steps, 1)) ** exponent
 
 
+def time_fraction(now: float, origin: float, end: float) -> float:
+    """Fraction ``(now - origin) / (end - origin)`` of a training time span (seconds), clipped to [0, 1]."""
+    if end <= origin:
+        return 1.0
+    return min(1.0, max(0.0, (now - origin) / (end - origin)))
+
+
+#: Under a time budget the epochs left are re-estimated from the median time of this many recent epochs,
+#: so one slow epoch (a busy machine) neither cuts training short nor moves the schedule.
+EPOCH_TIME_WINDOW = 5
+
+
 def pseudo_dice_counts(logits: torch.Tensor, target: torch.Tensor, classes: Sequence[Sequence[int]],
                        ignore_label: int | None = None, region_outputs: bool = False) -> np.ndarray:
     """(3, len(classes)) true positives, false positives, false negatives over a batch.
@@ -160,11 +172,15 @@ class Trainer:
         time_budget: fit the epochs (and the learning-rate schedule) to this budget's deadline.
         configuration: use this plan instead of the one in plans.json (e.g. to measure a
             candidate variant's speed before it is recorded).
+        foreground_sampling: how to draw foreground (from the time-budget decision: the share of
+            forced-foreground samples and the weight of each class); default the plans' settings with
+            every class equally often. On resume, the interrupted run's is kept unless one is given.
     """
 
     def __init__(self, work_dir: str | os.PathLike | WorkDir, configuration_name: str, fold: int,
                  options: TrainingOptions | None = None, iteration_plan: IterationPlan | None = None,
-                 time_budget: TimeBudget | None = None, configuration: ConfigurationPlan | None = None):
+                 time_budget: TimeBudget | None = None, configuration: ConfigurationPlan | None = None,
+                 foreground_sampling: ForegroundSampling | None = None):
         self.work = WorkDir.of(work_dir)
         self.options = options or TrainingOptions()
         self.plans: Plans = self.work.load_plans()
@@ -177,6 +193,9 @@ class Trainer:
         if self.options.trainer is not None:
             self.config.trainer = self.options.trainer
         self._iteration_plan_given = iteration_plan is not None
+        self.foreground_sampling: ForegroundSampling | None = None
+        self._foreground_sampling_given = foreground_sampling is not None
+        self.use_foreground_sampling(foreground_sampling)
         plan = iteration_plan or self.config.iteration_plan()
         self.epochs = plan.epochs
         self.iterations_per_epoch = plan.iterations_per_epoch
@@ -184,6 +203,9 @@ class Trainer:
         self.time_budget = time_budget
         self.deadline: float | None = None
         self.limit: float | None = None
+        # the time span the learning-rate schedule follows under a time budget (time.time(); None: by step)
+        self._schedule_origin = 0.0
+        self._schedule_end: float | None = None
         self.distributed = DistributedContext.from_environment() if self.options.distributed else DistributedContext()
         self.device = prepare_device(self.distributed.device_name(self.options.device))
         self.distributed.start(self.device)
@@ -228,6 +250,12 @@ class Trainer:
         self.log = (TrainingLog(self.output_dir / "training_log.txt", echo=self.options.progress)
                     if self.distributed.is_main else (lambda message: None))
 
+    def use_foreground_sampling(self, sampling: ForegroundSampling | None) -> None:
+        """Draw training (and pseudo-Dice) patches with ``sampling`` (None: the plans' settings)."""
+        self.foreground_sampling = sampling
+        if sampling is not None:
+            self.config.oversample_foreground = sampling.oversample_foreground
+
     # ------------------------------------------------------------------ hooks
     def build_network(self) -> torch.nn.Module:
         """The network to train (default: built from plans.json by architecture name)."""
@@ -235,12 +263,14 @@ class Trainer:
                              self.plans.num_classes)
 
     def build_loss(self) -> torch.nn.Module:
-        """Dice + cross-entropy over the network's outputs (softmax classes, or Dice + binary cross-entropy
-        of one sigmoid per region), deep supervision weights halving per level."""
+        """Dice + cross-entropy over the network's outputs (softmax classes, cross-entropy weighted as the
+        plans say; or Dice + binary cross-entropy of one sigmoid per region), deep supervision weights
+        halving per level."""
         if self.plans.is_region_based:
             base = RegionDiceBCELoss(self.plans.regions, batch_dice=True, ignore_label=self.plans.ignore_label)
         else:
-            base = DiceCELoss(batch_dice=True, ignore_label=self.plans.ignore_label)
+            base = DiceCELoss(batch_dice=True, ignore_label=self.plans.ignore_label,
+                              class_weighting=self.config.cross_entropy_weighting)
         return DeepSupervisionLoss(base, deep_supervision_weights(len(self.network.output_scales())))
 
     def build_optimizer(self) -> torch.optim.Optimizer:
@@ -249,8 +279,18 @@ class Trainer:
                                weight_decay=self.config.weight_decay, nesterov=True)
 
     def learning_rate(self, step: int) -> float:
-        """Learning rate of training iteration ``step`` (0-based) of :meth:`total_steps`: polynomial decay."""
-        return polynomial_lr(self.config.initial_lr, step, self.total_steps(), self.config.lr_exponent)
+        """Learning rate of training iteration ``step`` (0-based): polynomial decay over
+        :meth:`schedule_progress` (the iterations done, or under a time budget the time used)."""
+        return self.config.initial_lr * (1.0 - self.schedule_progress(step)) ** self.config.lr_exponent
+
+    def schedule_progress(self, step: int) -> float:
+        """How far training is, 0..1, for the schedule: ``step / total_steps``; under a time budget the
+        fraction of the training time used (wall clock, resumed runs included), which moves smoothly
+        whatever one epoch costs, where the epoch count re-estimated from epoch times would jump."""
+        end = self._schedule_end
+        if end is None:
+            return min(step, self.total_steps()) / max(self.total_steps(), 1)
+        return time_fraction(time.time(), self._schedule_origin, end)
 
     # ------------------------------------------------------------------ checkpoints
     def iteration_plan(self) -> IterationPlan:
@@ -265,6 +305,7 @@ class Trainer:
             "configuration": self.configuration_name, "fold": self.fold, "trainer": self.config.trainer,
             "iteration_plan": self.iteration_plan().to_dict(), "training_config": self.config.to_dict(),
             "training_seconds": self.training_seconds,
+            "foreground_sampling": self.foreground_sampling.to_dict() if self.foreground_sampling else None,
         }
 
     def save(self, which: str) -> None:
@@ -282,6 +323,8 @@ class Trainer:
         self.curves = TrainingCurves.from_dict(content["curves"])
         self.best_ema = float(content["best_ema"])
         self.training_seconds = float(content.get("training_seconds", 0.0))
+        if not self._foreground_sampling_given and content.get("foreground_sampling"):
+            self.use_foreground_sampling(ForegroundSampling.from_dict(content["foreground_sampling"]))
         if not self._iteration_plan_given:  # the schedule of the interrupted run (older checkpoints: training_config)
             saved = content.get("iteration_plan") or content.get("training_config", {})
             self.epochs = int(saved.get("epochs", self.epochs))
@@ -340,7 +383,12 @@ class Trainer:
             self.cache, self.train_cases, self.configuration, self.config, self.label_classes,
             self.plans.foreground_labels, self.previous_stage_folder,
             seed=seed + RANK_SEED_STRIDE * self.distributed.rank, num_workers=self.config.num_workers,
-            annotated_only=self.plans.ignore_label is not None)
+            annotated_only=self.plans.ignore_label is not None, class_weights=self.class_weights)
+
+    @property
+    def class_weights(self) -> dict[int, float] | None:
+        """How often a forced-foreground patch is centred on each label value (None: equally often)."""
+        return self.foreground_sampling.class_weights if self.foreground_sampling else None
 
     # ------------------------------------------------------------------ loop
     def total_steps(self) -> int:
@@ -398,7 +446,10 @@ class Trainer:
             self.cache, self.val_cases, self.configuration, config, self.label_classes,
             self.plans.foreground_labels, self.previous_stage_folder,
             seed=seed + 1 + RANK_SEED_STRIDE * self.distributed.rank, num_workers=min(1, config.num_workers),
-            annotated_only=self.plans.ignore_label is not None)
+            annotated_only=self.plans.ignore_label is not None, class_weights=self.class_weights)
+        if self.deadline is not None:  # the schedule spans the training time, earlier sessions included
+            self._schedule_origin = time.time() - self.training_seconds
+            self._schedule_end = self.deadline
         try:
             while self.epoch < self.epochs:
                 self._one_epoch(train_batches, val_batches, self.validation_iterations)
@@ -422,7 +473,7 @@ class Trainer:
         """
         if self.deadline is None or not self.curves.epoch_seconds:
             return
-        epoch_seconds = float(np.mean(self.curves.epoch_seconds[-3:]))
+        epoch_seconds = float(np.median(self.curves.epoch_seconds[-EPOCH_TIME_WINDOW:]))
         now = time.time()
         remaining = self.deadline - now
         fitting = self.epoch + max(0, int(remaining // epoch_seconds))
@@ -433,6 +484,8 @@ class Trainer:
                 fitting = min(self.time_budget.min_epochs, within_limit)
                 floor = (f" (at least {self.time_budget.min_epochs} epochs while they end within "
                          f"{(self.limit - now) / 60:.1f} min)")
+        if self._schedule_end is not None:  # the schedule ends where training is expected to
+            self._schedule_end = max(self.deadline, now + (fitting - self.epoch) * epoch_seconds)
         if fitting != self.epochs:
             self.log(f"time budget: {remaining / 60:.1f} min left at {epoch_seconds:.1f} s per epoch: "
                      f"{fitting} epochs in total instead of {self.epochs}{floor}")
@@ -477,7 +530,7 @@ class Trainer:
         curves.learning_rate.append(float(self.optimizer.param_groups[0]["lr"]))
         curves.epoch_seconds.append(time.perf_counter() - start)
         self.training_seconds += curves.epoch_seconds[-1]
-        remaining = (self.epochs - self.epoch) * float(np.mean(curves.epoch_seconds[-3:]))
+        remaining = (self.epochs - self.epoch) * float(np.median(curves.epoch_seconds[-EPOCH_TIME_WINDOW:]))
         self.log(f"epoch {self.epoch}/{self.epochs}: train loss {curves.train_loss[-1]:.4f}, "
                  f"val loss {curves.val_loss[-1]:.4f}, pseudo Dice {[round(d, 4) for d in dice]}, "
                  f"EMA {ema:.4f}, lr {curves.learning_rate[-1]:.2e}, {curves.epoch_seconds[-1]:.1f} s, "
@@ -491,7 +544,8 @@ class Trainer:
             self._last_latest_save = time.time()
         if self.distributed.is_main:
             plot_progress(curves, self.output_dir / "progress.png",
-                          f"{self.plans.dataset_name} {self.configuration_name} fold {self.fold}")
+                          f"{self.plans.dataset_name} {self.configuration_name} fold {self.fold}",
+                          [self.plans.class_names[key] for key in self.plans.evaluated_classes])
 
 
 #: Trainer name (``training.trainer`` in plans.json, ``--trainer``) -> trainer class.

@@ -315,6 +315,7 @@ def fitted_epochs(time_budget, epoch, planned_epochs, epoch_seconds, now):
     trainer.time_budget, trainer.epoch, trainer.epochs = time_budget, epoch, planned_epochs
     trainer.deadline, trainer.limit = time_budget.deadline(), time_budget.limit()
     trainer.curves = TrainingCurves(epoch_seconds=[epoch_seconds] * epoch)
+    trainer._schedule_end = None
     trainer.log = lambda message: None
     real_time = time.time
     try:
@@ -359,3 +360,53 @@ def test_a_short_budget_on_a_case_of_many_patches_ends_on_time_with_validation(t
     run = WorkDir(work).read_run_record(trainer.configuration_name, 0)
     assert any("needs at least 8300 iterations" in line for line in run["decisions"])  # 1000 x sqrt(68.75)
     assert run["validation"]["estimated_seconds"] > 0 and run["validation_seconds"] > 0
+
+
+def test_time_fraction_is_clipped_and_safe():
+    from autoseg.training.trainer import time_fraction
+
+    assert time_fraction(5.0, 0.0, 10.0) == 0.5
+    assert time_fraction(-1.0, 0.0, 10.0) == 0.0 and time_fraction(12.0, 0.0, 10.0) == 1.0
+    assert time_fraction(3.0, 4.0, 4.0) == 1.0
+
+
+def test_under_a_budget_the_learning_rate_follows_the_time_used_and_one_slow_epoch_moves_nothing():
+    from autoseg.plans.training import TrainingConfig
+    from autoseg.training.progress import TrainingCurves
+    from autoseg.training.trainer import TimeBudget, Trainer
+
+    budget = TimeBudget(600.0, 0.0)
+    trainer = Trainer.__new__(Trainer)
+    trainer.config, trainer.time_budget = TrainingConfig(), budget
+    trainer.deadline, trainer.limit = budget.deadline(), budget.limit()
+    trainer.epoch, trainer.epochs, trainer.iterations_per_epoch = 6, 30, 50
+    trainer._schedule_origin, trainer._schedule_end = 0.0, budget.deadline()
+    # five epochs of 20 s, then one of 80 s (a busy machine): 180 s used
+    trainer.curves = TrainingCurves(epoch_seconds=[20.0] * 5 + [80.0])
+    trainer.log = lambda message: None
+    real_time = time.time
+    try:
+        time.time = lambda: 180.0
+        before = trainer.learning_rate(6 * 50)
+        trainer._fit_epochs_to_deadline()
+        after = trainer.learning_rate(6 * 50)
+        time.time = lambda: 300.0
+        halfway = trainer.learning_rate(0)  # the step does not matter under a budget
+        time.time = lambda: 600.0
+        end = trainer.learning_rate(0)
+    finally:
+        time.time = real_time
+    assert trainer.epochs == 6 + 420 // 20  # the median epoch (20 s), not the mean of the last three (40 s)
+    assert before == after == pytest.approx(0.01 * (1 - 180 / 600) ** 0.9)  # no jump when epochs are re-fitted
+    assert halfway == pytest.approx(0.01 * 0.5 ** 0.9) and end == 0.0
+
+
+def test_without_a_budget_the_learning_rate_follows_the_steps():
+    from autoseg.plans.training import TrainingConfig
+    from autoseg.training.trainer import Trainer
+
+    trainer = Trainer.__new__(Trainer)
+    trainer.config, trainer.epochs, trainer.iterations_per_epoch = TrainingConfig(), 4, 25
+    trainer._schedule_end = None
+    assert trainer.learning_rate(0) == 0.01 and trainer.learning_rate(100) == 0.0
+    assert trainer.learning_rate(50) == pytest.approx(0.01 * 0.5 ** 0.9)

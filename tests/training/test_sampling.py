@@ -220,3 +220,48 @@ def test_sparse_annotations_centre_every_sample_on_annotated_voxels(tmp_path, di
             assert min(fractions) == 1.0
         else:
             assert np.mean(fractions) < 0.5  # random placement mostly lands on unannotated voxels
+
+
+@pytest.fixture
+def lesion_in_one_case(tmp_path: Path) -> tuple[Path, list[str]]:
+    """Ten 4x24x24 cases, each with an organ (label 1) in its left half; only the last one also has
+    a lesion (label 2) in its right half."""
+    ids = []
+    for index in range(10):
+        label = np.zeros((4, 24, 24), np.int8)
+        label[:, 4:20, 2:10] = 1
+        if index == 9:
+            label[:, 10:13, 18:21] = 2
+        write_case(tmp_path, f"case_{index}", np.zeros((1, 4, 24, 24)), label, seed=index)
+        ids.append(f"case_{index}")
+    return tmp_path, ids
+
+
+def lesion_share(folder: Path, ids: list[str], class_sampling: str) -> float:
+    """Fraction of forced-foreground 2D samples (8x8 patches) that show the lesion."""
+    sampler = PatchSampler(folder, ids, (8, 8), 4, 2, 1.0, seed=5, class_sampling=class_sampling)
+    shown = [bool((sample == 2).any()) for _ in range(100) for sample in sampler.sample_batch()["seg"][:, 0]]
+    return float(np.mean(shown))
+
+
+def test_balanced_class_sampling_shows_a_rare_class_as_often_as_a_common_one(lesion_in_one_case):
+    folder, ids = lesion_in_one_case
+    # balanced: the lesion is one of two classes -> about half the forced samples
+    assert 0.4 < lesion_share(folder, ids, "balanced") < 0.6
+    # per case (nnU-Net's): the lesion's case is drawn 1 time in 10, then the lesion 1 time in 2
+    assert 0.01 < lesion_share(folder, ids, "per_case") < 0.12
+
+
+def test_unknown_class_sampling_is_refused(rare_foreground):
+    folder, ids = rare_foreground
+    with pytest.raises(ValueError, match="class_sampling"):
+        PatchSampler(folder, ids, (4, 4, 4), 2, 3, class_sampling="rarest")
+
+
+def test_class_weights_set_how_often_each_class_is_drawn(lesion_in_one_case):
+    folder, ids = lesion_in_one_case
+    sampler = PatchSampler(folder, ids, (8, 8), 4, 2, 1.0, seed=2, class_weights={1: 0.1, 2: 0.9, 7: 5.0})
+    shown = [bool((sample == 2).any()) for _ in range(100) for sample in sampler.sample_batch()["seg"][:, 0]]
+    assert 0.8 < np.mean(shown) < 0.98  # 7 is no case's class: dropped, the rest renormalised
+    with pytest.raises(ValueError, match="no weight"):
+        PatchSampler(folder, ids, (8, 8), 4, 2, 1.0, class_weights={7: 1.0})
