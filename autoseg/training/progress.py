@@ -67,7 +67,7 @@ def plot_progress(curves: TrainingCurves, path: str | os.PathLike, title: str = 
     dice_axis.plot(epochs, curves.ema_pseudo_dice, color="black", label="mean (EMA)")
     dice_axis.set_ylabel("validation pseudo Dice")
     dice_axis.set_ylim(0, 1)
-    dice_axis.legend(loc="upper left", fontsize="small", ncol=min(4, num_classes + 2))
+    dice_axis.legend(loc="lower right", fontsize="small", ncol=min(4, num_classes + 2))
     middle.plot(epochs, curves.learning_rate, color="tab:purple")
     middle.set_ylabel("learning rate")
     bottom.plot(epochs, curves.epoch_seconds, color="tab:gray")

@@ -133,7 +133,8 @@ def test_no_gpu_plans_say_so():
 def test_a_class_under_one_percent_of_the_voxels_gets_frequency_weighted_cross_entropy():
     from autoseg.planning.planner import choose_cross_entropy_weighting
 
-    hippocampus = {"1": {"name": "anterior", "voxel_fraction": 0.025}, "2": {"name": "posterior", "voxel_fraction": 0.027}}
+    hippocampus = {"1": {"name": "anterior", "voxel_fraction": 0.025},
+                   "2": {"name": "posterior", "voxel_fraction": 0.027}}
     assert choose_cross_entropy_weighting(hippocampus)[0] == "none"
     tumour = {"1": {"name": "necrosis", "voxel_fraction": 0.003}, "2": {"name": "edema", "voxel_fraction": 0.014}}
     weighting, reason = choose_cross_entropy_weighting(tumour)
