@@ -124,6 +124,12 @@ def extended_budget(budget_seconds: float, iterations: int, min_iterations: int 
     return min(max_budget_seconds, budget_seconds * min_iterations / max(iterations, 1))
 
 
+def epoch_cost_in_iterations(iterations_per_epoch: int, validation_batches: int) -> float:
+    """An epoch's cost in training iterations: its validation batches cost :data:`VALIDATION_COST_FRACTION`
+    of an iteration each."""
+    return iterations_per_epoch + VALIDATION_COST_FRACTION * validation_batches
+
+
 def iterations_for_budget(budget_seconds: float, seconds_per_iteration: float,
                           iterations_per_epoch: int = BUDGET_ITERATIONS_PER_EPOCH,
                           validation_batches: int | None = None) -> IterationPlan:
@@ -135,7 +141,7 @@ def iterations_for_budget(budget_seconds: float, seconds_per_iteration: float,
     """
     if validation_batches is None:
         validation_batches = validation_iterations(iterations_per_epoch)
-    epoch_seconds = seconds_per_iteration * (iterations_per_epoch + VALIDATION_COST_FRACTION * validation_batches)
+    epoch_seconds = seconds_per_iteration * epoch_cost_in_iterations(iterations_per_epoch, validation_batches)
     epochs = max(1, int(budget_seconds // epoch_seconds))
     return IterationPlan(epochs, iterations_per_epoch, validation_batches)
 
@@ -425,11 +431,6 @@ class NetworkDecision:
     foreground_sampling: ForegroundSampling | None = None
 
     @property
-    def unlearned_classes(self) -> list[ClassOutlook]:
-        """The classes predicted to stay unlearned in the budget (:mod:`autoseg.training.class_exposure`)."""
-        return [outlook for outlook in self.class_outlooks if not outlook.learned]
-
-    @property
     def feasible(self) -> bool:
         """Whether the budget allows the iterations this configuration needs (:func:`iterations_needed`)."""
         return self.iterations.total_iterations >= self.iterations_needed
@@ -580,7 +581,7 @@ def outlook_of_classes(trainer: Trainer, chosen: ConfigurationPlan, plan: Iterat
     sampling, exposure = choose_foreground_sampling(model, chosen.batch_size, chosen.training.oversample_foreground,
                                                     case_iterations_needed, plan.total_iterations,
                                                     plans.class_names)
-    epoch_cost = (plan.iterations_per_epoch + VALIDATION_COST_FRACTION * plan.validation_iterations_per_epoch) \
+    epoch_cost = epoch_cost_in_iterations(plan.iterations_per_epoch, plan.validation_iterations_per_epoch) \
         / plan.iterations_per_epoch
     return sampling, class_outlooks(exposure, plans.class_names, case_iterations_needed, plan.total_iterations,
                                     speed.seconds_per_iteration, epoch_cost,
