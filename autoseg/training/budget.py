@@ -438,7 +438,7 @@ class NetworkDecision:
 
 def decide_network(work: WorkDir, configuration_name: str, fold: int, options: TrainingOptions,
                    length: TrainingLength, budget: float, start: float,
-                   trainer_type: type[Trainer] = Trainer) -> NetworkDecision:
+                   trainer_type: type[Trainer] = Trainer, class_outlook: bool = True) -> NetworkDecision:
     """Measure (or take the stored speed of) the configuration; when fewer iterations fit than
     :data:`PREFERRED_ITERATIONS_FACTOR` times what it needs (:func:`iterations_needed`), look for a
     smaller variant (measured, unless measured before) and record the one chosen in plans.json (with
@@ -561,31 +561,32 @@ def decide_network(work: WorkDir, configuration_name: str, fold: int, options: T
         decisions.append(f"{plan.total_iterations} iterations fit the {budget / 60:.1f} min budget after "
                          f"measuring and validation")
     plan = with_length_overrides(plan, length)
-    sampling, outlooks = outlook_of_classes(trainer, chosen, plan, speed, needed, validation, time.time() - start)
-    decisions.append(f"foreground sampling: {sampling.reason}")
-    decisions += [outlook.describe() for outlook in outlooks]
-    return NetworkDecision(configuration_name, name, speed, plan, validation, variant_reason, decisions, needed,
-                           budget, outlooks, sampling)
+    decision = NetworkDecision(configuration_name, name, speed, plan, validation, variant_reason, decisions, needed,
+                               budget)
+    return with_class_outlook(decision, trainer, time.time() - start) if class_outlook else decision
 
 
-def outlook_of_classes(trainer: Trainer, chosen: ConfigurationPlan, plan: IterationPlan, speed: SpeedMeasurement,
-                       case_iterations_needed: int, validation: ValidationPlan,
-                       seconds_spent: float) -> tuple[ForegroundSampling, list[ClassOutlook]]:
-    """The foreground sampling ``chosen`` trains with for ``plan`` on the fold of ``trainer``, and each
-    class's outlook then: how often its patches show it (measured), the iterations it needs, and the
-    budget that would fit them (:mod:`autoseg.training.class_exposure`; the time spent choosing and the
-    validation estimate included)."""
+def with_class_outlook(decision: NetworkDecision, trainer: Trainer, seconds_spent: float) -> NetworkDecision:
+    """``decision`` with the foreground sampling its network trains with and each class's outlook then: how
+    often its patches show it (measured on the fold of ``trainer``), the iterations it needs, and the budget
+    that would fit them (:mod:`autoseg.training.class_exposure`; ``seconds_spent`` choosing and the validation
+    estimate included); both are added to its decisions."""
     plans = trainer.plans
+    chosen = trainer.work.load_plans().configuration(decision.trained_as)
+    plan = decision.iterations
     model = measure_exposure_model(trainer.cache, trainer.train_cases, chosen, plans.evaluated_classes,
                                    annotated_only=plans.ignore_label is not None, seed=trainer.fold)
     sampling, exposure = choose_foreground_sampling(model, chosen.batch_size, chosen.training.oversample_foreground,
-                                                    case_iterations_needed, plan.total_iterations,
+                                                    decision.iterations_needed, plan.total_iterations,
                                                     plans.class_names)
     epoch_cost = epoch_cost_in_iterations(plan.iterations_per_epoch, plan.validation_iterations_per_epoch) \
         / plan.iterations_per_epoch
-    return sampling, class_outlooks(exposure, plans.class_names, case_iterations_needed, plan.total_iterations,
-                                    speed.seconds_per_iteration, epoch_cost,
-                                    seconds_spent + validation.estimated_seconds)
+    outlooks = class_outlooks(exposure, plans.class_names, decision.iterations_needed, plan.total_iterations,
+                              decision.speed.seconds_per_iteration, epoch_cost,
+                              seconds_spent + decision.validation.estimated_seconds)
+    decisions = [*decision.decisions, f"foreground sampling: {sampling.reason}",
+                 *(outlook.describe() for outlook in outlooks)]
+    return replace(decision, decisions=decisions, class_outlooks=outlooks, foreground_sampling=sampling)
 
 
 def training_time_budget(budget: float, validation: ValidationPlan, start: float, length: TrainingLength,

@@ -50,6 +50,7 @@ from autoseg.training.budget import (
     iterations_for_budget,
     median_case_shape,
     trainer_class,
+    with_class_outlook,
 )
 from autoseg.training.class_exposure import ClassOutlook
 from autoseg.training.trainer import TrainingOptions
@@ -159,7 +160,7 @@ def plan_time_budget(work_dir: str | WorkDir, budget_seconds: float, options: Tr
     entries: dict[str, dict[str, Any]] = {}
     for name in candidate_configurations(plans):
         decision = decide_network(work, name, 0, options, length, budget_seconds, time.time(),
-                                  trainer_class(plans, name, options))
+                                  trainer_class(plans, name, options), class_outlook=False)
         decisions[name] = decision
         trained = work.load_plans().configuration(decision.trained_as)
         shape = median_case_shape(trained, fingerprint)
@@ -176,11 +177,17 @@ def plan_time_budget(work_dir: str | WorkDir, budget_seconds: float, options: Tr
             "predict_seconds_per_case": estimate_prediction_seconds([shape], trained, speed, True),
             "predict_seconds_per_case_without_mirroring": estimate_prediction_seconds([shape], trained, speed, False),
             "largest_case_shape": largest,
-            "class_outlooks": [outlook.to_dict() for outlook in decision.class_outlooks],
             "predict_seconds_largest_case_without_mirroring": estimate_prediction_seconds([largest], trained, speed,
                                                                                            False),
             "decisions": decision.decisions}
     chosen, reason = choose_configuration(decisions, has_thick_slices(plans))
+    # the classes' outlook of the chosen configuration only (drawing patches for every candidate would cost
+    # the first fold's budget for nothing)
+    trainer = trainer_class(plans, chosen, options)(work, decisions[chosen].trained_as, 0, options)
+    decisions[chosen] = with_class_outlook(decisions[chosen], trainer, 0.0)
+    entries[chosen]["class_outlooks"] = [outlook.to_dict() for outlook in decisions[chosen].class_outlooks]
+    entries[chosen]["foreground_sampling"] = decisions[chosen].foreground_sampling.to_dict()
+    entries[chosen]["decisions"] = decisions[chosen].decisions
     record = {"time_budget_seconds": budget_seconds, "device_name": next(iter(decisions.values())).speed.device_name,
               "threads": next(iter(decisions.values())).speed.threads, "configurations": entries,
               "chosen": chosen, "reason": reason,
