@@ -34,7 +34,6 @@ from autoseg.io.labels import class_mask
 from autoseg.plans.training import CROSS_ENTROPY_WEIGHTING
 
 __all__ = [
-    "CROSS_ENTROPY_WEIGHTINGS",
     "DeepSupervisionLoss",
     "DiceCELoss",
     "RegionDiceBCELoss",
@@ -44,8 +43,6 @@ __all__ = [
     "frequency_class_weights",
 ]
 
-#: Values of ``class_weighting`` (``cross_entropy_weighting`` in plans.json).
-CROSS_ENTROPY_WEIGHTINGS = CROSS_ENTROPY_WEIGHTING
 #: Frequency weighting: a class's weight is its voxel frequency in the batch to this power.
 CE_WEIGHT_EXPONENT = -0.5
 #: ... and at most this times the mean weight per voxel.
@@ -133,8 +130,8 @@ class DiceCELoss(nn.Module):
         class_weighting: str = "none",
     ):
         super().__init__()
-        if class_weighting not in CROSS_ENTROPY_WEIGHTINGS:
-            raise ValueError(f"class_weighting must be one of {CROSS_ENTROPY_WEIGHTINGS}, got {class_weighting!r}")
+        if class_weighting not in CROSS_ENTROPY_WEIGHTING:
+            raise ValueError(f"class_weighting must be one of {CROSS_ENTROPY_WEIGHTING}, got {class_weighting!r}")
         self.weight_dice = weight_dice
         self.weight_ce = weight_ce
         self.ignore_label = ignore_label

@@ -18,7 +18,7 @@ voxel lies inside the centre ``P`` of the region, i.e. inside the final patch be
 augmentation. Regions reaching past the image are padded with 0 (the normalized mean)
 for the image and 0 (background) for labels.
 
-Which class a foreground sample shows (``class_sampling``, :data:`CLASS_SAMPLING_RULES`):
+Which class a foreground sample shows (``class_sampling``, :data:`autoseg.plans.training.FOREGROUND_CLASS_SAMPLING`):
 
 * ``"balanced"`` (default): the class is drawn uniformly among the foreground classes of
   the sampled cases (or with ``class_weights``, e.g. those a time budget chose so that the
@@ -43,10 +43,7 @@ from autoseg.preprocessing.cache import REBUILD_HINT, cached_case_problem
 from autoseg.utils.files import read_json
 from autoseg.workdir import cached_case_paths
 
-__all__ = ["CLASS_SAMPLING_RULES", "PatchSampler", "num_foreground_samples"]
-
-#: How a forced-foreground sample picks its class (see the module docstring); plans.json names one.
-CLASS_SAMPLING_RULES = FOREGROUND_CLASS_SAMPLING
+__all__ = ["PatchSampler", "num_foreground_samples"]
 
 
 def num_foreground_samples(batch_size: int, oversample_foreground: float) -> int:
@@ -77,7 +74,7 @@ class PatchSampler:
             the previous stage on the cache's grid; sampled as seg channel 1.
         seed: seed of the sampler's random generator.
         class_sampling: how a forced-foreground sample picks its class, one of
-            :data:`CLASS_SAMPLING_RULES` (module docstring).
+            :data:`autoseg.plans.training.FOREGROUND_CLASS_SAMPLING` (module docstring).
         class_weights: with ``"balanced"``, the probability of each foreground label value
             (``{value: weight}``; values no sampled case holds are dropped, the rest renormalised;
             default uniform).
@@ -101,8 +98,8 @@ class PatchSampler:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not 0.0 <= oversample_foreground <= 1.0:
             raise ValueError(f"oversample_foreground must be in [0, 1], got {oversample_foreground}")
-        if class_sampling not in CLASS_SAMPLING_RULES:
-            raise ValueError(f"class_sampling must be one of {CLASS_SAMPLING_RULES}, got {class_sampling!r}")
+        if class_sampling not in FOREGROUND_CLASS_SAMPLING:
+            raise ValueError(f"class_sampling must be one of {FOREGROUND_CLASS_SAMPLING}, got {class_sampling!r}")
         self.class_sampling = class_sampling
         self.folder = Path(folder)
         self.case_ids = list(case_ids)
