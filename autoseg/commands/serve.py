@@ -33,7 +33,15 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     parser.add_argument("--token-file", default=None,
                         help=f"file holding the access token (default: ${TOKEN_VARIABLE} if set, else no token)")
+    parser.add_argument("--no-token", action="store_true",
+                        help="allow --host beyond this machine without a token (anyone reaching the port can send "
+                             "scans and read segmentations; a warning is printed)")
     parser.add_argument("--max-upload-mb", type=float, default=1024, help="largest upload accepted, MiB (default 1024)")
+    parser.add_argument("--max-megavoxels", type=float, default=550,
+                        help="most voxels an upload may decode to, millions (default 550, above a 512x512x2048 CT)")
+    parser.add_argument("--upload-timeout", type=float, default=600,
+                        help="longest time one upload may take, seconds (default 600); slower than 64 KiB/s after "
+                             "30 s is cut off earlier")
     parser.add_argument("--queue", type=int, default=16,
                         help="requests accepted at once, one predicting and the rest waiting on disk (default 16)")
     parser.add_argument("-c", "--configurations", nargs="+", default=None,
@@ -71,20 +79,34 @@ def run(args: argparse.Namespace) -> int:
     from autoseg.inference.bundle import model_work_dir
     from autoseg.inference.predict_folder import FolderPredictor, choose_models
     from autoseg.model.device import prepare_device
-    from autoseg.serving.http_server import serve
+    from autoseg.serving.http_server import is_loopback, open_access_problem, serve
     from autoseg.serving.service import SegmentationService
 
     if args.max_upload_mb <= 0:
         raise AutosegInputError("--max-upload-mb must be positive")
+    if args.max_megavoxels <= 0:
+        raise AutosegInputError("--max-megavoxels must be positive")
     token = read_token(args.token_file)
+    problem = open_access_problem(args.host, token, args.no_token)
+    if problem:  # before the model is loaded
+        raise AutosegInputError(problem)
     device = prepare_device(args.device)
     model = model_work_dir(args.model)
     choice = choose_models(model, args.configurations, parse_folds(args.folds) if args.folds else None,
                            args.checkpoint)
     use_mirroring, mirroring_reason = mirroring_from_arguments(args, model, choice, device.type)
     predictor = FolderPredictor(model, choice, device, use_mirroring, backend=args.backend)
-    service = SegmentationService(model, predictor, int(args.max_upload_mb * 2**20), args.queue)
-    server = serve(service, args.host, args.port, token, log=not args.quiet)
+    service = SegmentationService(model, predictor, int(args.max_upload_mb * 2**20), args.queue,
+                                  max_voxels=int(args.max_megavoxels * 1e6), model_name=Path(args.model).name)
+    try:
+        server = serve(service, args.host, args.port, token, log=not args.quiet, upload_seconds=args.upload_timeout,
+                       allow_unauthenticated=args.no_token)
+    except AutosegInputError:
+        service.close()
+        raise
+    if token is None and not is_loopback(args.host):
+        print(f"WARNING: serving {args.host} without a token (--no-token): anyone who reaches port {args.port} can "
+              "send scans and read their segmentations", flush=True)
     print(f"models: {' + '.join(choice.configurations)} ({choice.source}), postprocessing "
           f"{choice.postprocessing or 'none'}, device {device}; {mirroring_reason}")
     print(f"serving on {server.url} (POST /segment, GET /health), token {'required' if token else 'not required'}, "

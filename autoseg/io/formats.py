@@ -60,6 +60,11 @@ class ImageFormat:
         """Raise :class:`AutosegInputError` unless ``path`` is a complete, readable image (default: read it)."""
         self.read(path)
 
+    def voxel_count(self, path: Path) -> int:
+        """Voxels (times components) the image decodes to, from its header where the format allows
+        (default: read it). Lets a service refuse a small file that decodes to a huge volume."""
+        return int(self.read(path)[0].size)
+
 
 class SimpleITKFormat(ImageFormat):
     """Any file SimpleITK reads and writes (NIfTI, NRRD, MetaImage, PNG, TIFF, ...).
@@ -110,6 +115,15 @@ class SimpleITKFormat(ImageFormat):
         except RuntimeError:
             raise AutosegInputError(f"{path}: cannot be read as an image") from None
 
+    def voxel_count(self, path: Path) -> int:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError:
+            raise AutosegInputError(f"{path}: cannot be read as an image") from None
+        return math.prod(int(size) for size in reader.GetSize()) * int(reader.GetNumberOfComponents())
+
     def write(self, array: np.ndarray, geometry: ImageGeometry, path: Path, compress: bool = True) -> None:
         if tuple(array.shape) != tuple(geometry.shape):
             raise ValueError(f"array shape {array.shape} does not match geometry shape {geometry.shape}")
@@ -158,6 +172,9 @@ class DicomSeriesFormat(ImageFormat):
 
     def verify(self, path: Path) -> None:
         checked_slices(series_at(path))
+
+    def voxel_count(self, path: Path) -> int:
+        return sum(int(header.rows or 0) * int(header.columns or 0) for header in series_at(path).slices)
 
 
 def sitk_geometry(image: sitk.Image) -> ImageGeometry:

@@ -10,6 +10,7 @@ writes for the same input. Peak RAM is that of predicting one case plus the HTTP
 
 from __future__ import annotations
 
+import errno
 import queue
 import re
 import shutil
@@ -23,7 +24,11 @@ from pathlib import Path
 
 from autoseg.errors import AutosegInputError
 from autoseg.inference.predict_folder import FolderPredictor, InferenceChoice, peak_rss_bytes, predict_folder
-from autoseg.serving.uploads import MAX_ZIP_EXPANSION, place_upload
+from autoseg.serving.uploads import MAX_ZIP_EXPANSION, UploadTooLarge, check_decoded_size, place_upload
+
+#: Default bound on the voxels one upload may decode to: 550 million, above a 512x512x2048 CT
+#: (537 million; about 2.1 GB as float32 before the networks' own memory).
+DEFAULT_MAX_VOXELS = 550_000_000
 
 #: Content types of the segmentation a response carries, by file ending (others: octet-stream).
 CONTENT_TYPES = {".nii.gz": "application/gzip", ".nii": "application/octet-stream", ".dcm": "application/dicom",
@@ -65,10 +70,12 @@ class SegmentationService:
         max_upload_bytes: largest upload accepted; a zip may unpack to :data:`MAX_ZIP_EXPANSION` times it.
         capacity: requests accepted at once (one running, the others waiting on disk).
         scratch_dir: where uploads wait (a fresh temporary folder when None; removed by :meth:`close`).
+        max_voxels: most voxels an upload may decode to (its images' headers, before decoding).
+        model_name: how ``/health`` names the model (default: the work folder's name; never its path).
     """
 
     def __init__(self, model: Path, predictor: FolderPredictor, max_upload_bytes: int = 1 << 30, capacity: int = 16,
-                 scratch_dir: Path | None = None):
+                 scratch_dir: Path | None = None, max_voxels: int = DEFAULT_MAX_VOXELS, model_name: str | None = None):
         if capacity < 1:
             raise AutosegInputError(f"--queue must be at least 1, got {capacity}")
         self.model = Path(model)
@@ -76,6 +83,8 @@ class SegmentationService:
         self.choice: InferenceChoice = predictor.choice
         self.max_upload_bytes = max_upload_bytes
         self.max_unpacked_bytes = MAX_ZIP_EXPANSION * max_upload_bytes
+        self.max_voxels = max_voxels
+        self.model_name = model_name or self.model.name
         self.capacity = capacity
         self._owns_scratch = scratch_dir is None
         self.scratch_dir = Path(tempfile.mkdtemp(prefix="autoseg-serve-")) if scratch_dir is None else Path(scratch_dir)
@@ -146,12 +155,20 @@ class SegmentationService:
     def _predict(self, job: _Job) -> SegmentationResult:
         began = time.perf_counter()
         input_dir, output_dir = job.folder / "input", job.folder / "output"
+        label = job.filename or "upload"
         try:
             place_upload(job.folder / "upload", job.filename, input_dir, self.max_unpacked_bytes)
+            check_decoded_size(input_dir, self.max_voxels, label)
             report = predict_folder(self.model, input_dir, output_dir, self.choice, progress=False,
                                     output_format=job.output_format, predictor=self.predictor)
         except AutosegInputError as error:
-            raise AutosegInputError(self._without_scratch(str(error), job)) from None
+            kind = UploadTooLarge if isinstance(error, UploadTooLarge) else AutosegInputError
+            raise kind(self._without_scratch(str(error), job)) from None
+        except OSError as error:  # storing the client's files: their names or the server's disk
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise ServiceBusy("the server's scratch disk is full; retry later") from None
+            raise AutosegInputError(f"{label}: cannot be stored on the server "
+                                    f"({error.strerror or type(error).__name__})") from None
         if report.failed:
             raise AutosegInputError(self._without_scratch(next(iter(report.failed.values())), job))
         if len(report.predicted) != 1:
@@ -164,9 +181,11 @@ class SegmentationService:
                                   report.case_reports[case], time.perf_counter() - began)
 
     def _without_scratch(self, message: str, job: _Job) -> str:
-        """An error message with paths inside the request's scratch folder replaced by the upload's name
-        (the client knows its file, not the server's folders)."""
-        return re.sub(re.escape(str(job.folder)) + r"[^\s:]*", job.filename or "upload", message)
+        """An error message with paths inside the request's scratch folder replaced by the upload's name,
+        and any other path of the server's (the scratch folder, the model) by a placeholder: the
+        client knows its file, not the server's folders."""
+        message = re.sub(re.escape(str(job.folder)) + r"[^\s:]*", job.filename or "upload", message)
+        return without_server_paths(message, (self.scratch_dir, self.model))
 
     # -- status ----------------------------------------------------------------------------------------
 
@@ -176,7 +195,7 @@ class SegmentationService:
                   "failed": self.failed, "uptime_s": round(time.time() - self.started, 1)}
         if detailed:
             status.update({
-                "model": str(self.model), "configurations": self.choice.configurations,
+                "model": self.model_name, "configurations": self.choice.configurations,
                 "folds": self.choice.folds, "postprocessing": self.choice.postprocessing,
                 "backends": [f"{p.configuration.name}: {p.backend}" for p in self.predictor.predictors],
                 "mirroring": self.predictor.predictors[0].use_mirroring, "peak_rss_bytes": peak_rss_bytes()})
@@ -188,6 +207,14 @@ class SegmentationService:
         self._worker.join(timeout=600)
         if self._owns_scratch:
             shutil.rmtree(self.scratch_dir, ignore_errors=True)
+
+
+def without_server_paths(message: str, folders) -> str:
+    """``message`` with every path under one of ``folders`` (and the system's temporary folder)
+    shown as ``<server>``."""
+    for folder in (*folders, tempfile.gettempdir()):
+        message = re.sub(re.escape(str(folder)) + r"[^\s:'\"]*", "<server>", message)
+    return message
 
 
 def report_summary(report: dict) -> dict:

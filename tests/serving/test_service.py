@@ -228,3 +228,119 @@ def test_a_zipped_dicom_series_gets_a_nifti_or_a_dicom_seg(model, tmp_path):
         status, headers, body = request(server, "POST", "/segment?output_format=dicom-seg", upload.read_bytes(),
                                         {"X-Filename": upload.name})
         assert status == 200 and headers["Content-Type"] == "application/dicom" and body[128:132] == b"DICM"
+
+
+# -- hostile and careless clients ---------------------------------------------------------------------------
+
+
+def test_a_stalled_upload_loses_its_slot_and_others_are_served(model, monkeypatch):
+    import socket
+    import time
+
+    from autoseg.serving import http_server
+
+    monkeypatch.setattr(http_server, "UPLOAD_GRACE_SECONDS", 1.0)
+    scan = model[1][0]
+    with running(model, capacity=1) as server:
+        stalled = socket.create_connection(server.server_address[:2], timeout=30)
+        stalled.sendall(b"POST /segment HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + b"\x1f")
+        time.sleep(0.3)
+        assert server.service.queued == 1  # the trickling client holds the only slot ...
+        began = time.monotonic()
+        answer = stalled.recv(4096)  # ... until it falls below the minimum rate
+        assert b" 408 " in answer.split(b"\r\n")[0] and b"upload too slow" in answer
+        assert time.monotonic() - began < 10
+        stalled.close()
+        assert request(server, "POST", "/segment", scan.read_bytes())[0] == 200
+
+
+def test_headers_that_trickle_are_cut_off(model, monkeypatch):
+    import socket
+    import time
+
+    from autoseg.serving import http_server
+
+    monkeypatch.setattr(http_server, "HEADER_SECONDS", 1.0)
+    with running(model) as server:
+        slow = socket.create_connection(server.server_address[:2], timeout=30)
+        began = time.monotonic()
+        for byte in b"POST /segment HTTP/1.1\r\n":
+            try:
+                slow.sendall(bytes([byte]))
+            except OSError:
+                break
+            time.sleep(0.2)
+        assert slow.recv(4096) == b"" and time.monotonic() - began < 10  # closed by the watchdog
+        slow.close()
+
+
+def test_connections_over_the_limit_get_503_at_once(model):
+    import socket
+
+    with running(model) as server:
+        server.max_connections = 1
+        idle = socket.create_connection(server.server_address[:2], timeout=30)
+        try:
+            status, _, body = request(server, "GET", "/health")
+            assert status == 503 and "connections are open" in json.loads(body)["error"]
+        finally:
+            idle.close()
+
+
+def test_client_mistakes_are_4xx_without_server_paths(model, tmp_path):
+    import zipfile
+
+    scan = model[1][0]
+    collide = tmp_path / "collide.zip"
+    with zipfile.ZipFile(collide, "w") as archive:
+        archive.writestr("a", b"x")
+        archive.writestr("a/b", b"y")
+    emoji = tmp_path / "emoji.zip"
+    with zipfile.ZipFile(emoji, "w") as archive:
+        archive.write(scan, "\N{GRINNING FACE}_0000.nii.gz")
+    with running(model) as server:
+        long_name = request(server, "POST", "/segment", scan.read_bytes(), {"X-Filename": "n" * 300 + ".nii.gz"})
+        collided = request(server, "POST", "/segment", collide.read_bytes(), {"X-Filename": "collide.zip"})
+        emojied = request(server, "POST", "/segment", emoji.read_bytes(), {"X-Filename": "emoji.zip"})
+    assert long_name[0] == 200 and np.array_equal(segmentation_of(long_name[2]), expected(model, scan))
+    assert collided[0] == 400 and json.loads(collided[2])["error"].startswith("collide.zip: zip holds both a file")
+    assert emojied[0] == 200 and "filename*=UTF-8''%F0%9F%98%80.nii.gz" in emojied[1]["Content-Disposition"]
+    for status, _, body in (long_name, collided):
+        assert tempfile.gettempdir() not in body.decode(errors="replace")
+
+
+def test_an_upload_decoding_past_the_voxel_limit_is_413(model):
+    scan = model[1][0]
+    with running(model) as server:
+        server.service.max_voxels = 100
+        status, _, body = request(server, "POST", "/segment", scan.read_bytes(), {"X-Filename": scan.name})
+    assert status == 413 and "voxels, more than this server's limit of 100" in json.loads(body)["error"]
+
+
+def test_an_internal_error_names_its_type_and_log_number_only(model, monkeypatch, capsys):
+    scan = model[1][0]
+    with running(model) as server:
+        def broken(*_):
+            raise KeyError(f"{server.service.scratch_dir}/request-x/input")
+
+        monkeypatch.setattr(server.service, "segment", broken)
+        status, _, body = request(server, "POST", "/segment", scan.read_bytes())
+    message = json.loads(body)["error"]
+    assert status == 500 and message == "internal error 1 (KeyError); see the server log"
+    assert "internal error 1:" in capsys.readouterr().err
+
+
+def test_serving_the_network_needs_a_token_or_an_explicit_opt_out(model):
+    from autoseg.errors import AutosegInputError
+
+    with pytest.raises(AutosegInputError, match="--host 0.0.0.0: other machines could send scans"):
+        serve(None, "0.0.0.0", 0)
+    work = model[0]
+    predictor = FolderPredictor(work, InferenceChoice(["3d_fullres"]), use_mirroring=False)
+    service = SegmentationService(work, predictor, model_name="kidney.zip")
+    server = serve(service, "0.0.0.0", 0, log=False, allow_unauthenticated=True)
+    try:
+        assert service.health(detailed=True)["model"] == "kidney.zip"  # the name, never the server's path
+    finally:
+        server.server_close()
+        service.close()
