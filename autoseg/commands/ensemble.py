@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from autoseg.errors import AutosegInputError
-from autoseg.utils.files import read_json_input
+from autoseg.utils.files import output_folder_problem, read_json_input
 from autoseg.workdir import NUM_FOLDS, WorkDir
 
 DEFAULT_FILE_ENDING = ".nii.gz"
@@ -72,6 +72,9 @@ def _check_ensemble_mode(args: argparse.Namespace) -> str:
         if args.configurations:
             raise AutosegInputError("ensemble: -c/--configurations belongs to model selection (WORK_DIR), "
                                     "not to -i/-o")
+        problem = output_folder_problem(args.input, args.output, inside_too=False)
+        if problem:
+            raise AutosegInputError(f"ensemble: {problem}")
         return "folders"
     used = [option for option, value in (("--save-probabilities", args.save_probabilities),
                                          ("--postprocessing", args.postprocessing),

@@ -18,7 +18,7 @@ from autoseg.errors import AutosegInputError
 from autoseg.plans.architectures import ARCHITECTURES
 from autoseg.plans.schema import Plans
 from autoseg.utils.durations import parse_duration
-from autoseg.utils.files import remove_stale_temporaries
+from autoseg.utils.files import output_folder_problem, remove_stale_temporaries
 from autoseg.workdir import WorkDir
 
 
@@ -142,6 +142,9 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     """Handler of ``autoseg plan``."""
     start = time.perf_counter()
+    problem = output_folder_problem([args.dataset], args.output, inside_too=False)
+    if problem:
+        raise AutosegInputError(problem.replace("write the outputs to", "put the work folder in"))
     architecture = "residual_encoder_unet" if args.residual_encoder else args.architecture
     result = run_planning(
         args.dataset, args.output, gpu_memory_gb=args.gpu_memory_gb, num_workers=args.num_workers,

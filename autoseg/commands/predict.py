@@ -9,6 +9,7 @@ import time
 from autoseg.commands.train import parse_folds
 from autoseg.errors import AutosegInputError
 from autoseg.inference.mirroring import MAX_MIRRORING_DICE_LOSS, choose_mirroring
+from autoseg.utils.files import output_folder_problem
 
 #: ``--backend`` values (the names in :data:`autoseg.inference.backends.BACKENDS`, plus ``auto``; spelled
 #: out here so that ``--help`` does not import torch).
@@ -108,6 +109,9 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 < args.step_size <= 1:
         raise AutosegInputError("--step-size must be in (0, 1]")
+    problem = output_folder_problem([args.input], args.output)
+    if problem:
+        raise AutosegInputError(problem)
     start = time.perf_counter()
     device = prepare_device(args.device)
     model = model_work_dir(args.model)

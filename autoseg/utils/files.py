@@ -39,12 +39,22 @@ def full_suffix(path: Path, known_endings: tuple[str, ...] = (".nii.gz", ".tar.g
 TEMPORARY_NAME = re.compile(r"^\..*\.tmp-(?P<host>[A-Za-z0-9_-]+)-(?P<pid>\d+)-[0-9a-f]{8}(\.[^/]*)?$")
 
 
+#: Longest file name most file systems hold (bytes); a temporary name is kept within it.
+MAX_NAME_BYTES = 255
+
+
 def temporary_name(target: Path) -> Path:
-    """A temporary path beside ``target`` naming this machine and process, with ``target``'s ending."""
+    """A temporary path beside ``target`` naming this machine and process, with ``target``'s ending.
+
+    The name is kept within :data:`MAX_NAME_BYTES`: a long ``target`` name (legal itself) has its
+    stem shortened in the temporary name only."""
     ending = full_suffix(target)
     stem = target.name[: len(target.name) - len(ending)] if ending else target.name
     me = ProcessIdentity.current()
-    return target.with_name(f".{stem}.tmp-{me.host}-{me.pid}-{uuid.uuid4().hex[:8]}{ending}")
+    tail = f".tmp-{me.host}-{me.pid}-{uuid.uuid4().hex[:8]}{ending}"
+    room = MAX_NAME_BYTES - 1 - len(tail.encode())
+    stem = stem.encode("utf-8", "surrogateescape")[: max(room, 1)].decode("utf-8", "ignore") or "_"
+    return target.with_name(f".{stem}{tail}")
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
@@ -238,3 +248,19 @@ def save_npz_compressed(path: str | os.PathLike, **arrays: np.ndarray) -> None:
             for name, array in arrays.items():
                 with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
                     np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+
+
+def output_folder_problem(inputs: list[str | os.PathLike], output: str | os.PathLike, inside_too: bool = True,
+                          option: str = "-o") -> str | None:
+    """Why ``output`` cannot be written beside ``inputs``, or None: it is one of the input folders, or
+    (``inside_too``) inside one, where a later run would read its own outputs as inputs. Pure apart
+    from resolving the paths (links and ``..`` count as what they point to)."""
+    target = Path(output).resolve()
+    for folder in inputs:
+        source = Path(folder).resolve()
+        if target == source:
+            return f"{option} {output}: is the input folder {folder}; write the outputs to another folder"
+        if inside_too and source in target.parents:
+            return (f"{option} {output}: is inside the input folder {folder}, where a later run would read the "
+                    "outputs as inputs; write them to another folder")
+    return None
