@@ -27,8 +27,10 @@ setup(
         "dicom": ["pydicom>=2.4", "highdicom>=0.22"],
         # ONNX Runtime and OpenVINO inference backends (autoseg.inference.backends).
         "fast": ["onnx>=1.14", "onnxruntime>=1.16", "openvino>=2024.0"],
+        # Signed model bundles: `autoseg keygen`, `export --sign-key`, `predict --trust-key`.
+        "sign": ["cryptography>=41"],
         "test": ["pytest>=7", "ruff>=0.4", "hypothesis>=6", "pydicom>=2.4", "highdicom>=0.22", "onnx>=1.14",
-                 "onnxruntime>=1.16", "openvino>=2024.0"],
+                 "onnxruntime>=1.16", "openvino>=2024.0", "cryptography>=41"],
     },
     entry_points={"console_scripts": ["autoseg=autoseg.cli:main"]},
 )

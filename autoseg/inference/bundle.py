@@ -14,9 +14,21 @@ own layout so that the predictor reads it unchanged:
 - with ``--onnx``, ``onnx/{hash}.onnx``: each network exported for the ONNX Runtime and OpenVINO
   backends (:mod:`autoseg.inference.backends`), so the machine that predicts need not export.
 
-Opening one (:func:`open_bundle`) checks the format version and every checksum, then
-extracts it once into ``$AUTOSEG_CACHE`` (default ``~/.cache/autoseg``) under its own hash;
-no member is executed or unpickled, and member names outside the bundle's layout are refused.
+Opening one (:func:`open_bundle`) checks, before writing anything, the zip's directory: member
+names in the bundle's layout (:data:`MEMBER_LAYOUT`), no duplicates, at most :data:`MAX_MEMBERS`,
+the declared size of each member against the limit of its kind, the total, and the compression
+ratio (a few MB of deflated zeros that expand to GBs are refused). It then extracts the members
+into a temporary folder of ``$AUTOSEG_CACHE/models`` (default ``~/.cache/autoseg``), counting the
+bytes each yields (more than it declared: refused) and comparing its SHA-256 with the manifest;
+validates plans.json (every value within its physical bounds, :mod:`autoseg.plans.schema`),
+inference_plan.json (configurations in the plans, a checkpoint per fold), and every checkpoint's
+tensor names and shapes against the network the plans describe; and only then renames the folder
+to the bundle's hash. Any failure is one line naming the bundle and the member, and leaves nothing
+in the cache. No member is executed or unpickled.
+
+The checksums detect damage, not tampering (they live in the bundle's own manifest): with
+trusted public keys, a bundle must also carry a valid Ed25519 signature of its manifest
+(:mod:`autoseg.inference.bundle_signature`).
 """
 
 from __future__ import annotations
@@ -25,20 +37,35 @@ import datetime
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
+import uuid
 import zipfile
+import zlib
 from collections.abc import Sequence
-from pathlib import Path, PurePosixPath
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
 
 from autoseg import __version__
 from autoseg.errors import AutosegInputError
-from autoseg.inference.backends import exported_onnx, onnx_cache
+from autoseg.inference.backends import exported_onnx, network_key, onnx_cache
+from autoseg.inference.bundle_signature import (
+    MAX_SIGNATURE_BYTES,
+    SIGNATURE,
+    signature_document,
+    trusted_key_sources,
+    trusted_public_keys,
+    verify_manifest_signature,
+)
 from autoseg.inference.predictor import inference_network
 from autoseg.model.checkpoints import load_checkpoint, save_checkpoint
-from autoseg.plans.schema import PLANS_VERSION
-from autoseg.utils.files import atomic_path, cache_dir, write_json
-from autoseg.workdir import WorkDir
+from autoseg.plans.schema import FOLDER_NAME, MAX_NETWORK_PARAMETERS, PLANS_VERSION, Plans
+from autoseg.postprocessing.components import check_postprocessing_steps
+from autoseg.utils.files import atomic_path, cache_dir, free_bytes, size_text, write_json
+from autoseg.utils.processes import ProcessIdentity
+from autoseg.workdir import INFERENCE_PLAN_FILE, NUM_FOLDS, PLANS_FILE, WorkDir
 
 #: Bumped when the layout or meaning of a bundle changes; a reader refuses other versions.
 BUNDLE_FORMAT_VERSION = 1
@@ -46,6 +73,49 @@ BUNDLE_FORMAT = "autoseg-model"
 MANIFEST = "manifest.json"
 DATASET_JSON = "dataset.json"
 ONNX_FOLDER = "onnx"
+#: Bumped when :func:`open_bundle` checks more: bundles extracted by an older autoseg are extracted
+#: (and checked) again, in a folder of their own.
+EXTRACTION_CHECKS_VERSION = 2
+
+# Limits checked on the zip's directory before anything is extracted: far above what
+# ``autoseg export`` writes, far below what fills a disk.
+
+#: Members of one bundle: 3 files per configuration and fold plus one ONNX network each; 6
+#: configurations x 5 folds x 4 is 120.
+MAX_MEMBERS = 512
+#: A checkpoint or ONNX network: the float32 weights of the largest network the plans allow
+#: (:data:`autoseg.plans.schema.MAX_NETWORK_PARAMETERS`, 4 GiB) plus 16 MiB of headers. The
+#: planner's networks are 100-400 MB.
+MAX_NETWORK_MEMBER_BYTES = 4 * MAX_NETWORK_PARAMETERS + 2**24
+#: A JSON member (plans, inference plan, dataset.json, a fold's summary.json or run.json): a
+#: summary of 1000 cases with per-class metrics is about 1 MB.
+MAX_JSON_MEMBER_BYTES = 8 * 2**20
+#: manifest.json: about 150 bytes per member.
+MAX_MANIFEST_BYTES = 2**20
+#: All members together (what extraction writes to the cache): 16 networks at the member limit.
+MAX_TOTAL_BYTES = 64 * 2**30
+#: Uncompressed / compressed size of one member above :data:`RATIO_CHECK_MIN_BYTES`: network
+#: weights deflate by about 1.1, JSON by 5-20; zeros deflate by 1000 (a decompression bomb).
+MAX_COMPRESSION_RATIO = 100
+RATIO_CHECK_MIN_BYTES = 2**20
+#: Bytes copied per read while extracting.
+COPY_BLOCK_BYTES = 2**20
+
+_NAME = FOLDER_NAME.pattern
+_FOLD = rf"results/{_NAME}/fold_[0-9]{{1,2}}"
+#: Member kind -> the names it may have (every name of the bundle's layout; nothing else opens).
+MEMBER_LAYOUT = {
+    "json": re.compile(rf"(plans|inference_plan|dataset)\.json|{_FOLD}/(run\.json|validation/summary\.json)"),
+    "checkpoint": re.compile(rf"{_FOLD}/checkpoint_final\.pt"),
+    "onnx": re.compile(rf"{ONNX_FOLDER}/[0-9a-f]{{24}}\.onnx"),
+}
+#: Member kind -> its largest uncompressed size (bytes).
+MEMBER_LIMITS = {"json": MAX_JSON_MEMBER_BYTES, "checkpoint": MAX_NETWORK_MEMBER_BYTES,
+                 "onnx": MAX_NETWORK_MEMBER_BYTES}
+#: Members every bundle has.
+REQUIRED_MEMBERS = (PLANS_FILE, INFERENCE_PLAN_FILE, DATASET_JSON)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_CHECKPOINT = re.compile(rf"results/(?P<configuration>{_NAME})/fold_(?P<fold>[0-9]{{1,2}})/checkpoint_final\.pt")
 
 
 def _sha256(path: Path) -> str:
@@ -77,8 +147,12 @@ def bundle_choice(work: WorkDir, configurations: Sequence[str] | None) -> dict:
 
 
 def export_bundle(work_dir: str | os.PathLike | WorkDir, output: str | os.PathLike,
-                  configurations: Sequence[str] | None = None, include_onnx: bool = False) -> Path:
-    """Write the bundle of a work folder to ``output`` (atomic); see the module docstring."""
+                  configurations: Sequence[str] | None = None, include_onnx: bool = False,
+                  sign_key: str | os.PathLike | None = None) -> Path:
+    """Write the bundle of a work folder to ``output`` (atomic); see the module docstring. With
+    ``sign_key`` (an Ed25519 private key file, ``autoseg keygen``) the manifest is signed."""
+    if sign_key is not None:  # a wrong key fails before the export's work
+        signature_document(b"", sign_key)
     work = WorkDir.of(work_dir)
     plans = work.load_plans()
     plan = bundle_choice(work, configurations)
@@ -117,69 +191,353 @@ def export_bundle(work_dir: str | os.PathLike | WorkDir, output: str | os.PathLi
                     "plans_version": PLANS_VERSION, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
                     "configurations": plan["configurations"], "folds": folds,
                     "members": {path.relative_to(staging.root).as_posix(): _sha256(path) for path in members}}
+        manifest_bytes = json.dumps(manifest, indent=2).encode()
         output.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(output) as temporary, zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as archive:
-            archive.writestr(MANIFEST, json.dumps(manifest, indent=2))
+            archive.writestr(MANIFEST, manifest_bytes)
+            if sign_key is not None:
+                archive.writestr(SIGNATURE, signature_document(manifest_bytes, sign_key))
             for path in members:
                 archive.write(path, path.relative_to(staging.root).as_posix())
     return output
 
 
-def read_manifest(path: Path) -> dict:
-    """The bundle's manifest, checked: format, version, member names (one-line errors naming ``path``)."""
+
+def member_kind(name: str) -> str | None:
+    """The kind of a member name of the bundle's layout (``json``, ``checkpoint``, ``onnx``), or None."""
+    for kind, pattern in MEMBER_LAYOUT.items():
+        if pattern.fullmatch(name):
+            return kind
+    return None
+
+
+def directory_problem(infos: Sequence[zipfile.ZipInfo]) -> str | None:
+    """What is wrong with a bundle's zip directory before anything is extracted (one line naming the member),
+    or None: member count, duplicates, encryption, compression method, names outside the layout, each
+    member's declared size against its kind's limit, the total, the compression ratio."""
+    if len(infos) > MAX_MEMBERS + 2:
+        return f"{len(infos)} members, at most {MAX_MEMBERS}"
+    seen: set[str] = set()
+    total = 0
+    for info in infos:
+        name = info.filename
+        if name in seen:
+            return f"member {name!r} appears twice"
+        seen.add(name)
+        if info.flag_bits & 0x1:
+            return f"member {name!r} is encrypted"
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            return f"member {name!r}: compression method {info.compress_type} (bundles are deflated)"
+        if name == MANIFEST:
+            limit = MAX_MANIFEST_BYTES
+        elif name == SIGNATURE:
+            limit = MAX_SIGNATURE_BYTES
+        else:
+            kind = member_kind(name)
+            if kind is None:
+                return f"member {name!r} is outside the bundle's layout"
+            limit = MEMBER_LIMITS[kind]
+        if info.file_size > limit:
+            return f"member {name} declares {size_text(info.file_size)}, at most {size_text(limit)} for its kind"
+        if info.file_size > RATIO_CHECK_MIN_BYTES and info.file_size > MAX_COMPRESSION_RATIO * max(
+                info.compress_size, 1):
+            return (f"member {name} expands {info.file_size / max(info.compress_size, 1):.0f}-fold "
+                    f"(at most {MAX_COMPRESSION_RATIO}): a decompression bomb")
+        total += info.file_size
+    if total > MAX_TOTAL_BYTES:
+        return f"members declare {size_text(total)} in all, at most {size_text(MAX_TOTAL_BYTES)}"
+    return None
+
+
+def _read_small(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> bytes:
+    with archive.open(info) as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"{info.filename} is larger than {limit} bytes")
+    return data
+
+
+@dataclass
+class BundleIndex:
+    """What a bundle's zip directory and manifest say, checked (:func:`read_bundle_index`).
+
+    Attributes:
+        manifest: the parsed manifest.
+        manifest_bytes: its exact bytes (what a signature signs).
+        signature_bytes: ``signature.json``'s bytes, None when the bundle is unsigned.
+        infos: member name -> its zip entry (declared sizes, bytes).
+    """
+
+    manifest: dict
+    manifest_bytes: bytes
+    signature_bytes: bytes | None
+    infos: dict[str, zipfile.ZipInfo]
+
+    @property
+    def total_bytes(self) -> int:
+        """Bytes the members take extracted (as declared)."""
+        return sum(info.file_size for info in self.infos.values())
+
+
+def manifest_problem(manifest: Any, names: set[str]) -> str | None:
+    """What is wrong with a parsed manifest (types, member names and checksums, against the zip's
+    ``names``), or None. Version mismatches are reported by :func:`read_bundle_index`."""
+    if not isinstance(manifest, dict):
+        return "manifest.json is not a JSON object"
+    members = manifest.get("members")
+    if not isinstance(members, dict) or not members:
+        return "the manifest lists no members"
+    for name, checksum in members.items():
+        if member_kind(name) is None or name not in names:
+            return f"member {name!r} is missing or outside the bundle"
+        if not isinstance(checksum, str) or not _SHA256.fullmatch(checksum):
+            return f"the manifest's checksum of {name} is not a SHA-256 ({str(checksum)[:80]!r})"
+    missing = [name for name in REQUIRED_MEMBERS if name not in members]
+    if missing:
+        return f"the manifest lists no {', '.join(missing)}"
+    unlisted = names - set(members) - {MANIFEST, SIGNATURE}
+    if unlisted:
+        return f"members not in the manifest: {', '.join(sorted(unlisted)[:3])}"
+    configurations, folds = manifest.get("configurations"), manifest.get("folds")
+    if not isinstance(configurations, list) or not all(isinstance(c, str) for c in configurations):
+        return f"the manifest's configurations must be a list of names, got {str(configurations)[:80]}"
+    if not isinstance(folds, list) or not all(isinstance(f, int) and not isinstance(f, bool) for f in folds):
+        return f"the manifest's folds must be a list of fold numbers, got {str(folds)[:80]}"
+    return None
+
+
+def read_bundle_index(path: Path) -> BundleIndex:
+    """The bundle's checked zip directory and manifest (:func:`directory_problem`, :func:`manifest_problem`,
+    format and plans versions); one-line errors naming ``path``. Reads no member but the manifest and
+    the signature."""
     try:
         with zipfile.ZipFile(path) as archive:
-            manifest = json.loads(archive.read(MANIFEST))
-            names = set(archive.namelist())
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as error:
+            infos = archive.infolist()
+            problem = directory_problem(infos)
+            if problem:
+                raise AutosegInputError(f"{path}: {problem}; refused before extracting anything")
+            by_name = {info.filename: info for info in infos}
+            if MANIFEST not in by_name:
+                raise AutosegInputError(f"{path}: not an autoseg model bundle (no {MANIFEST})")
+            manifest_bytes = _read_small(archive, by_name[MANIFEST], MAX_MANIFEST_BYTES)
+            signature_bytes = (_read_small(archive, by_name[SIGNATURE], MAX_SIGNATURE_BYTES)
+                               if SIGNATURE in by_name else None)
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError, NotImplementedError) as error:
         raise AutosegInputError(f"{path}: not an autoseg model bundle ({error})") from None
+    try:
+        manifest = json.loads(manifest_bytes)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise AutosegInputError(f"{path}: not an autoseg model bundle ({MANIFEST} is not JSON: {error})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
         raise AutosegInputError(f"{path}: not an autoseg model bundle (no '{BUNDLE_FORMAT}' manifest)")
     if manifest.get("format_version") != BUNDLE_FORMAT_VERSION or manifest.get("plans_version") != PLANS_VERSION:
         raise AutosegInputError(
-            f"{path}: bundle format {manifest.get('format_version')} / plans version {manifest.get('plans_version')} "
-            f"from autoseg {manifest.get('autoseg_version')}; this autoseg {__version__} reads format "
-            f"{BUNDLE_FORMAT_VERSION} / plans {PLANS_VERSION}: export it again with a matching version")
-    members = manifest.get("members")
-    if not isinstance(members, dict) or not members:
-        raise AutosegInputError(f"{path}: the manifest lists no members")
+            f"{path}: bundle format {str(manifest.get('format_version'))[:20]} / plans version "
+            f"{str(manifest.get('plans_version'))[:20]} from autoseg {str(manifest.get('autoseg_version'))[:20]}; "
+            f"this autoseg {__version__} reads format {BUNDLE_FORMAT_VERSION} / plans {PLANS_VERSION}: export it "
+            "again with a matching version")
+    problem = manifest_problem(manifest, set(by_name))
+    if problem:
+        raise AutosegInputError(f"{path}: {problem}")
+    return BundleIndex(manifest, manifest_bytes, signature_bytes, by_name)
+
+
+def read_manifest(path: Path) -> dict:
+    """The bundle's manifest, checked: format, version, member names and sizes (one-line errors naming ``path``)."""
+    return read_bundle_index(Path(path)).manifest
+
+
+def copy_member(source: IO[bytes], destination: IO[bytes], declared_bytes: int, bundle: Path, name: str) -> str:
+    """Copy one member's bytes, counting them: more than ``declared_bytes`` (what the zip's directory says)
+    stops the copy at once, and fewer is refused too; returns the SHA-256 (hex) of what was copied."""
+    digest = hashlib.sha256()
+    copied = 0
+    while True:
+        block = source.read(COPY_BLOCK_BYTES)
+        if not block:
+            break
+        copied += len(block)
+        if copied > declared_bytes:
+            raise AutosegInputError(f"{bundle}: member {name} yields more than the {declared_bytes} bytes it "
+                                    "declares (a forged zip entry); refused")
+        digest.update(block)
+        destination.write(block)
+    if copied != declared_bytes:
+        raise AutosegInputError(f"{bundle}: member {name} holds {copied} bytes, it declares {declared_bytes} "
+                                "(damaged bundle)")
+    return digest.hexdigest()
+
+
+def _read_json_member(folder: Path, name: str, bundle: Path) -> Any:
+    try:
+        return json.loads((folder / name).read_bytes())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise AutosegInputError(f"{bundle}: {name} is not JSON ({error})") from None
+
+
+def inference_plan_problem(plan: Any, plans: Plans, checkpoints: set[tuple[str, int]]) -> str | None:
+    """What is wrong with a bundle's inference plan: configurations not in ``plans``, folds out of range
+    or without a checkpoint in the bundle (``checkpoints``: (configuration, fold) pairs); None if fine."""
+    if not isinstance(plan, dict):
+        return "not a JSON object"
+    configurations = plan.get("configurations")
+    if not isinstance(configurations, list) or not configurations or not all(
+            isinstance(name, str) for name in configurations):
+        return f"configurations must be a non-empty list of names, got {str(configurations)[:80]}"
+    for name in configurations:
+        if name not in plans.configurations:
+            return f"configuration {name[:80]!r} is not in plans.json (available: {', '.join(plans.configurations)})"
+    folds = plan.get("folds")
+    if folds is None:
+        folds = sorted({fold for _, fold in checkpoints})
+    if not isinstance(folds, list) or not folds or not all(
+            isinstance(f, int) and not isinstance(f, bool) and 0 <= f < NUM_FOLDS for f in folds):
+        return f"folds must be a non-empty list of folds 0..{NUM_FOLDS - 1}, got {str(folds)[:80]}"
+    if plan.get("checkpoint", "final") != "final":
+        return f"checkpoint must be 'final' (a bundle holds final checkpoints only), got {str(plan['checkpoint'])[:40]}"
+    for name in configurations:
+        for fold in folds:
+            if (name, fold) not in checkpoints:
+                return f"fold {fold} of {name} has no checkpoint in the bundle"
+    return None
+
+
+def state_dict_problem(state: Any, plans: Plans, configuration: str) -> str | None:
+    """Whether ``state`` (a checkpoint's ``network``) holds exactly the tensors, of the shapes, of the network
+    ``plans`` describe for ``configuration`` (built on the ``meta`` device: no memory); None if so."""
+    import torch
+
+    from autoseg.model.builders import build_network
+
+    if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
+        return "holds no state dict of tensors"
+    with torch.device("meta"):
+        network = build_network(plans.configuration(configuration).network, plans.input_channels(configuration),
+                                plans.num_classes)
+    expected = {key: tuple(value.shape) for key, value in network.state_dict().items()}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        extra = ", ".join(str(key)[:60] for key in unexpected[:2]) or "none"
+        return (f"tensors do not match the network plans.json describes for {configuration} (missing: "
+                f"{', '.join(missing[:2]) or 'none'}; unexpected: {extra})")
+    for key, shape in expected.items():
+        if tuple(state[key].shape) != shape:
+            return (f"tensor {key} has shape {list(state[key].shape)}, the network plans.json describes for "
+                    f"{configuration} needs {list(shape)}")
+    return None
+
+
+def check_extracted(folder: Path, bundle: Path) -> None:
+    """Validate an extracted bundle's contents before it enters the cache: plans.json (physical bounds),
+    inference_plan.json, every JSON member, every checkpoint against the plans, and every ONNX network's
+    name against the networks it was exported from. One-line errors naming ``bundle`` and the member."""
+    import torch
+
+    plans_data = _read_json_member(folder, PLANS_FILE, bundle)
+    try:
+        plans = Plans.from_dict(plans_data)
+    except (KeyError, TypeError, ValueError, AutosegInputError) as error:
+        raise AutosegInputError(f"{bundle}: {PLANS_FILE}: {error}") from None
+    members = sorted(str(path.relative_to(folder).as_posix()) for path in folder.rglob("*") if path.is_file())
     for name in members:
-        pure = PurePosixPath(name)
-        if pure.is_absolute() or ".." in pure.parts or name not in names:
-            raise AutosegInputError(f"{path}: member {name!r} is missing or outside the bundle")
-    unlisted = names - set(members) - {MANIFEST}
-    if unlisted:
-        raise AutosegInputError(f"{path}: members not in the manifest: {', '.join(sorted(unlisted)[:3])}")
-    return manifest
+        if member_kind(name) == "json" and not isinstance(_read_json_member(folder, name, bundle), dict):
+            raise AutosegInputError(f"{bundle}: {name} is not a JSON object")
+    checkpoints = {}
+    for name in members:
+        match = _CHECKPOINT.fullmatch(name)
+        if match:
+            if match["configuration"] not in plans.configurations:
+                raise AutosegInputError(f"{bundle}: {name}: configuration {match['configuration']!r} is not in "
+                                        f"{PLANS_FILE}")
+            checkpoints[(match["configuration"], int(match["fold"]))] = name
+    plan = _read_json_member(folder, INFERENCE_PLAN_FILE, bundle)
+    problem = inference_plan_problem(plan, plans, set(checkpoints))
+    if problem:
+        raise AutosegInputError(f"{bundle}: {INFERENCE_PLAN_FILE}: {problem}")
+    check_postprocessing_steps(plan.get("postprocessing", []), f"{bundle}: {INFERENCE_PLAN_FILE}")
+    onnx = {name for name in members if member_kind(name) == "onnx"}
+    keys = set()
+    for (configuration, _), name in sorted(checkpoints.items()):
+        try:
+            content = torch.load(folder / name, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as error:  # not a checkpoint of plain values
+            raise AutosegInputError(f"{bundle}: {name} cannot be loaded as a checkpoint ({type(error).__name__})"
+                                    ) from None
+        state = content.get("network") if isinstance(content, dict) else None
+        problem = state_dict_problem(state, plans, configuration)
+        if problem:
+            raise AutosegInputError(f"{bundle}: {name}: {problem}")
+        if onnx:
+            keys.add(network_key(inference_network(plans, configuration, state)))
+    foreign = sorted(name for name in onnx if Path(name).stem not in keys)
+    if foreign:  # it would be used for another model's network of that hash
+        raise AutosegInputError(f"{bundle}: {foreign[0]} is not the export of any network in the bundle")
 
 
-def open_bundle(path: str | os.PathLike) -> WorkDir:
-    """The work folder a bundle holds, extracted (once, checksums verified) into the cache."""
+def _staging_folder(parent: Path) -> Path:
+    """A new temporary extraction folder in ``parent``, named by this process (so that a later open can remove
+    those a killed process left: :func:`remove_stale_extractions`)."""
+    me = ProcessIdentity.current()
+    return Path(tempfile.mkdtemp(prefix=f".extract-{me.host}-{me.pid}-{uuid.uuid4().hex[:8]}-", dir=parent))
+
+
+_STAGING = re.compile(r"^\.extract-(?P<host>[A-Za-z0-9_-]+)-(?P<pid>\d+)-[0-9a-f]{8}-")
+
+
+def remove_stale_extractions(parent: Path) -> None:
+    """Remove extraction folders in ``parent`` left by processes of this machine that no longer run."""
+    if not parent.is_dir():
+        return
+    for entry in parent.iterdir():
+        match = _STAGING.match(entry.name)
+        if match and entry.is_dir() and ProcessIdentity(match["host"], int(match["pid"])).is_running() is False:
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def open_bundle(path: str | os.PathLike, trusted_keys: Sequence[str | os.PathLike] | None = None) -> WorkDir:
+    """The work folder a bundle holds, extracted (once, everything checked: see the module docstring) into the
+    cache. With trusted keys (``trusted_keys``, e.g. ``--trust-key``, and ``$AUTOSEG_TRUSTED_KEYS``) the bundle
+    must carry a valid signature by one of them."""
     path = Path(path)
     if not path.is_file():
         raise AutosegInputError(f"{path}: model bundle not found")
-    manifest = read_manifest(path)
-    target = cache_dir() / "models" / _sha256(path)
+    keys = trusted_public_keys(trusted_keys)
+    index = read_bundle_index(path)
+    if keys:
+        verify_manifest_signature(path, index.manifest_bytes, index.signature_bytes, keys)
+    target = cache_dir() / "models" / f"{_sha256(path)}.v{EXTRACTION_CHECKS_VERSION}"
     if (target / MANIFEST).is_file():
         return WorkDir(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=target.parent))
+    remove_stale_extractions(target.parent)
+    free = free_bytes(target.parent)
+    if free is not None and free < index.total_bytes:
+        raise AutosegInputError(f"{path}: extracting it needs {size_text(index.total_bytes)} in {target.parent}, "
+                                f"{size_text(free)} free; free some space or set AUTOSEG_CACHE")
+    staging = _staging_folder(target.parent)
     try:
         with zipfile.ZipFile(path) as archive:
-            for name, checksum in manifest["members"].items():
+            for name, checksum in index.manifest["members"].items():
                 destination = staging / name
                 destination.parent.mkdir(parents=True, exist_ok=True)
-                with archive.open(name) as source, open(destination, "wb") as handle:
-                    shutil.copyfileobj(source, handle)
-                if _sha256(destination) != checksum:
+                info = index.infos[name]
+                try:
+                    with archive.open(info) as source, open(destination, "wb") as handle:
+                        digest = copy_member(source, handle, info.file_size, path, name)
+                except (zipfile.BadZipFile, zlib.error, EOFError) as error:
+                    raise AutosegInputError(f"{path}: member {name} is damaged ({error})") from None
+                if digest != checksum:
                     raise AutosegInputError(f"{path}: member {name} does not match its checksum (damaged bundle)")
-        (staging / MANIFEST).write_text(json.dumps(manifest))
+        check_extracted(staging, path)
+        (staging / MANIFEST).write_bytes(index.manifest_bytes)
         exported = staging / ONNX_FOLDER
         if exported.is_dir():  # networks exported at `export --onnx`: where the backends look first
             onnx_cache().mkdir(parents=True, exist_ok=True)
-            for path in exported.iterdir():
-                if not (onnx_cache() / path.name).is_file():
-                    shutil.copyfile(path, onnx_cache() / path.name)
+            for network in exported.iterdir():
+                if not (onnx_cache() / network.name).is_file():
+                    with atomic_path(onnx_cache() / network.name) as temporary:
+                        shutil.copyfile(network, temporary)
         try:
             staging.rename(target)
         except OSError:  # another process extracted it meanwhile
@@ -191,9 +549,15 @@ def open_bundle(path: str | os.PathLike) -> WorkDir:
     return WorkDir(target)
 
 
-def model_work_dir(model: str | os.PathLike) -> WorkDir:
-    """``-m`` of ``predict``: a work folder, or a ``.zip`` bundle (opened with :func:`open_bundle`)."""
+def model_work_dir(model: str | os.PathLike, trusted_keys: Sequence[str | os.PathLike] | None = None) -> WorkDir:
+    """``-m`` of ``predict`` and ``serve``: a work folder, or a ``.zip`` bundle (opened with :func:`open_bundle`).
+
+    With trusted keys (``trusted_keys``: ``--trust-key``; or ``$AUTOSEG_TRUSTED_KEYS``) only a bundle signed by
+    one of them opens; a work folder, which carries no signature, is refused."""
     model = Path(model)
     if model.is_file() and model.suffix.lower() == ".zip":
-        return open_bundle(model)
+        return open_bundle(model, trusted_keys)
+    if trusted_key_sources(trusted_keys):
+        raise AutosegInputError(f"{model}: trusted keys are set (--trust-key or $AUTOSEG_TRUSTED_KEYS), and a work "
+                                "folder carries no signature: give a bundle exported with `autoseg export --sign-key`")
     return WorkDir(model)

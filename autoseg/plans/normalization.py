@@ -13,12 +13,17 @@ Arrays are ``(z, y, x)`` per channel, ``(C, z, y, x)`` per image; CT values in H
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from autoseg.utils.registry import Registry
+
+#: Largest magnitude of a normalization parameter (clip bounds, mean, std): CT is -1024..~30000 HU,
+#: MRI and PET intensities reach 1e5-1e6; past 1e9 a float32 image loses all precision.
+MAX_INTENSITY = 1e9
 
 
 @dataclass
@@ -47,7 +52,17 @@ class ChannelNormalization:
 
     def validate(self, where: str = "normalization") -> None:
         """Raise ValueError naming the field when the scheme is unknown or lacks a parameter."""
-        if self.scheme not in NORMALIZATION_SCHEMES:
+        if not isinstance(self.channel, int) or isinstance(self.channel, bool) or self.channel < 0:
+            raise ValueError(f"{where}.channel must be a channel index, got {self.channel!r}")
+        if not isinstance(self.use_nonzero_mask, bool):
+            raise ValueError(f"{where}.use_nonzero_mask must be true or false, got {self.use_nonzero_mask!r}")
+        for name in ("clip_low", "clip_high", "mean", "std"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)
+                                      or not math.isfinite(value) or abs(value) > MAX_INTENSITY):
+                raise ValueError(f"{where}.{name} must be a finite number of at most {MAX_INTENSITY:g} in "
+                                 f"magnitude (or null), got {value!r}")
+        if not isinstance(self.scheme, str) or self.scheme not in NORMALIZATION_SCHEMES:
             raise ValueError(f"{where}.scheme: unknown normalization scheme {self.scheme!r} "
                              f"(known: {', '.join(NORMALIZATION_SCHEMES.names())})")
         problem = NORMALIZATION_SCHEMES.get(self.scheme)().check(self)
@@ -84,8 +99,8 @@ class CTNormalization(NormalizationScheme):
     subtract ``mean`` and divide by ``std`` (dataset foreground statistics, HU)."""
 
     def check(self, entry: ChannelNormalization) -> str | None:
-        if entry.mean is None or not entry.std:
-            return "needs mean and a nonzero std"
+        if entry.mean is None or entry.std is None or not entry.std > 0:
+            return "needs mean and a positive std"
         return _needs_clip_range(entry)
 
     def normalize(self, channel, entry, nonzero):

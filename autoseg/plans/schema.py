@@ -11,6 +11,8 @@ positive integer, got 0``.
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -25,6 +27,7 @@ from autoseg.io.labels import (
     network_regions,
     num_network_outputs,
 )
+from autoseg.plans.architectures import ARCHITECTURES
 from autoseg.plans.network import NetworkConfig
 from autoseg.plans.normalization import ChannelNormalization
 from autoseg.plans.training import TrainingConfig
@@ -35,6 +38,57 @@ PLANS_VERSION = 1
 IMAGE_ORDERS = (0, 1, 3)
 #: Label resampling modes.
 LABEL_MODES = ("per_class_linear", "nearest")
+
+# Physical bounds of plans values (the network's are in :mod:`autoseg.plans.network`). plans.json
+# may be edited by hand or arrive inside a model bundle from elsewhere; a value past these makes
+# preprocessing, training or prediction allocate without end (a 100000^3 patch asks for 80 GB and
+# more) and is refused when plans.json is read, naming the field. Each bound is far above what
+# the planner chooses or anyone trains, so that hand-tuned plans stay possible.
+
+#: Voxels of a patch along one axis: 2D patches of whole 2048x2048 slices (the largest in-plane
+#: matrices of CT and digitised films); 3D patches stay below 512 (nnU-Net: at most about 320).
+MAX_PATCH_AXIS_VOXELS = 2048
+#: Voxels of a whole patch: 2^28 (268 M, 640^3). Training takes about 1.3 kB per patch voxel and
+#: sample (the memory model's estimate for a plain U-Net), so such a patch needs about 350 GB, more
+#: than any accelerator holds; the planner's largest patch on a 192 GB GPU is 384^3 (57 M voxels).
+MAX_PATCH_VOXELS = 2**28
+#: Patches per training step: nnU-Net's 2D batches of small images reach a few hundred.
+MAX_BATCH_SIZE = 4096
+#: Voxels of one batch (batch size x patch voxels): 2^30, 4 GiB of float32 input per channel alone;
+#: the planner's largest batches (2D, 2048x2048 slices on a 192 GB GPU) hold about 90 M.
+MAX_BATCH_VOXELS = 2**30
+#: Target spacing (mm): from 1 um (micro-CT, microscopy-like scans) to 500 mm (no scan has slices
+#: half a metre apart: such a spacing is a unit error, e.g. um or m taken for mm).
+MIN_SPACING_MM = 1e-3
+MAX_SPACING_MM = 500.0
+#: Median image shape per axis at the target spacing (voxels): 65536, a 65 m field of view at 1 mm.
+MAX_IMAGE_AXIS_VOXELS = 2**16
+#: Input channels (image modalities): MSD's largest task has 4, multi-echo or multi-phase MRI a
+#: dozen or so.
+MAX_CHANNELS = 64
+#: Network outputs (classes incl. background, or regions): TotalSegmentator has 118; the
+#: probabilities of 512 classes of one 512x512x300 CT are 80 GB in float16.
+MAX_NETWORK_OUTPUTS = 512
+#: Label values: label maps are written as at most 16-bit integers.
+MAX_LABEL_VALUE = 2**16 - 1
+#: Trainable parameters of one network: 2^30 (4 GiB of float32 weights); nnU-Net ResEnc-L has
+#: about 100 M, the planner's networks at most about 30 M.
+MAX_NETWORK_PARAMETERS = 2**30
+#: Configurations in one plans.json: six planned ones plus budget variants of each.
+MAX_CONFIGURATIONS = 256
+#: Configuration names and data identifiers are folder names (``results/{name}``,
+#: ``preprocessed/{data_identifier}``): letters, digits, ``_ . + -``, starting with a letter or digit
+#: (no ``/``, ``..``, absolute paths or hidden names).
+FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}")
+
+
+def is_folder_name(value: Any) -> bool:
+    """Whether ``value`` is a safe single folder name (:data:`FOLDER_NAME`)."""
+    return isinstance(value, str) and FOLDER_NAME.fullmatch(value) is not None
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass
@@ -67,8 +121,9 @@ class ResamplingConfig:
             raise ValueError(f"{where}.label_mode must be one of {list(LABEL_MODES)}, got {self.label_mode!r}")
         if self.thick_axis_order not in (0, 1):
             raise ValueError(f"{where}.thick_axis_order must be 0 or 1, got {self.thick_axis_order!r}")
-        if not self.anisotropy_threshold > 1:
-            raise ValueError(f"{where}.anisotropy_threshold must be > 1, got {self.anisotropy_threshold!r}")
+        if not _finite_number(self.anisotropy_threshold) or not self.anisotropy_threshold > 1:
+            raise ValueError(f"{where}.anisotropy_threshold must be a finite number > 1, "
+                             f"got {self.anisotropy_threshold!r}")
 
 
 def _positive_ints(values: Any, length: int) -> bool:
@@ -123,16 +178,33 @@ class ConfigurationPlan:
         """Raise ValueError naming the first invalid field (``where`` is e.g. ``configurations.2d``)."""
         if self.dimension not in (2, 3):
             raise ValueError(f"{where}.dimension must be 2 or 3, got {self.dimension!r}")
-        if not isinstance(self.data_identifier, str) or not self.data_identifier:
-            raise ValueError(f"{where}.data_identifier must be a folder name, got {self.data_identifier!r}")
+        if not is_folder_name(self.data_identifier):
+            raise ValueError(f"{where}.data_identifier must be a folder name (letters, digits, _ . + -), "
+                             f"got {self.data_identifier!r}")
         if (not isinstance(self.target_spacing, list) or len(self.target_spacing) != self.dimension
-                or not all(isinstance(v, (int, float)) and v > 0 for v in self.target_spacing)):
-            raise ValueError(f"{where}.target_spacing needs {self.dimension} positive values (mm), "
-                             f"got {self.target_spacing!r}")
+                or not all(_finite_number(v) and MIN_SPACING_MM <= v <= MAX_SPACING_MM for v in self.target_spacing)):
+            raise ValueError(f"{where}.target_spacing {self.target_spacing!r}: needs {self.dimension} values from "
+                             f"{MIN_SPACING_MM} to {MAX_SPACING_MM:g} mm")
         if not _positive_ints(self.patch_size, self.dimension):
             raise ValueError(f"{where}.patch_size needs {self.dimension} positive integers, got {self.patch_size!r}")
+        if max(self.patch_size) > MAX_PATCH_AXIS_VOXELS or math.prod(self.patch_size) > MAX_PATCH_VOXELS:
+            raise ValueError(f"{where}.patch_size {self.patch_size}: at most {MAX_PATCH_AXIS_VOXELS} voxels per axis "
+                             f"and {MAX_PATCH_VOXELS} voxels in all")
         if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1:
             raise ValueError(f"{where}.batch_size must be a positive integer, got {self.batch_size!r}")
+        if self.batch_size > MAX_BATCH_SIZE or self.batch_size * math.prod(self.patch_size) > MAX_BATCH_VOXELS:
+            raise ValueError(f"{where}.batch_size {self.batch_size}: at most {MAX_BATCH_SIZE} patches and "
+                             f"{MAX_BATCH_VOXELS} voxels per batch (patch {self.patch_size})")
+        if (not isinstance(self.median_image_shape, list) or not self.median_image_shape
+                or not all(_finite_number(v) and 0 < v <= MAX_IMAGE_AXIS_VOXELS for v in self.median_image_shape)):
+            raise ValueError(f"{where}.median_image_shape {self.median_image_shape!r}: needs positive sizes of at "
+                             f"most {MAX_IMAGE_AXIS_VOXELS} voxels")
+        if not isinstance(self.estimated_memory_bytes, int) or isinstance(self.estimated_memory_bytes, bool) \
+                or self.estimated_memory_bytes < 0:
+            raise ValueError(f"{where}.estimated_memory_bytes must be a non-negative integer, "
+                             f"got {self.estimated_memory_bytes!r}")
+        if not isinstance(self.network, NetworkConfig):
+            raise ValueError(f"{where}.network must be an object")
         self.network.validate(f"{where}.network")
         if self.network.dimension != self.dimension:
             raise ValueError(f"{where}.network.dimension {self.network.dimension} differs from "
@@ -165,6 +237,9 @@ class ConfigurationPlan:
             if key not in data:
                 raise ValueError(f"{where}.{key} is missing")
         data["network"] = NetworkConfig.from_dict(data["network"], f"{where}.network")
+        for key in ("resampling", "training"):
+            if not isinstance(data.get(key, {}), dict):
+                raise ValueError(f"{where}.{key} must be an object")
         try:
             data["resampling"] = ResamplingConfig(**data.get("resampling", {}))
         except TypeError as error:
@@ -269,6 +344,15 @@ class Plans:
     def validate(self) -> None:
         """Raise ValueError naming the first invalid field."""
         labels = self.labels
+        if not isinstance(self.channel_names, dict) or not 1 <= len(self.channel_names) <= MAX_CHANNELS:
+            count = len(self.channel_names) if isinstance(self.channel_names, dict) else self.channel_names
+            raise ValueError(f"channel_names must name 1 to {MAX_CHANNELS} channels, got {count!r}")
+        if not isinstance(labels, dict) or not labels:
+            raise ValueError(f"labels must map names to values, got {labels!r}")
+        values = [v for value in labels.values() for v in (value if isinstance(value, list) else [value])]
+        if any(isinstance(v, int) and not isinstance(v, bool) and v > MAX_LABEL_VALUE for v in values):
+            raise ValueError(f"labels: values must be at most {MAX_LABEL_VALUE} (16-bit label maps), "
+                             f"got {max(v for v in values if isinstance(v, int))}")
         if self.is_region_based or self.regions_class_order is not None:
             problem = label_definition_problem(labels, self.regions_class_order)
             if problem is not None:
@@ -284,16 +368,29 @@ class Plans:
                              f"got channels {channels}")
         for index, entry in enumerate(self.normalization):
             entry.validate(f"normalization[{index}]")
+        if self.num_classes > MAX_NETWORK_OUTPUTS:
+            raise ValueError(f"labels: {self.num_classes} network outputs, at most {MAX_NETWORK_OUTPUTS}")
         if not self.configurations:
             raise ValueError("configurations is empty")
+        if len(self.configurations) > MAX_CONFIGURATIONS:
+            raise ValueError(f"configurations: {len(self.configurations)}, at most {MAX_CONFIGURATIONS}")
         for name, plan in self.configurations.items():
             where = f"configurations.{name}"
+            if not is_folder_name(name):
+                raise ValueError(f"configurations: name {name!r} is not a folder name (letters, digits, _ . + -)")
             if plan.name != name:
                 raise ValueError(f"{where}.name is {plan.name!r}, expected {name!r}")
             for reference, value in (("previous_stage", plan.previous_stage), ("variant_of", plan.variant_of)):
                 if value is not None and value not in self.configurations:
                     raise ValueError(f"{where}.{reference}: no configuration {value!r} "
                                      f"(available: {', '.join(self.configurations)})")
+        for name, plan in self.configurations.items():  # previous stages resolved: the input channels are known
+            parameters = ARCHITECTURES.get(plan.network.architecture).count_parameters(
+                plan.network, self.input_channels(name), self.num_classes)
+            if parameters > MAX_NETWORK_PARAMETERS:
+                raise ValueError(f"configurations.{name}.network: {parameters} parameters, at most "
+                                 f"{MAX_NETWORK_PARAMETERS} (features_per_stage {plan.network.features_per_stage}, "
+                                 f"kernel_sizes {plan.network.kernel_sizes[0]}...)")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -324,8 +421,13 @@ class Plans:
                     "memory_budget", "normalization", "configurations"):
             if key not in data:
                 raise ValueError(f"{key} is missing")
+        for key, kind in (("channel_names", dict), ("labels", dict), ("memory_budget", dict), ("normalization", list)):
+            if not isinstance(data[key], kind):
+                raise ValueError(f"{key} must be {'an object' if kind is dict else 'a list'}")
         normalization = []
         for index, entry in enumerate(data["normalization"]):
+            if not isinstance(entry, dict):
+                raise ValueError(f"normalization[{index}] must be an object")
             try:
                 normalization.append(ChannelNormalization(**entry))
             except TypeError as error:

@@ -17,6 +17,13 @@ DEFAULT_TRAINER = "default"
 FOREGROUND_CLASS_SAMPLING = ("balanced", "per_case")
 #: Values of ``cross_entropy_weighting`` (the loss's rules, :mod:`autoseg.training.loss`).
 CROSS_ENTROPY_WEIGHTING = ("none", "frequency")
+#: Upper bounds of the training length and workers (plans.json may come from elsewhere): 10x
+#: nnU-Net's 1000 epochs, 400x its 250 iterations per epoch, more worker processes than any machine's cores.
+MAX_EPOCHS = 10_000
+MAX_ITERATIONS_PER_EPOCH = 100_000
+MAX_NUM_WORKERS = 1024
+#: Learning rates above this diverge at once (nnU-Net: 0.01).
+MAX_LEARNING_RATE = 10.0
 
 
 @dataclass
@@ -115,8 +122,21 @@ class TrainingConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{where}.{name} must be a positive integer, got {value!r}")
-        if not self.initial_lr > 0:
-            raise ValueError(f"{where}.initial_lr must be positive, got {self.initial_lr}")
+        if self.epochs > MAX_EPOCHS:
+            raise ValueError(f"{where}.epochs {self.epochs}: at most {MAX_EPOCHS}")
+        if max(self.iterations_per_epoch, self.validation_iterations_per_epoch) > MAX_ITERATIONS_PER_EPOCH:
+            raise ValueError(f"{where}.iterations_per_epoch / validation_iterations_per_epoch: at most "
+                             f"{MAX_ITERATIONS_PER_EPOCH}")
+        for name in ("initial_lr", "momentum", "weight_decay", "lr_exponent", "gradient_clip_norm",
+                     "oversample_foreground"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise ValueError(f"{where}.{name} must be a finite number, got {value!r}")
+        if not 0 < self.initial_lr <= MAX_LEARNING_RATE:
+            raise ValueError(f"{where}.initial_lr must be in (0, {MAX_LEARNING_RATE:g}], got {self.initial_lr}")
+        if not 0 <= self.momentum < 1 or self.weight_decay < 0 or self.lr_exponent < 0 or self.gradient_clip_norm <= 0:
+            raise ValueError(f"{where}: momentum must be in [0, 1), weight_decay and lr_exponent >= 0, "
+                             f"gradient_clip_norm > 0")
         if not 0 <= self.oversample_foreground <= 1:
             raise ValueError(f"{where}.oversample_foreground must be in [0, 1], got {self.oversample_foreground}")
         if self.foreground_class_sampling not in FOREGROUND_CLASS_SAMPLING:
@@ -125,8 +145,12 @@ class TrainingConfig:
         if self.cross_entropy_weighting not in CROSS_ENTROPY_WEIGHTING:
             raise ValueError(f"{where}.cross_entropy_weighting must be one of {list(CROSS_ENTROPY_WEIGHTING)}, "
                              f"got {self.cross_entropy_weighting!r}")
-        if self.num_workers is not None and self.num_workers < 0:
-            raise ValueError(f"{where}.num_workers must be >= 0 or null, got {self.num_workers}")
+        if self.num_workers is not None and (not isinstance(self.num_workers, int) or isinstance(self.num_workers, bool)
+                                             or not 0 <= self.num_workers <= MAX_NUM_WORKERS):
+            raise ValueError(f"{where}.num_workers must be 0..{MAX_NUM_WORKERS} or null, got {self.num_workers!r}")
+        axes = self.augmentation.mirror_axes
+        if not isinstance(axes, list) or not all(isinstance(a, int) and not isinstance(a, bool) for a in axes):
+            raise ValueError(f"{where}.augmentation.mirror_axes must be a list of axes, got {axes!r}")
         if not isinstance(self.trainer, str) or not self.trainer:
             raise ValueError(f"{where}.trainer must be a trainer name, got {self.trainer!r}")
 
