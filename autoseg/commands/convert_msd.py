@@ -47,6 +47,10 @@ def run(args: argparse.Namespace) -> int:
         raise AutosegInputError(f"-j/--num-workers must be at least 1, got {args.num_workers}")
     task = read_msd_task(args.task)
     output = Path(args.output)
+    source = Path(args.task).resolve()
+    if output.resolve() == source or output.resolve() in source.parents:
+        raise AutosegInputError(f"-o {output}: holds the MSD task {args.task}, which the conversion would replace; "
+                                "write the dataset to another folder")
     if output.is_file():
         raise AutosegInputError(f"{output}: exists and is a file, not a folder; give -o a folder")
     if output.exists() and any(output.iterdir()) and not args.overwrite:

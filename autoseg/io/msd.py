@@ -10,7 +10,10 @@ An MSD task (``Task01_BrainTumour`` ... ``Task10_Colon``) is unpacked as::
     TaskXX_Name/imagesTs/y.nii.gz
 
 plus, when the tar archive was made on macOS, an AppleDouble file ``._x.nii.gz`` beside
-every file, which is not an image and is skipped. The v2 layout
+every file, which is not an image and is skipped. Every listed file must lie inside the task
+folder: an absolute path, a ``..`` component, or a symbolic link resolving outside the task folder
+is refused in one line (a downloaded dataset.json must not pull other files into a training set);
+links that stay inside it are followed, and the task folder itself may be a link. The v2 layout
 (:mod:`autoseg.io.dataset`) has one file per channel (``imagesTr/x_0000.nii.gz``, ...),
 the label maps as they are, and a dataset.json with ``channel_names`` (MSD's
 ``modality``), ``labels`` (name -> value, MSD's inverted), ``numTraining`` and
@@ -23,7 +26,7 @@ from __future__ import annotations
 import os
 import shutil
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
@@ -66,12 +69,34 @@ def _case_id(path: Path) -> str:
     return path.name[: -len(MSD_FILE_ENDING)] if path.name.endswith(MSD_FILE_ENDING) else path.stem
 
 
-def _listed_file(root: Path, entry: Any, source: str) -> Path:
+def outside_task_problem(entry: str) -> str | None:
+    """Why the file ``entry`` (as dataset.json lists it) is not inside the task folder, or None.
+
+    Pure rule on the path's text: an absolute path or a ``..`` component leaves the folder. Symlinks are
+    judged by :func:`_listed_file` after resolving."""
+    pure = PurePath(entry.replace("\\", "/"))
+    if pure.is_absolute() or pure.drive or entry.startswith(("/", "\\")):
+        return "is an absolute path"
+    if ".." in pure.parts:
+        return "climbs out with '..'"
+    return None
+
+
+def _listed_file(root: Path, entry: Any, source: str, section: str) -> Path:
     if not isinstance(entry, str) or not entry.endswith(MSD_FILE_ENDING):
         raise AutosegInputError(f"{source}: listed file {entry!r} is not a {MSD_FILE_ENDING} path")
+    problem = outside_task_problem(entry)
+    if problem:
+        raise AutosegInputError(f"{source}: '{section}' entry {entry!r} {problem}: every file must be inside the "
+                                f"task folder {root}; refused")
     path = root / entry
     if not path.is_file():
         raise AutosegInputError(f"{path}: listed in {source} but not found")
+    resolved, inside = path.resolve(), root.resolve()
+    if not resolved.is_relative_to(inside):
+        raise AutosegInputError(f"{source}: '{section}' entry {entry!r} is a symbolic link to {resolved}, outside "
+                                f"the task folder {root}; refused (copy the file in, or link the whole task "
+                                "folder instead)")
     return path
 
 
@@ -100,16 +125,20 @@ def read_msd_task(root: str | os.PathLike) -> MsdTask:
         raise AutosegInputError(f"{source}: 'modality' keys must be 0..N-1, got {sorted(channel_names)}")
     if len(labels) != len(data["labels"]):
         raise AutosegInputError(f"{source}: two labels have the same name")
+    if not isinstance(data["training"], list):
+        raise AutosegInputError(f"{source}: 'training' must be a list of cases")
     training = []
     for entry in data["training"]:
         if not isinstance(entry, dict) or "image" not in entry or "label" not in entry:
             raise AutosegInputError(f"{source}: every 'training' entry needs 'image' and 'label', got {entry!r}")
         if Path(str(entry["image"])).name.startswith(APPLE_DOUBLE_PREFIX):
             continue
-        image = _listed_file(root, entry["image"], str(source))
-        training.append(MsdCase(_case_id(image), image, _listed_file(root, entry["label"], str(source))))
+        image = _listed_file(root, entry["image"], str(source), "training")
+        training.append(MsdCase(_case_id(image), image, _listed_file(root, entry["label"], str(source), "training")))
+    if not isinstance(data.get("test", []), list):
+        raise AutosegInputError(f"{source}: 'test' must be a list of files")
     test = [MsdCase(_case_id(image), image, None)
-            for image in (_listed_file(root, entry, str(source)) for entry in data.get("test", [])
+            for image in (_listed_file(root, entry, str(source), "test") for entry in data.get("test", [])
                           if not Path(str(entry)).name.startswith(APPLE_DOUBLE_PREFIX))]
     ids = [case.case_id for case in training]
     if len(set(ids)) != len(ids):

@@ -185,3 +185,44 @@ def test_task04_cases_in_the_msd_format_round_trip(tmp_path):
         assert geometry.sitk_spacing == pytest.approx(original_geometry.sitk_spacing)
     planned = run_planning(output, tmp_path / "work", num_workers=1, preprocess=False, progress=False)
     assert planned.plans.labels == {"background": 0, "Anterior": 1, "Posterior": 2}
+
+
+def test_files_outside_the_task_folder_are_refused(tmp_path, capsys):
+    """dataset.json may not pull in files outside the task: '..', absolute paths, links that leave it."""
+    task, _ = make_msd_task(tmp_path, num_training=2)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    shutil.copy(task / "imagesTr" / "test_000.nii.gz", outside / "secret.nii.gz")
+    original = json.loads((task / "dataset.json").read_text())
+    output = tmp_path / "out"
+    for image in ("../elsewhere/secret.nii.gz", "./imagesTr/../../elsewhere/secret.nii.gz",
+                  str(outside / "secret.nii.gz")):
+        content = json.loads(json.dumps(original))
+        content["training"][1]["image"] = image
+        (task / "dataset.json").write_text(json.dumps(content))
+        assert main(["convert-msd", str(task), "-o", str(output), "-j", "1"]) == 1
+        error = capsys.readouterr().err.strip()
+        assert error.startswith(f"error: {task / 'dataset.json'}: 'training' entry {image!r}"), error
+        assert f"inside the task folder {task}; refused" in error and "\n" not in error
+        assert not output.exists()
+    (task / "dataset.json").write_text(json.dumps(original))
+    (task / "imagesTr" / "test_001.nii.gz").unlink()
+    (task / "imagesTr" / "test_001.nii.gz").symlink_to(outside / "secret.nii.gz")
+    assert main(["convert-msd", str(task), "-o", str(output), "-j", "1"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert f"is a symbolic link to {outside / 'secret.nii.gz'}, outside the task folder" in error
+    assert "\n" not in error and not output.exists()
+    # links that stay inside the task are followed, and the task folder itself may be a link
+    (task / "imagesTr" / "test_001.nii.gz").unlink()
+    shutil.copy(task / "imagesTr" / "test_000.nii.gz", task / "imagesTr" / "copy.nii.gz")
+    (task / "imagesTr" / "test_001.nii.gz").symlink_to(task / "imagesTr" / "copy.nii.gz")
+    (tmp_path / "linked").symlink_to(task)
+    assert main(["convert-msd", str(tmp_path / "linked"), "-o", str(output), "-j", "1"]) == 0
+
+
+def test_an_output_holding_the_task_is_refused_even_with_overwrite(tmp_path, capsys):
+    task, _ = make_msd_task(tmp_path / "msd")
+    for output in (task, task.parent):
+        assert main(["convert-msd", str(task), "-o", str(output), "--overwrite"]) == 1
+        assert "holds the MSD task" in capsys.readouterr().err
+    assert (task / "dataset.json").is_file() and any((task / "imagesTr").iterdir())  # nothing replaced
