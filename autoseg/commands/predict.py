@@ -26,6 +26,10 @@ def add_parser(subparsers) -> None:
                      "A case that cannot be read is reported and skipped; the exit code is 1 if any failed."))
     parser.add_argument("-i", "--input", required=True, help="folder of scans to segment")
     parser.add_argument("-o", "--output", required=True, help="folder for the segmentations")
+    parser.add_argument("--trust-key", action="append", default=None, metavar="PUBLIC.pem",
+                        help="open only a bundle signed by this Ed25519 public key (a file, or a folder of *.pem/*.pub "
+                             "keys; repeatable; also $AUTOSEG_TRUSTED_KEYS); unsigned bundles and work folders are "
+                             "refused (pip install 'autoseg[sign]')")
     parser.add_argument("-m", "--model", required=True,
                         help="work folder with trained models (from autoseg train), or a model.zip from autoseg export")
     parser.add_argument("-c", "--configurations", nargs="+", default=None,
@@ -114,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         raise AutosegInputError(problem)
     start = time.perf_counter()
     device = prepare_device(args.device)
-    model = model_work_dir(args.model)
+    model = model_work_dir(args.model, trusted_keys=args.trust_key)
     choice = choose_models(model, args.configurations, parse_folds(args.folds) if args.folds else None,
                            args.checkpoint, use_postprocessing=not args.no_postprocessing)
     print(f"models: {' + '.join(choice.configurations)} ({choice.source}), checkpoint {choice.checkpoint}, "

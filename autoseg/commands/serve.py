@@ -28,6 +28,10 @@ def add_parser(subparsers) -> None:
                      "at a time; up to --queue wait on disk, more get 503. With a token (AUTOSEG_SERVE_TOKEN or "
                      "--token-file) every /segment request needs 'Authorization: Bearer TOKEN'."))
     parser.add_argument("-m", "--model", required=True, help="model.zip from autoseg export, or a trained work folder")
+    parser.add_argument("--trust-key", action="append", default=None, metavar="PUBLIC.pem",
+                        help="open only a bundle signed by this Ed25519 public key (a file, or a folder of *.pem/*.pub "
+                             "keys; repeatable; also $AUTOSEG_TRUSTED_KEYS); unsigned bundles and work folders are "
+                             "refused (pip install 'autoseg[sign]')")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for the network)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
@@ -91,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     if problem:  # before the model is loaded
         raise AutosegInputError(problem)
     device = prepare_device(args.device)
-    model = model_work_dir(args.model)
+    model = model_work_dir(args.model, trusted_keys=args.trust_key)
     choice = choose_models(model, args.configurations, parse_folds(args.folds) if args.folds else None,
                            args.checkpoint)
     use_mirroring, mirroring_reason = mirroring_from_arguments(args, model, choice, device.type)

@@ -305,7 +305,7 @@ def test_client_mistakes_are_4xx_without_server_paths(model, tmp_path):
     assert long_name[0] == 200 and np.array_equal(segmentation_of(long_name[2]), expected(model, scan))
     assert collided[0] == 400 and json.loads(collided[2])["error"].startswith("collide.zip: zip holds both a file")
     assert emojied[0] == 200 and "filename*=UTF-8''%F0%9F%98%80.nii.gz" in emojied[1]["Content-Disposition"]
-    for status, _, body in (long_name, collided):
+    for _, _, body in (long_name, collided):
         assert tempfile.gettempdir() not in body.decode(errors="replace")
 
 
