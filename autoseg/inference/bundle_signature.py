@@ -213,7 +213,7 @@ def check_bundle_signature(bundle: str | os.PathLike,
                            trusted_keys: Sequence[str | os.PathLike] | None = None) -> str | None:
     """For predict/serve: verify ``bundle``'s signature against ``trusted_keys`` (``--trust-key``) and
     ``$AUTOSEG_TRUSTED_KEYS``; the signer's key id, or None when no key is trusted (nothing to check)."""
-    from autoseg.inference.bundle import read_bundle_index  # bundle imports this module
+    from autoseg.inference.bundle_checks import read_bundle_index  # bundle_checks imports this module
 
     keys = trusted_public_keys(trusted_keys)
     if not keys:

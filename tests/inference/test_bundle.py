@@ -15,8 +15,9 @@ import pytest
 
 from autoseg.cli import main
 from autoseg.errors import AutosegInputError
-from autoseg.inference import bundle as bundle_module
-from autoseg.inference.bundle import copy_member, export_bundle, model_work_dir, open_bundle, read_manifest
+from autoseg.inference import bundle_checks
+from autoseg.inference.bundle import export_bundle, model_work_dir, open_bundle, read_manifest
+from autoseg.inference.bundle_checks import copy_member
 
 LEGACY_PLANS = Path(__file__).resolve().parents[1] / "data" / "legacy_plans_v1.json"
 CHECKPOINT = "results/3d_fullres/fold_0/checkpoint_final.pt"
@@ -148,12 +149,12 @@ def test_declared_sizes_and_ratios_are_refused_before_extracting(bundle, tmp_pat
     zeros = rewritten(bundle, tmp_path / "zeros.zip", lambda name, data: bytes(20 * 2**20) if name == CHECKPOINT
                       else data)
     refused(zeros, f"member {CHECKPOINT} expands")
-    monkeypatch.setitem(bundle_module.MEMBER_LIMITS, "checkpoint", 1000)
+    monkeypatch.setitem(bundle_checks.MEMBER_LIMITS, "checkpoint", 1000)
     refused(bundle, f"member {CHECKPOINT} declares")
     monkeypatch.undo()
-    monkeypatch.setattr(bundle_module, "MAX_TOTAL_BYTES", 1000)
+    monkeypatch.setattr(bundle_checks, "MAX_TOTAL_BYTES", 1000)
     refused(bundle, "in all, at most")
-    monkeypatch.setattr(bundle_module, "MAX_MEMBERS", 2)
+    monkeypatch.setattr(bundle_checks, "MAX_MEMBERS", 2)
     refused(bundle, "members, at most 2")
     assert nothing_in_the_cache(cache)
 
