@@ -11,8 +11,27 @@ What is refused, as one line naming the series (:func:`series_problem`): slices 
 different orientation, size or pixel spacing; slices without position; two slices at one
 position; gantry tilt (slices shifted in-plane from one to the next, which a regular voxel
 grid cannot hold); a gap of about two or more slice spacings (missing slices); otherwise
-uneven slice spacing (more than :data:`SPACING_TOLERANCE` relative spread); files
-without pixel data.
+uneven slice spacing (more than :data:`SPACING_TOLERANCE` relative spread); a malformed
+position, orientation (not two orthogonal unit directions) or pixel spacing (not two
+positive numbers: SimpleITK would silently read 1 mm); files without pixel data, or whose
+pixel data is shorter than Rows x Columns x frames x bits ("pixel data is truncated (N of M
+bytes)"); a multi-frame file among other files of its series. A file that SimpleITK still
+cannot decode is named with the decoder's reason.
+
+What is skipped, with a ``note:`` line on stderr (:func:`non_image_reason`): DICOM files
+beside a series that are not images of it: a DICOMDIR (SOP Class
+:data:`MEDIA_STORAGE_DIRECTORY`, or a file named ``DICOMDIR``), presentation states,
+structured reports, key objects, segmentations, RT structure sets and other non-image
+modalities (:data:`NON_IMAGE_MODALITIES`), and files of any SOP Class with neither pixel
+data nor Rows. (A file with Rows but no pixel data is a damaged slice, one with neither SOP
+Class nor pixels a damaged file: both refused.) Files that are not DICOM at all
+(``Thumbs.db``, ``.DS_Store``, ``README.txt``) are never looked at.
+
+A series of one slice (one single-frame file, or one multi-frame file) has no second
+position to measure its through-plane spacing from: it is taken from Spacing Between Slices,
+else Slice Thickness (a ``note:`` line says which); with neither, 1 mm is assumed and a
+``warning:`` line says so (:func:`through_plane_spacing`). Volumes in ``report.json`` and the
+DICOM-SEG's Pixel Measures follow that spacing.
 
 Arrays are ``(z, y, x)`` like every image of autoseg (:mod:`autoseg.io.formats`).
 """
@@ -20,6 +39,7 @@ Arrays are ``(z, y, x)`` like every image of autoseg (:mod:`autoseg.io.formats`)
 from __future__ import annotations
 
 import re
+import sys
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +65,27 @@ SERIES_SEPARATOR = "#"
 UID_PATTERN = re.compile(r"[0-9][0-9.]*")
 #: A DICOM Part 10 file has "DICM" at this byte offset.
 _PREAMBLE_LENGTH = 128
+#: SOP Class UID of a DICOMDIR (Media Storage Directory Storage).
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+#: Modalities of DICOM objects that are not images to segment (skipped beside a series).
+NON_IMAGE_MODALITIES = frozenset({"SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", "SR", "PR", "KO", "REG",
+                                  "DOC", "FID", "PLAN", "RWV", "AU", "ECG", "HD"})
+#: Through-plane spacing (mm) assumed for a one-slice series whose header gives none.
+ASSUMED_SLICE_SPACING = 1.0
+_noted: set[str] = set()
+
+
+def note(message: str) -> None:
+    """Print a ``note:``/``warning:`` line to stderr once per process (series are looked at several times)."""
+    if message not in _noted:
+        _noted.add(message)
+        print(message, file=sys.stderr)
+
+
+def error_reason(error: BaseException, limit: int = 160) -> str:
+    """A library error as one short line: its first non-empty line, else its type name (never empty)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0][:limit] if lines else type(error).__name__
 
 
 def require_pydicom() -> Any:
@@ -85,6 +126,10 @@ class SliceHeader:
     rows: int | None
     columns: int | None
     has_pixels: bool
+    frames: int = 1
+    spacing_between_slices: float | None = None
+    slice_thickness: float | None = None
+    pixel_problem: str | None = None  # e.g. truncated pixel data (one line without the file name)
 
 
 @dataclass
@@ -113,9 +158,77 @@ def _floats(value: Any) -> tuple[float, ...] | None:
         return None
 
 
+def _positive(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number > 0 and np.isfinite(number) else None
+
+
+def _integer(value: Any) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def non_image_reason(name: str, media_sop_class: str, sop_class: str, modality: str, has_pixels: bool,
+                     has_rows: bool) -> str | None:
+    """Why a DICOM file is not an image of a series (skipped beside one), or None when it is one.
+
+    ``name``: the file name; the others from its header (``media_sop_class`` from the file meta).
+    A file with a SOP Class but neither pixel data nor Rows is a non-image object; one with Rows but no
+    pixel data is a damaged slice, and one without SOP Class and pixels a damaged file (both refused).
+    """
+    if name.upper() == "DICOMDIR" or MEDIA_STORAGE_DIRECTORY in (media_sop_class, sop_class):
+        return "a DICOMDIR (media directory)"
+    if modality.upper() in NON_IMAGE_MODALITIES:
+        return f"a {modality.upper()} object, not an image"
+    sop_class = sop_class or media_sop_class
+    if not has_pixels and not has_rows and sop_class:
+        return f"no pixel data (SOP Class {sop_class}: not an image)"
+    return None
+
+
+def native_pixel_bytes(rows: int, columns: int, samples: int, bits_allocated: int, frames: int) -> int:
+    """Bytes of uncompressed pixel data of ``frames`` frames of ``rows x columns`` (1-bit data packed)."""
+    bits = rows * columns * samples * frames * bits_allocated
+    return (bits + 7) // 8
+
+
+def _pixel_problem(header: Any, path: Path) -> str | None:
+    """Truncated native pixel data: fewer bytes in the file (or declared) than the image needs."""
+    try:
+        element = header.get_item("PixelData", keep_deferred=True)
+    except (KeyError, TypeError):
+        return None
+    syntax = header.file_meta.get("TransferSyntaxUID") if element is not None else None
+    if syntax is None or syntax.is_encapsulated or syntax.is_deflated:
+        return None  # compressed: the decoder tells (read_series names the file)
+    rows, columns = _integer(header.get("Rows")), _integer(header.get("Columns"))
+    bits = _integer(header.get("BitsAllocated"))
+    if not (rows and columns and bits):
+        return None
+    needed = native_pixel_bytes(rows, columns, _integer(header.get("SamplesPerPixel")) or 1, bits,
+                                _integer(header.get("NumberOfFrames")) or 1)
+    length = getattr(element, "length", None)
+    value = getattr(element, "value", None)
+    if isinstance(value, (bytes, bytearray)):
+        present = len(value)
+    elif length is not None and getattr(element, "value_tell", None) is not None:
+        present = min(length, max(0, path.stat().st_size - element.value_tell))
+    else:
+        return None
+    if present < needed:
+        return f"pixel data is truncated ({present} of {needed} bytes)"
+    return None
+
+
 def find_series(folder: str | Path, recursive: bool = True) -> list[DicomSeries]:
     """The DICOM series under ``folder``, grouped by Series Instance UID, ordered by folder, then
-    Series Number, then UID. Slices are not yet checked (see :func:`checked_slices`)."""
+    Series Number, then UID. Non-image DICOM files (:func:`non_image_reason`) are skipped with a
+    ``note:`` line. Slices are not yet checked (see :func:`checked_slices`)."""
     pydicom = require_pydicom()
     folder = Path(folder)
     series: dict[str, DicomSeries] = {}
@@ -124,22 +237,46 @@ def find_series(folder: str | Path, recursive: bool = True) -> list[DicomSeries]
             with warnings.catch_warnings():  # pydicom warns about sloppy headers real scanners write
                 warnings.simplefilter("ignore")
                 header = pydicom.dcmread(path, defer_size="1 KB")
+                meta = getattr(header, "file_meta", None)
+                media_class = str(meta.get("MediaStorageSOPClassUID", "")) if meta is not None else ""
+                skip = non_image_reason(path.name, media_class, str(header.get("SOPClassUID", "") or ""),
+                                        str(header.get("Modality", "") or ""), "PixelData" in header,
+                                        "Rows" in header)
+                if skip is not None:
+                    note(f"note: skipping {path}: {skip}")
+                    continue
+                uid = str(header.get("SeriesInstanceUID", "") or "")
+                if not uid:
+                    raise AutosegInputError(f"{path}: no Series Instance UID (not an image of a DICOM series, "
+                                            "or damaged)")
+                entry = series.get(uid)
+                if entry is None:
+                    entry = series[uid] = DicomSeries(uid, path.parent,
+                                                      str(header.get("SeriesDescription", "") or "").strip(),
+                                                      _integer(header.get("SeriesNumber")),
+                                                      str(header.get("Modality", "") or ""))
+                entry.slices.append(SliceHeader(
+                    path, _floats(header.get("ImagePositionPatient")), _floats(header.get("ImageOrientationPatient")),
+                    _floats(header.get("PixelSpacing")), _integer(header.get("Rows")),
+                    _integer(header.get("Columns")), "PixelData" in header,
+                    _integer(header.get("NumberOfFrames")) or 1, _positive(header.get("SpacingBetweenSlices")),
+                    _positive(header.get("SliceThickness")), _pixel_problem(header, path)))
+        except AutosegInputError:
+            raise
         except Exception as error:  # pydicom raises many kinds on damaged files
-            raise AutosegInputError(f"{path}: cannot be read as DICOM ({str(error).splitlines()[0][:120]})") from None
-        uid = str(header.get("SeriesInstanceUID", ""))
-        if not uid:
-            raise AutosegInputError(f"{path}: no Series Instance UID (not an image of a DICOM series, or damaged)")
-        entry = series.get(uid)
-        if entry is None:
-            number = header.get("SeriesNumber")
-            entry = series[uid] = DicomSeries(uid, path.parent, str(header.get("SeriesDescription", "")).strip(),
-                                              int(number) if number not in (None, "") else None,
-                                              str(header.get("Modality", "")))
-        spacing = _floats(header.get("PixelSpacing"))
-        entry.slices.append(SliceHeader(path, _floats(header.get("ImagePositionPatient")),
-                                        _floats(header.get("ImageOrientationPatient")), spacing,
-                                        header.get("Rows"), header.get("Columns"), "PixelData" in header))
+            raise AutosegInputError(f"{path}: cannot be read as DICOM ({error_reason(error, 120)})") from None
     return sorted(series.values(), key=lambda s: (str(s.folder), s.series_number or 0, s.series_uid))
+
+
+def orientation_problem(orientation: Sequence[float]) -> str | None:
+    """Why six Image Orientation (Patient) numbers are not two orthogonal unit directions (row,
+    column; patient LPS), or None. Allows the rounding scanners write (1% length, 0.01 cosine)."""
+    row, column = np.asarray(orientation[:3], dtype=float), np.asarray(orientation[3:6], dtype=float)
+    if not (abs(np.linalg.norm(row) - 1) < 0.01 and abs(np.linalg.norm(column) - 1) < 0.01):
+        return "row and column directions must be unit vectors"
+    if abs(float(row @ column)) > 0.01:
+        return "row and column directions are not orthogonal"
+    return None
 
 
 def slice_normal(orientation: tuple[float, ...]) -> np.ndarray:
@@ -167,10 +304,25 @@ def series_problem(slices: Iterable[SliceHeader]) -> str | None:
     for header in slices:
         if not header.has_pixels:
             return f"{header.path.name} has no pixel data"
-        for attribute, what in (("orientation", "Image Orientation (Patient)"), ("pixel_spacing", "Pixel Spacing"),
-                                ("position", "Image Position (Patient)")):
-            if getattr(header, attribute) is None:
+        if header.pixel_problem is not None:
+            return f"{header.path.name}: {header.pixel_problem}"
+        if header.frames > 1 and len(slices) > 1:
+            return (f"{header.path.name} is a multi-frame image ({header.frames} frames) in a series of "
+                    f"{len(slices)} files; give each multi-frame file its own folder")
+        for attribute, what, count in (("orientation", "Image Orientation (Patient)", 6),
+                                       ("pixel_spacing", "Pixel Spacing", 2),
+                                       ("position", "Image Position (Patient)", 3)):
+            value = getattr(header, attribute)
+            if value is None:
                 return f"{header.path.name} has no {what}"
+            if len(value) != count or not all(np.isfinite(value)):
+                return f"{header.path.name} has a malformed {what} ({list(value)}; {count} numbers expected)"
+        if not all(v > 0 for v in header.pixel_spacing):
+            return f"{header.path.name} has Pixel Spacing {list(header.pixel_spacing)} mm (must be positive)"
+        problem = orientation_problem(header.orientation)
+        if problem is not None:
+            return (f"{header.path.name} has an invalid Image Orientation (Patient) {list(header.orientation)}: "
+                    f"{problem}")
         if (header.rows, header.columns) != (first.rows, first.columns):
             return (f"slices of different sizes ({first.rows}x{first.columns} in {first.path.name}, "
                     f"{header.rows}x{header.columns} in {header.path.name})")
@@ -215,6 +367,42 @@ def checked_slices(series: DicomSeries) -> list[Path]:
     return [header.path for header in sorted_along_normal(series.slices)]
 
 
+def through_plane_spacing(header: SliceHeader) -> tuple[float, str]:
+    """Through-plane spacing (mm) of a one-slice series and where it came from: Spacing Between
+    Slices, else Slice Thickness, else :data:`ASSUMED_SLICE_SPACING` (``"assumed"``)."""
+    if header.spacing_between_slices is not None:
+        return header.spacing_between_slices, "Spacing Between Slices"
+    if header.slice_thickness is not None:
+        return header.slice_thickness, "Slice Thickness"
+    return ASSUMED_SLICE_SPACING, "assumed"
+
+
+def single_slice_spacing(series: DicomSeries) -> float | None:
+    """The through-plane spacing (mm) of a series of one file (:func:`through_plane_spacing`), with a
+    ``note:`` line saying where it came from (``warning:`` when assumed); None for several files."""
+    if len(series.slices) != 1:
+        return None
+    header = series.slices[0]
+    spacing, source = through_plane_spacing(header)
+    what = "one slice" if header.frames == 1 else f"one multi-frame file ({header.frames} frames)"
+    if source == "assumed":
+        note(f"warning: {series.name}: {what} without Spacing Between Slices or Slice Thickness; "
+             f"{spacing:g} mm through-plane spacing assumed (volumes in report.json scale with it)")
+    else:
+        note(f"note: {series.name}: {what}; through-plane spacing {spacing:g} mm from its {source}")
+    return spacing
+
+
+def series_slice_spacing(series: DicomSeries) -> float:
+    """The series' through-plane spacing (mm): the median gap between slice positions along the
+    normal, or for one file :func:`single_slice_spacing`. The slices must pass :func:`series_problem`."""
+    if len(series.slices) == 1:
+        return single_slice_spacing(series)
+    ordered = sorted_along_normal(series.slices)
+    along = np.array([header.position for header in ordered]) @ slice_normal(ordered[0].orientation)
+    return float(np.median(np.diff(along)))
+
+
 def only_series(folder: Path) -> DicomSeries:
     """The one series of a folder (its files directly in it); a one-line error for none or several."""
     found = find_series(folder, recursive=False)
@@ -247,7 +435,8 @@ def is_series_path(path: Path) -> bool:
     """Whether ``path`` names a series: ``folder#UID`` of an existing folder, or a folder with DICOM files
     directly in it (the first few files are looked at)."""
     if path.is_dir():
-        return any(is_dicom_file(child) for child in sorted(path.iterdir())[:8] if child.is_file())
+        return any(is_dicom_file(child) for child in sorted(path.iterdir())[:8]
+                   if child.is_file() and child.name.upper() != "DICOMDIR")
     folder, separator, uid = str(path).rpartition(SERIES_SEPARATOR)
     return bool(separator) and UID_PATTERN.fullmatch(uid) is not None and Path(folder).is_dir()
 
@@ -297,19 +486,53 @@ def dicom_cases(folder: Path, num_channels: int, skip: Sequence[Path] = ()
     return cases, problems
 
 
+def decoder_reason(error: BaseException) -> str:
+    """SimpleITK/GDCM's error as one line: its line mentioning an error, else its last line, else its type."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    line = next((line for line in lines if "rror" in line), lines[-1] if lines else type(error).__name__)
+    return line[:160]
+
+
+def _undecodable_file(files: Sequence[Path]) -> tuple[Path, str] | None:
+    """The first file that pydicom cannot decode the pixels of, and why (after SimpleITK failed)."""
+    pydicom = require_pydicom()
+    for path in files:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                pydicom.dcmread(path).pixel_array  # noqa: B018 - decoded to find the culprit
+        except Exception as error:  # pydicom and its decoders raise many kinds
+            return path, error_reason(error, 120)
+    return None
+
+
 def read_series(series: DicomSeries) -> tuple[np.ndarray, Any]:
-    """Voxels ``(z, y, x)`` with Rescale Slope/Intercept applied (HU for CT) and the SimpleITK image."""
+    """Voxels ``(z, y, x)`` with Rescale Slope/Intercept applied (HU for CT) and the SimpleITK image
+    (spacing in mm; one-slice series as :func:`single_slice_spacing` says)."""
     import SimpleITK as sitk
 
     files = checked_slices(series)
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames([str(path) for path in files])
     try:
-        image = reader.Execute()
+        image = None
+        if len(files) == 1:  # one (possibly multi-frame) file: a 3D image, not a series of one 2D slice
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(str(files[0]))
+            image = reader.Execute()
+        if image is None or image.GetDimension() == 2:
+            reader = sitk.ImageSeriesReader()
+            reader.SetFileNames([str(path) for path in files])
+            image = reader.Execute()
     except RuntimeError as error:
-        detail = next((line for line in str(error).splitlines() if "rror" in line), "")
-        raise AutosegInputError(f"{series.name}: cannot be read ({detail.strip()[:160]})") from None
+        culprit = _undecodable_file(files)
+        if culprit is not None:
+            raise AutosegInputError(f"{culprit[0]}: pixel data cannot be decoded ({culprit[1]})") from None
+        raise AutosegInputError(f"{series.name}: cannot be read by SimpleITK ({decoder_reason(error)})") from None
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise AutosegInputError(f"{series.name}: {image.GetNumberOfComponentsPerPixel()} components per voxel "
                                 "(colour images are not scans)")
+    if image.GetDimension() != 3:
+        raise AutosegInputError(f"{series.name}: read as a {image.GetDimension()}D image; expected one 3D volume")
+    spacing = single_slice_spacing(series)
+    if spacing is not None:
+        image.SetSpacing((*image.GetSpacing()[:2], spacing))
     return sitk.GetArrayFromImage(image), image

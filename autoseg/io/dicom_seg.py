@@ -11,6 +11,17 @@ dataset.json; their coded concepts default to SNOMED CT "Anatomical structure"
 
 The algorithm (name ``autoseg``, its version) is recorded in every segment and the series.
 Needs the ``dicom`` extra.
+
+Sources as anonymisers leave them: Type 2 attributes the SEG copies from its source
+(:data:`TYPE2_ATTRIBUTES`: patient name, ID, birth date and sex, study ID, date and time,
+accession number, referring physician) may be absent; they are written present and empty,
+as the standard allows. A source without Slice Thickness gives the SEG's Pixel Measures the
+series' slice spacing (mm) as thickness (the SEG's voxels span it; highdicom's reader needs
+one). Type 1 attributes (:data:`TYPE1_ATTRIBUTES`: SOP Class, SOP Instance and Study
+Instance UIDs) cannot be made up: a source without one is a one-line error naming the file.
+A one-slice series gets the through-plane spacing the reader gives it
+(:func:`autoseg.io.dicom.single_slice_spacing`), not highdicom's default of 1 mm. Anything
+else highdicom refuses is one line naming the series; ``predict`` fails that case only.
 """
 
 from __future__ import annotations
@@ -24,7 +35,7 @@ import numpy as np
 
 from autoseg import __version__
 from autoseg.errors import AutosegInputError
-from autoseg.io.dicom import DICOM_EXTRA, checked_slices, series_at
+from autoseg.io.dicom import DICOM_EXTRA, checked_slices, error_reason, series_at, series_slice_spacing
 from autoseg.io.labels import class_mask
 from autoseg.utils.files import atomic_path, read_json_input
 
@@ -34,6 +45,12 @@ DEFAULT_CONCEPT = ("91723000", "SCT", "Anatomical structure")
 SEG_SERIES_NUMBER = 900
 #: File ending of written DICOM-SEG objects.
 DICOM_SEG_ENDING = ".dcm"
+#: Type 2 attributes (may be empty, must be present) highdicom copies from the source images.
+TYPE2_ATTRIBUTES = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+                    "StudyID", "AccessionNumber", "ReferringPhysicianName")
+#: Type 1 attributes of every source image a SEG needs (keyword, what error lines call it).
+TYPE1_ATTRIBUTES = (("SOPClassUID", "SOP Class UID"), ("SOPInstanceUID", "SOP Instance UID"),
+                    ("StudyInstanceUID", "Study Instance UID"))
 
 
 def _highdicom() -> Any:
@@ -70,8 +87,37 @@ def dicom_seg_problem(path: str | os.PathLike) -> str | None:
             return f"{path}: not a DICOM Segmentation"
         dataset.PixelData  # noqa: B018 - read to its end
     except Exception as error:  # pydicom raises many kinds on damaged files
-        return f"{path}: cannot be read as DICOM ({str(error).splitlines()[0][:120]})"
+        return f"{path}: cannot be read as DICOM ({error_reason(error, 120)})"
     return None
+
+
+def source_problem(dataset: Any, path: str | os.PathLike) -> str | None:
+    """Why the source image ``dataset`` (read from ``path``) cannot be referenced by a DICOM-SEG (one
+    line naming the file), or None. Missing Type 2 attributes are no problem (:func:`completed_source`)."""
+    for keyword, what in TYPE1_ATTRIBUTES:
+        if not str(dataset.get(keyword, "") or "").strip():
+            return f"{path}: no {what} (blank or missing); a DICOM-SEG must reference it"
+    try:
+        frames = int(dataset.get("NumberOfFrames") or 1)
+    except (TypeError, ValueError):
+        return f"{path}: Number of Frames {dataset.get('NumberOfFrames')!r} is not a number"
+    if frames > 1:
+        return f"{path}: a multi-frame image ({frames} frames); DICOM-SEG output needs single-frame slices"
+    return None
+
+
+def completed_source(dataset: Any, slice_spacing: float, one_slice: bool) -> Any:
+    """``dataset`` with each missing Type 2 attribute of :data:`TYPE2_ATTRIBUTES` present and empty (changed
+    in place: pass a copy); a missing or empty Slice Thickness set to the series' ``slice_spacing`` (mm);
+    for a ``one_slice`` series (no second position to measure it from) Spacing Between Slices too."""
+    for keyword in TYPE2_ATTRIBUTES:
+        if keyword not in dataset:
+            setattr(dataset, keyword, None)
+    if dataset.get("SliceThickness") in (None, ""):
+        dataset.SliceThickness = f"{slice_spacing:g}"
+    if one_slice and dataset.get("SpacingBetweenSlices") in (None, ""):
+        dataset.SpacingBetweenSlices = f"{slice_spacing:g}"
+    return dataset
 
 
 def write_dicom_seg(segmentation: np.ndarray, source: str | os.PathLike, classes: Mapping[int, Sequence[int]],
@@ -87,8 +133,20 @@ def write_dicom_seg(segmentation: np.ndarray, source: str | os.PathLike, classes
     hd = _highdicom()
     import pydicom
 
-    files = checked_slices(series_at(Path(source)))
-    sources = [pydicom.dcmread(file) for file in files]
+    series = series_at(Path(source))
+    files = checked_slices(series)
+    sources = []
+    for file in files:
+        try:
+            dataset, problem = pydicom.dcmread(file), None
+        except Exception as error:  # pydicom raises many kinds on damaged files
+            dataset, problem = None, f"{file}: cannot be read as DICOM ({error_reason(error, 120)})"
+        problem = problem or source_problem(dataset, file)
+        if problem is not None:  # raised outside the except: an unreadable source is this case's problem,
+            raise AutosegInputError(problem)  # not the output folder's (predict_folder.ends_the_run)
+        sources.append(dataset)
+    spacing = series_slice_spacing(series)
+    sources = [completed_source(dataset, spacing, len(sources) == 1) for dataset in sources]
     rows, columns = int(sources[0].Rows), int(sources[0].Columns)
     if segmentation.shape != (len(sources), rows, columns):
         raise ValueError(f"segmentation shape {segmentation.shape} does not match the series "
@@ -108,12 +166,16 @@ def write_dicom_seg(segmentation: np.ndarray, source: str | os.PathLike, classes
             segment_number=number, segment_label=name, segmented_property_category=category,
             segmented_property_type=kind, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=algorithm))
-    seg = hd.seg.Segmentation(
-        source_images=sources, pixel_array=masks, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=SEG_SERIES_NUMBER,
-        sop_instance_uid=hd.UID(), instance_number=1, manufacturer="autoseg",
-        manufacturer_model_name="autoseg", software_versions=__version__, device_serial_number="none",
-        series_description=f"autoseg {__version__} segmentation", omit_empty_frames=False)
+    try:
+        seg = hd.seg.Segmentation(
+            source_images=sources, pixel_array=masks, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=SEG_SERIES_NUMBER,
+            sop_instance_uid=hd.UID(), instance_number=1, manufacturer="autoseg",
+            manufacturer_model_name="autoseg", software_versions=__version__, device_serial_number="none",
+            series_description=f"autoseg {__version__} segmentation", omit_empty_frames=False)
+    except (ValueError, KeyError, AttributeError, TypeError, IndexError) as error:  # highdicom refuses the source
+        raise AutosegInputError(f"{series.name}: cannot be written as a DICOM-SEG ({type(error).__name__}: "
+                                f"{error_reason(error, 160)})") from None
     path = Path(path)
     with atomic_path(path) as temporary:
         seg.save_as(temporary)
