@@ -10,7 +10,8 @@ agree with the truth, so low agreement marks a case the models find hard or unus
 scanner, an artefact, an unexpected anatomy). ``flag`` is ``"review"`` below
 :data:`AGREEMENT_THRESHOLD`, ``"ok"`` at or above it, and ``"unknown"`` when one network
 predicted alone (nothing to compare). Written as ``report.json`` and ``report.csv`` in the
-output folder (rows of earlier runs kept for cases not predicted again).
+output folder (rows of earlier runs kept for cases not predicted again). A case that failed in
+the run is listed in ``report.json`` as ``{"flag": "failed", "error": "<one line>"}`` (no CSV rows).
 """
 
 from __future__ import annotations

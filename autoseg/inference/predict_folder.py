@@ -12,10 +12,17 @@ full-size probabilities (0.9 GB for 3 classes on a 512x512x300 CT) are only made
 ``--save-probabilities``. The sliding-window accumulators live on the CPU whenever they
 would not comfortably fit the GPU.
 Writing a case's files runs in a background thread while the next case is predicted.
+A case whose files cannot be written (e.g. highdicom refuses its source series) fails alone:
+what it had written is removed, its one-line reason goes to ``report.failed`` and
+``report.json`` (``{"flag": "failed", "error": ...}``), and the other cases go on. A full disk
+or an unwritable output folder (:data:`RUN_ENDING_ERRNOS`) would fail every later case alike:
+it ends the run with one line.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import re
 import sys
@@ -34,7 +41,7 @@ from autoseg.inference.case_report import case_entry, write_case_report
 from autoseg.inference.export import restore_segmentation
 from autoseg.inference.predictor import Predictor
 from autoseg.inference.preview import PREVIEW_SUFFIX, write_preview
-from autoseg.io.dicom import dicom_cases, is_series_path
+from autoseg.io.dicom import dicom_cases, error_reason, is_series_path
 from autoseg.io.dicom_seg import DICOM_SEG_ENDING, dicom_seg_problem, write_dicom_seg
 from autoseg.io.formats import ending_of, known_file_endings
 from autoseg.io.geometry import ImageGeometry
@@ -42,13 +49,16 @@ from autoseg.io.images import image_file_problem, read_case_images, write_segmen
 from autoseg.io.probabilities import save_probabilities
 from autoseg.plans.schema import Plans
 from autoseg.postprocessing.components import apply_postprocessing
-from autoseg.utils.files import remove_stale_temporaries
+from autoseg.utils.files import DISK_FULL_ERRNOS, os_error_message, remove_stale_temporaries
 from autoseg.workdir import WorkDir
 
 #: Segmentations of DICOM series input are written in this format (DICOM-SEG on request).
 SERIES_OUTPUT_ENDING = ".nii.gz"
 #: What ``predict`` writes: the input's format (NIfTI for DICOM series), or a DICOM Segmentation.
 OUTPUT_FORMATS = ("nifti", "dicom-seg")
+#: Write failures that are the output folder's, not one case's (every later case would meet them): they end
+#: the run instead of failing one case.
+RUN_ENDING_ERRNOS = (*DISK_FULL_ERRNOS, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 @dataclass
@@ -291,7 +301,7 @@ def predict_folder(work_dir: str | os.PathLike, input_dir: str | os.PathLike, ou
         todo.append((case_id, [channels[c] for c in range(plans.num_channels)], target))
     prepare_output_folder(output_dir)
     report.removed_temporaries = remove_stale_temporaries(output_dir)
-    pending: Future | None = None
+    pending: tuple[str, Path, Future] | None = None
     with ThreadPoolExecutor(max_workers=1) as writer:
         for case_id, files, target in tqdm(todo, desc="predict", unit="case", disable=not progress):
             began = time.perf_counter()
@@ -310,12 +320,13 @@ def predict_folder(work_dir: str | os.PathLike, input_dir: str | os.PathLike, ou
                 _finish(pending, report)
             seg_request = None if output_format != "dicom-seg" else (files[0], seg_concepts)
             preview = (image[0], output_dir / f"{case_id}{PREVIEW_SUFFIX}") if previews else None
-            pending = writer.submit(_write_case, case_id, segmentation, probabilities, properties, target,
-                                    output_dir, plans, seg_request, agreement, preview)
+            pending = (case_id, target, writer.submit(_write_case, case_id, segmentation, probabilities, properties,
+                                                      target, output_dir, plans, seg_request, agreement, preview))
         if pending is not None:
             _finish(pending, report)
     if report.case_reports:
-        write_case_report(output_dir, report.case_reports)
+        failures = {case: {"flag": "failed", "error": reason} for case, reason in report.failed.items()}
+        write_case_report(output_dir, {**failures, **report.case_reports})
     report.peak_rss_bytes = peak_rss_bytes()
     return report
 
@@ -336,23 +347,58 @@ def _write_case(case_id: str, segmentation: np.ndarray, probabilities: torch.Ten
                 target: Path, output_dir: Path, plans: Plans, seg_request: tuple[Path, dict | None] | None,
                 agreement: float | None, preview: tuple[np.ndarray, Path] | None) -> tuple[str, dict]:
     """Write a case's files (``seg_request`` = (source series, coded concepts) for a DICOM-SEG;
-    ``preview`` = (image, PNG path)) and return its report entry (:mod:`autoseg.inference.case_report`)."""
+    ``preview`` = (image, PNG path)) and return its report entry (:mod:`autoseg.inference.case_report`).
+    On a failure, the files it wrote for the case are removed before the error goes on."""
     geometry = ImageGeometry.from_dict(properties["geometry"])
     entry = case_entry(segmentation, geometry.spacing, plans.evaluated_classes, plans.class_names, agreement)
-    if preview is not None:
-        write_preview(preview[0], segmentation, geometry, preview[1], plans.evaluated_classes, plans.class_names)
-    if probabilities is not None:
-        save_probabilities(probabilities.cpu().numpy(), properties["geometry"], output_dir / case_id,
-                           plans.regions_class_order)
-    if seg_request is None:
-        write_segmentation(segmentation, geometry, target)
-    else:
-        write_dicom_seg(segmentation, seg_request[0], plans.evaluated_classes, plans.class_names, target,
-                        seg_request[1])
+    written: list[Path] = []
+    try:
+        if preview is not None:
+            write_preview(preview[0], segmentation, geometry, preview[1], plans.evaluated_classes, plans.class_names)
+            written.append(preview[1])
+        if probabilities is not None:
+            written.extend(save_probabilities(probabilities.cpu().numpy(), properties["geometry"],
+                                              output_dir / case_id, plans.regions_class_order))
+        if seg_request is None:
+            write_segmentation(segmentation, geometry, target)
+        else:
+            write_dicom_seg(segmentation, seg_request[0], plans.evaluated_classes, plans.class_names, target,
+                            seg_request[1])
+    except BaseException:
+        for path in written:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        raise
     return case_id, entry
 
 
-def _finish(pending: Future, report: PredictionReport) -> None:
-    case_id, entry = pending.result()
+def ends_the_run(error: BaseException) -> bool:
+    """Whether a failure writing one case's files is the output folder's (full disk, read-only, not
+    writable: :data:`RUN_ENDING_ERRNOS`), directly or as the OSError behind a one-line error."""
+    return any(isinstance(candidate, OSError) and candidate.errno in RUN_ENDING_ERRNOS
+               for candidate in (error, error.__context__, error.__cause__))
+
+
+def write_failure(target: Path, error: Exception) -> str:
+    """The one-line reason a case's files could not be written (naming the file)."""
+    if isinstance(error, AutosegInputError):
+        return " ".join(str(error).split()) or f"{target}: cannot be written ({type(error).__name__})"
+    if isinstance(error, OSError):
+        return os_error_message(error, target)
+    return f"{target}: cannot be written ({type(error).__name__}: {error_reason(error)})"
+
+
+def _finish(pending: tuple[str, Path, Future], report: PredictionReport) -> None:
+    """Take a case's written files into ``report``; a failure fails that case only (unless it ends the run)."""
+    case_id, target, future = pending
+    try:
+        _, entry = future.result()
+    except Exception as error:  # any failure of this case's writing: highdicom, SimpleITK, a bug
+        if ends_the_run(error):
+            raise
+        report.failed[case_id] = write_failure(target, error)
+        report.outputs.pop(case_id, None)
+        report.seconds_per_case.pop(case_id, None)
+        return
     report.predicted.append(case_id)
     report.case_reports[case_id] = entry
