@@ -174,7 +174,7 @@ class DicomSeriesFormat(ImageFormat):
         checked_slices(series_at(path))
 
     def voxel_count(self, path: Path) -> int:
-        return sum(int(header.rows or 0) * int(header.columns or 0) for header in series_at(path).slices)
+        return sum(int(header.rows or 0) * int(header.columns or 0) * max(int(header.frames), 1) for header in series_at(path).slices)
 
 
 def sitk_geometry(image: sitk.Image) -> ImageGeometry:

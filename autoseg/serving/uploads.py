@@ -193,7 +193,7 @@ def decoded_voxels(input_dir: Path) -> int:
     voxels = 0
     for path in sorted(input_dir.iterdir()):
         if path.is_dir():  # a DICOM series, its files at any depth
-            voxels += sum(int(header.rows or 0) * int(header.columns or 0)
+            voxels += sum(int(header.rows or 0) * int(header.columns or 0) * max(int(header.frames), 1)
                           for series in find_series(path) for header in series.slices)
         else:
             voxels += format_for(path).voxel_count(path)
