@@ -229,12 +229,12 @@ def test_input_not_divisible_by_total_stride_is_rejected():
         ({"strides": [[2, 2], [2, 2], [2, 2], [2, 2]]}, "strides\\[0\\]"),
         ({"strides": [[1, 1], [2, 2, 2], [2, 2], [2, 2]]}, "per-axis"),
         ({"kernel_sizes": [[3, 3], [2, 2], [3, 3], [3, 3]]}, "odd"),
-        ({"strides": [[1, 1], [0, 2], [2, 2], [2, 2]]}, "strides must be >= 1"),
+        ({"strides": [[1, 1], [0, 2], [2, 2], [2, 2]]}, "strides must be 1..4"),
         ({"features_per_stage": [4, 0, 8, 8]}, "features_per_stage"),
-        ({"n_blocks_per_stage_encoder": [2, 0, 2, 2]}, ">= 1"),
+        ({"n_blocks_per_stage_encoder": [2, 0, 2, 2]}, "integers 1..16"),
         ({"negative_slope": -0.1}, "negative_slope"),
         ({"features_per_stage": [4], "kernel_sizes": [[3, 3]], "strides": [[1, 1]],
-          "n_blocks_per_stage_encoder": [2], "n_conv_per_stage_decoder": []}, "at least 2 stages"),
+          "n_blocks_per_stage_encoder": [2], "n_conv_per_stage_decoder": []}, "needs 2 to 12 stages"),
     ],
 )
 def test_invalid_config_is_rejected(overrides, message):
