@@ -108,20 +108,10 @@ class SimpleITKFormat(ImageFormat):
         if not path.is_file():
             raise AutosegInputError(f"{path}: file not found")
         check_image_file(path)
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(path))
-        try:
-            reader.ReadImageInformation()
-        except RuntimeError:
-            raise AutosegInputError(f"{path}: cannot be read as an image") from None
+        _header_of(path)
 
     def voxel_count(self, path: Path) -> int:
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(path))
-        try:
-            reader.ReadImageInformation()
-        except RuntimeError:
-            raise AutosegInputError(f"{path}: cannot be read as an image") from None
+        reader = _header_of(path)
         return math.prod(int(size) for size in reader.GetSize()) * int(reader.GetNumberOfComponents())
 
     def write(self, array: np.ndarray, geometry: ImageGeometry, path: Path, compress: bool = True) -> None:
@@ -142,6 +132,17 @@ class SimpleITKFormat(ImageFormat):
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from None
                 detail = str(error).strip().splitlines()[-1][:200] if str(error).strip() else ""
                 raise AutosegInputError(f"{path}: cannot be written ({detail})") from None
+
+
+def _header_of(path: Path) -> sitk.ImageFileReader:
+    """A reader that has read ``path``'s header only; a one-line error when it cannot."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        raise AutosegInputError(f"{path}: cannot be read as an image") from None
+    return reader
 
 
 def _checked_voxels(path: Path, array: np.ndarray, geometry: ImageGeometry) -> None:
@@ -174,7 +175,8 @@ class DicomSeriesFormat(ImageFormat):
         checked_slices(series_at(path))
 
     def voxel_count(self, path: Path) -> int:
-        return sum(int(header.rows or 0) * int(header.columns or 0) * max(int(header.frames), 1) for header in series_at(path).slices)
+        return sum(int(header.rows or 0) * int(header.columns or 0) * max(int(header.frames), 1)
+                   for header in series_at(path).slices)
 
 
 def sitk_geometry(image: sitk.Image) -> ImageGeometry:
