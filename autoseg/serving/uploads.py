@@ -92,6 +92,8 @@ def member_problem(names: list[str]) -> str | None:
     files: set[tuple[str, ...]] = set()
     for name in names:
         member = PurePosixPath(name.replace("\\", "/"))
+        if not member.parts or member.parts == (".",) or "\x00" in name:
+            return f"zip member {name!r} has no usable name"
         if member.is_absolute() or ".." in member.parts or re.match(r"^[A-Za-z]:", name):
             return f"zip member {name!r} points outside the archive"
         if any(len(part.encode("utf-8", "surrogateescape")) > MAX_MEMBER_NAME_BYTES for part in member.parts):
