@@ -95,7 +95,7 @@ def test_declared_sizes_over_the_limit_are_refused_before_writing(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(names=st.lists(st.text(min_size=1, max_size=80), min_size=1, max_size=5))
 def test_any_member_names_give_a_case_or_a_one_line_error(tmp_path_factory, names):
     folder = tmp_path_factory.mktemp("fuzz")
