@@ -23,13 +23,16 @@ setup(
         "matplotlib>=3.6",
     ],
     extras_require={
-        # DICOM series input and DICOM-SEG output (autoseg.io.dicom).
-        "dicom": ["pydicom>=2.4", "highdicom>=0.22"],
+        # DICOM series input and DICOM-SEG output (autoseg.io.dicom), compressed transfer syntaxes
+        # (JPEG 2000, JPEG-LS, JPEG), and the PACS node: DICOMweb and DIMSE (autoseg.pacs).
+        "dicom": ["pydicom>=2.4", "highdicom>=0.22", "pylibjpeg>=2", "pylibjpeg-openjpeg>=2", "pynetdicom>=2.1",
+                  "dicomweb-client>=0.59"],
         # ONNX Runtime and OpenVINO inference backends (autoseg.inference.backends).
         "fast": ["onnx>=1.14", "onnxruntime>=1.16", "openvino>=2024.0"],
         # Signed model bundles: `autoseg keygen`, `export --sign-key`, `predict --trust-key`.
         "sign": ["cryptography>=41"],
-        "test": ["pytest>=7", "ruff>=0.4", "hypothesis>=6", "pydicom>=2.4", "highdicom>=0.22", "onnx>=1.14",
+        "test": ["pytest>=7", "ruff>=0.4", "hypothesis>=6", "pydicom>=2.4", "highdicom>=0.22", "pylibjpeg>=2",
+                 "pylibjpeg-openjpeg>=2", "pynetdicom>=2.1", "dicomweb-client>=0.59", "onnx>=1.14",
                  "onnxruntime>=1.16", "openvino>=2024.0", "cryptography>=41"],
     },
     entry_points={"console_scripts": ["autoseg=autoseg.cli:main"]},

@@ -36,6 +36,7 @@ LAYERS = [
     "autoseg.evaluation",
     "autoseg.synthetic",
     "autoseg.serving",
+    "autoseg.pacs",  # DICOMweb and DIMSE: a node on the hospital network, beside the HTTP service
     "autoseg.commands",
     "autoseg.cli",
 ]
