@@ -10,12 +10,25 @@ import sys
 from collections.abc import Sequence
 
 from autoseg import __version__
-from autoseg.commands import convert_msd, demo, ensemble, evaluate, export, jobs, keygen, plan, predict, serve, train
+from autoseg.commands import (
+    convert_msd,
+    demo,
+    ensemble,
+    evaluate,
+    export,
+    jobs,
+    keygen,
+    listen,
+    plan,
+    predict,
+    serve,
+    train,
+)
 from autoseg.errors import AutosegInputError, DatasetVerificationError
 from autoseg.utils.files import os_error_message
 
 #: Subcommands in the order ``autoseg --help`` lists them.
-COMMANDS = (plan, train, jobs, predict, demo, ensemble, evaluate, export, keygen, serve, convert_msd)
+COMMANDS = (plan, train, jobs, predict, demo, ensemble, evaluate, export, keygen, serve, listen, convert_msd)
 
 
 def build_parser() -> argparse.ArgumentParser:

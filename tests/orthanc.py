@@ -98,6 +98,7 @@ class Orthanc:
 def start_orthanc(folder: Path, modalities: dict[str, tuple[str, str, int]] | None = None) -> Orthanc:
     """Start Orthanc with a config of its own under ``folder``; ``modalities``: name -> (AE title, host, port)
     of the DICOM peers it may send to."""
+    folder.mkdir(parents=True, exist_ok=True)
     http_port, dicom_port = free_port(), free_port()
     config = {
         "Name": "autoseg-test", "StorageDirectory": str(folder / "db"), "IndexDirectory": str(folder / "db"),
