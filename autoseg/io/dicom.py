@@ -1,11 +1,16 @@
-"""DICOM series as images: finding the series in a folder, checking their slices, reading one.
+"""DICOM series as images: checking their slices, naming one of a folder, making cases, reading one.
 
-A series is the set of files sharing a Series Instance UID. Headers are read with pydicom
-(the ``dicom`` extra: ``pip install autoseg[dicom]``), voxels with SimpleITK's GDCM series
-reader, which applies Rescale Slope/Intercept (CT voxels come back in Hounsfield units)
-and decodes the compressed transfer syntaxes. Slices are sorted by their position along
-the slice normal (the cross product of the Image Orientation (Patient) row and column
-directions), not by file name or Instance Number.
+A series is the set of files sharing a Series Instance UID, or for files without one (every
+UID blanked by an anonymiser) a group of a folder's files with the same geometry and acquisition
+attributes under a stable synthetic UID (:mod:`autoseg.io.dicom_headers`, which finds them).
+Headers are read with pydicom (the ``dicom`` extra: ``pip install autoseg[dicom]``), voxels
+with SimpleITK's GDCM series reader, which applies Rescale Slope/Intercept (CT voxels come
+back in Hounsfield units) and decodes the compressed transfer syntaxes; where it fails,
+pydicom decodes them (pylibjpeg, pyjpegls, Pillow) and the image is built from the headers'
+geometry (:mod:`autoseg.io.dicom_pixels`). An enhanced multi-frame image (one file, geometry in
+its functional groups) is read that way too, its frames sorted by their positions. Slices are
+sorted by their position along the slice normal (the cross product of the Image Orientation
+(Patient) row and column directions), not by file name or Instance Number.
 
 What is refused, as one line naming the series (:func:`series_problem`): slices of
 different orientation, size or pixel spacing; slices without position; two slices at one
@@ -15,8 +20,9 @@ uneven slice spacing (more than :data:`SPACING_TOLERANCE` relative spread); a ma
 position, orientation (not two orthogonal unit directions) or pixel spacing (not two
 positive numbers: SimpleITK would silently read 1 mm); files without pixel data, or whose
 pixel data is shorter than Rows x Columns x frames x bits ("pixel data is truncated (N of M
-bytes)"); a multi-frame file among other files of its series. A file that SimpleITK still
-cannot decode is named with the decoder's reason.
+bytes)"); a multi-frame file among other files of its series; the same checks on the frame
+positions of an enhanced multi-frame file. A file that neither SimpleITK nor pydicom can decode
+is named with its transfer syntax and the decoder's reason.
 
 What is skipped, with a ``note:`` line on stderr (:func:`non_image_reason`): DICOM files
 beside a series that are not images of it: a DICOMDIR (SOP Class
@@ -27,11 +33,12 @@ data nor Rows. (A file with Rows but no pixel data is a damaged slice, one with 
 Class nor pixels a damaged file: both refused.) Files that are not DICOM at all
 (``Thumbs.db``, ``.DS_Store``, ``README.txt``) are never looked at.
 
-A series of one slice (one single-frame file, or one multi-frame file) has no second
-position to measure its through-plane spacing from: it is taken from Spacing Between Slices,
-else Slice Thickness (a ``note:`` line says which); with neither, 1 mm is assumed and a
-``warning:`` line says so (:func:`through_plane_spacing`). Volumes in ``report.json`` and the
-DICOM-SEG's Pixel Measures follow that spacing.
+A series of one slice (one single-frame file, or one multi-frame file without per-frame
+positions) has no second position to measure its through-plane spacing from: it is taken from
+Spacing Between Slices, else Slice Thickness (a ``note:`` line says which); with neither, 1 mm
+is assumed and a ``warning:`` line says so (:func:`through_plane_spacing`). An enhanced
+multi-frame file has a position per frame: its spacing is their gap (:func:`frame_spacing`).
+Volumes in ``report.json`` and the DICOM-SEG's Pixel Measures follow that spacing.
 
 Arrays are ``(z, y, x)`` like every image of autoseg (:mod:`autoseg.io.formats`).
 """
@@ -39,19 +46,32 @@ Arrays are ``(z, y, x)`` like every image of autoseg (:mod:`autoseg.io.formats`)
 from __future__ import annotations
 
 import re
-import sys
-import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from autoseg.errors import AutosegInputError
+from autoseg.io.dicom_headers import (  # noqa: F401 - re-exported: other modules import them from here
+    BLANK_UID_GROUPING,
+    DICOM_EXTRA,
+    MEDIA_STORAGE_DIRECTORY,
+    NON_IMAGE_MODALITIES,
+    DicomSeries,
+    SliceHeader,
+    dicom_files,
+    error_reason,
+    find_series,
+    frame_geometry,
+    is_dicom_file,
+    native_pixel_bytes,
+    non_image_reason,
+    note,
+    require_pydicom,
+    synthetic_series_uid,
+)
 
-#: What installs the DICOM readers and writers.
-DICOM_EXTRA = "pip install 'autoseg[dicom]'"
 #: Slice gaps may differ by this fraction of the median gap before the series is refused.
 SPACING_TOLERANCE = 0.01
 #: A gap this many median gaps wide (or wider) means slices are missing.
@@ -59,213 +79,13 @@ MISSING_SLICE_GAP = 1.5
 #: Slices whose positions step off the slice normal by more than this angle (degrees) are tilted.
 MAX_TILT_DEGREES = 0.5
 #: Separates a folder from the Series Instance UID of one of its series in a series path
-#: (``patient1#1.2.840...``): how a folder holding several series names one of them.
+#: (``patient1#1.2.840...``): how a folder holding several series names one of them (the synthetic
+#: UID of :func:`autoseg.io.dicom_headers.synthetic_series_uid` for files without one).
 SERIES_SEPARATOR = "#"
 #: A DICOM UID: digits and dots (a '#' followed by anything else is part of a folder name).
 UID_PATTERN = re.compile(r"[0-9][0-9.]*")
-#: A DICOM Part 10 file has "DICM" at this byte offset.
-_PREAMBLE_LENGTH = 128
-#: SOP Class UID of a DICOMDIR (Media Storage Directory Storage).
-MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
-#: Modalities of DICOM objects that are not images to segment (skipped beside a series).
-NON_IMAGE_MODALITIES = frozenset({"SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", "SR", "PR", "KO", "REG",
-                                  "DOC", "FID", "PLAN", "RWV", "AU", "ECG", "HD"})
 #: Through-plane spacing (mm) assumed for a one-slice series whose header gives none.
 ASSUMED_SLICE_SPACING = 1.0
-_noted: set[str] = set()
-
-
-def note(message: str) -> None:
-    """Print a ``note:``/``warning:`` line to stderr once per process (series are looked at several times)."""
-    if message not in _noted:
-        _noted.add(message)
-        print(message, file=sys.stderr)
-
-
-def error_reason(error: BaseException, limit: int = 160) -> str:
-    """A library error as one short line: its first non-empty line, else its type name (never empty)."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0][:limit] if lines else type(error).__name__
-
-
-def require_pydicom() -> Any:
-    """The pydicom module, or a one-line error naming the extra that installs it."""
-    try:
-        import pydicom
-    except ImportError:
-        raise AutosegInputError(f"reading DICOM needs pydicom: {DICOM_EXTRA}") from None
-    return pydicom
-
-
-def is_dicom_file(path: Path) -> bool:
-    """Whether ``path`` is a DICOM Part 10 file (``DICM`` after the 128-byte preamble)."""
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(_PREAMBLE_LENGTH)
-            return handle.read(4) == b"DICM"
-    except OSError:
-        return False
-
-
-def dicom_files(folder: Path, recursive: bool = True) -> list[Path]:
-    """The DICOM files under ``folder`` (hidden and macOS ``._`` files skipped), sorted by path."""
-    pattern = "**/*" if recursive else "*"
-    return [path for path in sorted(folder.glob(pattern))
-            if path.is_file() and not any(part.startswith(".") for part in path.relative_to(folder).parts)
-            and is_dicom_file(path)]
-
-
-@dataclass
-class SliceHeader:
-    """What sorting and checking a slice needs from its header (positions in mm, patient LPS)."""
-
-    path: Path
-    position: tuple[float, ...] | None
-    orientation: tuple[float, ...] | None
-    pixel_spacing: tuple[float, ...] | None
-    rows: int | None
-    columns: int | None
-    has_pixels: bool
-    frames: int = 1
-    spacing_between_slices: float | None = None
-    slice_thickness: float | None = None
-    pixel_problem: str | None = None  # e.g. truncated pixel data (one line without the file name)
-
-
-@dataclass
-class DicomSeries:
-    """One series found in a folder: its files sorted along the slice normal once checked."""
-
-    series_uid: str
-    folder: Path
-    description: str = ""
-    series_number: int | None = None
-    modality: str = ""
-    slices: list[SliceHeader] = field(default_factory=list)
-
-    @property
-    def name(self) -> str:
-        """How errors name the series: folder, number and description."""
-        number = f" #{self.series_number}" if self.series_number is not None else ""
-        description = f" '{self.description}'" if self.description else ""
-        return f"{self.folder} (DICOM series{number}{description})"
-
-
-def _floats(value: Any) -> tuple[float, ...] | None:
-    try:
-        return tuple(float(v) for v in value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _positive(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if number > 0 and np.isfinite(number) else None
-
-
-def _integer(value: Any) -> int | None:
-    try:
-        return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
-
-
-def non_image_reason(name: str, media_sop_class: str, sop_class: str, modality: str, has_pixels: bool,
-                     has_rows: bool) -> str | None:
-    """Why a DICOM file is not an image of a series (skipped beside one), or None when it is one.
-
-    ``name``: the file name; the others from its header (``media_sop_class`` from the file meta).
-    A file with a SOP Class but neither pixel data nor Rows is a non-image object; one with Rows but no
-    pixel data is a damaged slice, and one without SOP Class and pixels a damaged file (both refused).
-    """
-    if name.upper() == "DICOMDIR" or MEDIA_STORAGE_DIRECTORY in (media_sop_class, sop_class):
-        return "a DICOMDIR (media directory)"
-    if modality.upper() in NON_IMAGE_MODALITIES:
-        return f"a {modality.upper()} object, not an image"
-    sop_class = sop_class or media_sop_class
-    if not has_pixels and not has_rows and sop_class:
-        return f"no pixel data (SOP Class {sop_class}: not an image)"
-    return None
-
-
-def native_pixel_bytes(rows: int, columns: int, samples: int, bits_allocated: int, frames: int) -> int:
-    """Bytes of uncompressed pixel data of ``frames`` frames of ``rows x columns`` (1-bit data packed)."""
-    bits = rows * columns * samples * frames * bits_allocated
-    return (bits + 7) // 8
-
-
-def _pixel_problem(header: Any, path: Path) -> str | None:
-    """Truncated native pixel data: fewer bytes in the file (or declared) than the image needs."""
-    try:
-        element = header.get_item("PixelData", keep_deferred=True)
-    except (KeyError, TypeError):
-        return None
-    syntax = header.file_meta.get("TransferSyntaxUID") if element is not None else None
-    if syntax is None or syntax.is_encapsulated or syntax.is_deflated:
-        return None  # compressed: the decoder tells (read_series names the file)
-    rows, columns = _integer(header.get("Rows")), _integer(header.get("Columns"))
-    bits = _integer(header.get("BitsAllocated"))
-    if not (rows and columns and bits):
-        return None
-    needed = native_pixel_bytes(rows, columns, _integer(header.get("SamplesPerPixel")) or 1, bits,
-                                _integer(header.get("NumberOfFrames")) or 1)
-    length = getattr(element, "length", None)
-    value = getattr(element, "value", None)
-    if isinstance(value, (bytes, bytearray)):
-        present = len(value)
-    elif length is not None and getattr(element, "value_tell", None) is not None:
-        present = min(length, max(0, path.stat().st_size - element.value_tell))
-    else:
-        return None
-    if present < needed:
-        return f"pixel data is truncated ({present} of {needed} bytes)"
-    return None
-
-
-def find_series(folder: str | Path, recursive: bool = True) -> list[DicomSeries]:
-    """The DICOM series under ``folder``, grouped by Series Instance UID, ordered by folder, then
-    Series Number, then UID. Non-image DICOM files (:func:`non_image_reason`) are skipped with a
-    ``note:`` line. Slices are not yet checked (see :func:`checked_slices`)."""
-    pydicom = require_pydicom()
-    folder = Path(folder)
-    series: dict[str, DicomSeries] = {}
-    for path in dicom_files(folder, recursive):
-        try:
-            with warnings.catch_warnings():  # pydicom warns about sloppy headers real scanners write
-                warnings.simplefilter("ignore")
-                header = pydicom.dcmread(path, defer_size="1 KB")
-                meta = getattr(header, "file_meta", None)
-                media_class = str(meta.get("MediaStorageSOPClassUID", "")) if meta is not None else ""
-                skip = non_image_reason(path.name, media_class, str(header.get("SOPClassUID", "") or ""),
-                                        str(header.get("Modality", "") or ""), "PixelData" in header,
-                                        "Rows" in header)
-                if skip is not None:
-                    note(f"note: skipping {path}: {skip}")
-                    continue
-                uid = str(header.get("SeriesInstanceUID", "") or "")
-                if not uid:
-                    raise AutosegInputError(f"{path}: no Series Instance UID (not an image of a DICOM series, "
-                                            "or damaged)")
-                entry = series.get(uid)
-                if entry is None:
-                    entry = series[uid] = DicomSeries(uid, path.parent,
-                                                      str(header.get("SeriesDescription", "") or "").strip(),
-                                                      _integer(header.get("SeriesNumber")),
-                                                      str(header.get("Modality", "") or ""))
-                entry.slices.append(SliceHeader(
-                    path, _floats(header.get("ImagePositionPatient")), _floats(header.get("ImageOrientationPatient")),
-                    _floats(header.get("PixelSpacing")), _integer(header.get("Rows")),
-                    _integer(header.get("Columns")), "PixelData" in header,
-                    _integer(header.get("NumberOfFrames")) or 1, _positive(header.get("SpacingBetweenSlices")),
-                    _positive(header.get("SliceThickness")), _pixel_problem(header, path)))
-        except AutosegInputError:
-            raise
-        except Exception as error:  # pydicom raises many kinds on damaged files
-            raise AutosegInputError(f"{path}: cannot be read as DICOM ({error_reason(error, 120)})") from None
-    return sorted(series.values(), key=lambda s: (str(s.folder), s.series_number or 0, s.series_uid))
 
 
 def orientation_problem(orientation: Sequence[float]) -> str | None:
@@ -332,16 +152,31 @@ def series_problem(slices: Iterable[SliceHeader]) -> str | None:
             return (f"slices of different pixel spacing ({list(first.pixel_spacing)} and "
                     f"{list(header.pixel_spacing)} mm)")
     if len(slices) == 1:
+        if first.frame_positions is not None and len(first.frame_positions) > 1:
+            problem = positions_problem(first.frame_positions, first.orientation,
+                                        [f"frame {index + 1}" for index in range(len(first.frame_positions))])
+            return f"{first.path.name}: {problem}" if problem is not None else None
         return None
-    normal = slice_normal(first.orientation)
-    slices = sorted_along_normal(slices)
-    positions = np.array([header.position for header in slices])
+    ordered = sorted_along_normal(slices)
+    return positions_problem([header.position for header in ordered], first.orientation,
+                             [header.path.name for header in ordered])
+
+
+def positions_problem(positions: Sequence[Sequence[float]], orientation: Sequence[float],
+                      names: Sequence[str]) -> str | None:
+    """Why slice (or frame) ``positions`` (mm, patient LPS; ``names`` theirs, for the message) do not form
+    one regular grid along the normal of ``orientation``: two at one position, gantry tilt, missing slices,
+    uneven spacing; None when they do. Any order: they are sorted along the normal here."""
+    normal = slice_normal(tuple(orientation))
+    order = sorted(range(len(positions)), key=lambda index: float(np.dot(positions[index], normal)))
+    positions = np.array([positions[index] for index in order], dtype=float)
+    names = [names[index] for index in order]
     along = positions @ normal
     gaps = np.diff(along)
     if np.any(gaps < 1e-3):
         index = int(np.argmin(gaps))
         return (f"two slices at one position ({along[index]:.2f} mm along the normal: "
-                f"{slices[index].path.name}, {slices[index + 1].path.name}); mixed series?")
+                f"{names[index]}, {names[index + 1]}); mixed series?")
     steps = np.diff(positions, axis=0)
     cosines = np.clip((steps @ normal) / np.linalg.norm(steps, axis=1), -1.0, 1.0)
     tilt = float(np.degrees(np.arccos(cosines.min())))
@@ -356,6 +191,15 @@ def series_problem(slices: Iterable[SliceHeader]) -> str | None:
     if (gaps.max() - gaps.min()) > SPACING_TOLERANCE * median:
         return f"uneven slice spacing ({gaps.min():.3f} to {gaps.max():.3f} mm)"
     return None
+
+
+def frame_spacing(header: SliceHeader) -> float | None:
+    """The through-plane spacing (mm) of an enhanced multi-frame file from its frame positions (median gap
+    along the normal), or None for other files and one frame."""
+    if header.frame_positions is None or len(header.frame_positions) < 2:
+        return None
+    along = np.sort(np.array(header.frame_positions) @ slice_normal(header.orientation))
+    return float(np.median(np.diff(along)))
 
 
 def checked_slices(series: DicomSeries) -> list[Path]:
@@ -379,10 +223,16 @@ def through_plane_spacing(header: SliceHeader) -> tuple[float, str]:
 
 def single_slice_spacing(series: DicomSeries) -> float | None:
     """The through-plane spacing (mm) of a series of one file (:func:`through_plane_spacing`), with a
-    ``note:`` line saying where it came from (``warning:`` when assumed); None for several files."""
+    ``note:`` line saying where it came from (``warning:`` when assumed); None for several files. An
+    enhanced multi-frame file's spacing comes from its frame positions (:func:`frame_spacing`)."""
     if len(series.slices) != 1:
         return None
     header = series.slices[0]
+    from_frames = frame_spacing(header)
+    if from_frames is not None:
+        note(f"note: {series.name}: one enhanced multi-frame file ({header.frames} frames); geometry from its "
+             f"functional groups (frame positions {from_frames:g} mm apart)")
+        return from_frames
     spacing, source = through_plane_spacing(header)
     what = "one slice" if header.frames == 1 else f"one multi-frame file ({header.frames} frames)"
     if source == "assumed":
@@ -477,13 +327,37 @@ def dicom_cases(folder: Path, num_channels: int, skip: Sequence[Path] = ()
                 problems[root.name] = (f"{root}: holds {len(found)} DICOM series, the model needs one per channel "
                                        f"({num_channels}; channels follow Series Number)")
                 continue
-            cases[root.name] = {channel: series_path(series, found)
-                                for channel, series in enumerate(sorted(found, key=series_order))}
+            ordered = sorted(found, key=series_order)
+            cases[root.name] = {channel: series_path(series, found) for channel, series in enumerate(ordered)}
+            note(f"note: {root}: {len(found)} DICOM series are the channels of case {root.name} by Series Number ("
+                 + ", ".join(f"{_series_label(series)} -> {channel}" for channel, series in enumerate(ordered)) + ")")
             continue
-        for index, series in enumerate(sorted(found, key=series_order)):
-            number = series.series_number if series.series_number is not None else index
-            cases[root.name if len(found) == 1 else f"{root.name}_s{number}"] = {0: series_path(series, found)}
+        names = case_names(root.name, sorted(found, key=series_order))
+        for name, series in names.items():
+            cases[name] = {0: series_path(series, found)}
+        if len(found) > 1:
+            note(f"note: {root}: {len(found)} DICOM series, each segmented as its own case ({', '.join(names)})")
     return cases, problems
+
+
+def _series_label(series: DicomSeries) -> str:
+    return f"#{series.series_number}" if series.series_number is not None else series.series_uid[:14] + "..."
+
+
+def case_names(root: str, ordered: Sequence[DicomSeries]) -> dict[str, DicomSeries]:
+    """Case name -> series for the series of folder ``root`` (in :func:`series_order`): the folder's name for
+    one, else ``{root}_s{Series Number}`` (the index without one), ``_2``, ``_3``... after a repeated name."""
+    if len(ordered) == 1:
+        return {root: ordered[0]}
+    names: dict[str, DicomSeries] = {}
+    for index, series in enumerate(ordered):
+        base = f"{root}_s{series.series_number if series.series_number is not None else index}"
+        name, count = base, 1
+        while name in names:
+            count += 1
+            name = f"{base}_{count}"
+        names[name] = series
+    return names
 
 
 def decoder_reason(error: BaseException) -> str:
@@ -493,46 +367,49 @@ def decoder_reason(error: BaseException) -> str:
     return line[:160]
 
 
-def _undecodable_file(files: Sequence[Path]) -> tuple[Path, str] | None:
-    """The first file that pydicom cannot decode the pixels of, and why (after SimpleITK failed)."""
-    pydicom = require_pydicom()
-    for path in files:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                pydicom.dcmread(path).pixel_array  # noqa: B018 - decoded to find the culprit
-        except Exception as error:  # pydicom and its decoders raise many kinds
-            return path, error_reason(error, 120)
-    return None
-
-
 def read_series(series: DicomSeries) -> tuple[np.ndarray, Any]:
     """Voxels ``(z, y, x)`` with Rescale Slope/Intercept applied (HU for CT) and the SimpleITK image
-    (spacing in mm; one-slice series as :func:`single_slice_spacing` says)."""
+    (spacing in mm; one-slice series as :func:`single_slice_spacing` says). SimpleITK's GDCM reads it;
+    where it fails, and for an enhanced multi-frame file, pydicom decodes it
+    (:func:`autoseg.io.dicom_pixels.pydicom_image`)."""
     import SimpleITK as sitk
 
+    from autoseg.io.dicom_pixels import pydicom_image
+
     files = checked_slices(series)
-    try:
-        image = None
-        if len(files) == 1:  # one (possibly multi-frame) file: a 3D image, not a series of one 2D slice
-            reader = sitk.ImageFileReader()
-            reader.SetFileName(str(files[0]))
-            image = reader.Execute()
-        if image is None or image.GetDimension() == 2:
-            reader = sitk.ImageSeriesReader()
-            reader.SetFileNames([str(path) for path in files])
-            image = reader.Execute()
-    except RuntimeError as error:
-        culprit = _undecodable_file(files)
-        if culprit is not None:
-            raise AutosegInputError(f"{culprit[0]}: pixel data cannot be decoded ({culprit[1]})") from None
-        raise AutosegInputError(f"{series.name}: cannot be read by SimpleITK ({decoder_reason(error)})") from None
+    headers = sorted_along_normal(series.slices)
+    spacing = single_slice_spacing(series)
+    image = None
+    if len(files) == 1 and headers[0].frame_positions is not None:  # geometry in the functional groups
+        image = pydicom_image(series.name, files, headers, spacing)
+    else:
+        try:
+            if len(files) == 1:  # one (possibly multi-frame) file: a 3D image, not a series of one 2D slice
+                reader = sitk.ImageFileReader()
+                reader.SetFileName(str(files[0]))
+                image = reader.Execute()
+            if image is None or image.GetDimension() == 2:
+                reader = sitk.ImageSeriesReader()
+                reader.SetFileNames([str(path) for path in files])
+                image = reader.Execute()
+        except RuntimeError as error:  # pydicom decodes it, or names the file it cannot decode
+            image = pydicom_image(series.name, files, headers, spacing if spacing is not None
+                                  else series_slice_spacing(series))
+            note(f"note: {series.name}: SimpleITK cannot read it ({decoder_reason(error)}); decoded with pydicom "
+                 f"instead ({_syntax_names(headers)})")
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise AutosegInputError(f"{series.name}: {image.GetNumberOfComponentsPerPixel()} components per voxel "
                                 "(colour images are not scans)")
     if image.GetDimension() != 3:
         raise AutosegInputError(f"{series.name}: read as a {image.GetDimension()}D image; expected one 3D volume")
-    spacing = single_slice_spacing(series)
     if spacing is not None:
         image.SetSpacing((*image.GetSpacing()[:2], spacing))
     return sitk.GetArrayFromImage(image), image
+
+
+def _syntax_names(headers: Sequence[SliceHeader]) -> str:
+    """The transfer syntaxes of ``headers`` by name (UIDs pydicom does not know as they are)."""
+    from pydicom.uid import UID
+
+    return ", ".join(sorted({UID(header.transfer_syntax).name if header.transfer_syntax else "no transfer syntax"
+                             for header in headers}))

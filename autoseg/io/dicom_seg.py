@@ -17,8 +17,13 @@ Sources as anonymisers leave them: Type 2 attributes the SEG copies from its sou
 accession number, referring physician) may be absent; they are written present and empty,
 as the standard allows. A source without Slice Thickness gives the SEG's Pixel Measures the
 series' slice spacing (mm) as thickness (the SEG's voxels span it; highdicom's reader needs
-one). Type 1 attributes (:data:`TYPE1_ATTRIBUTES`: SOP Class, SOP Instance and Study
-Instance UIDs) cannot be made up: a source without one is a one-line error naming the file.
+one). Sources whose UIDs were blanked (:func:`completed_uids`): the SOP Class UID is taken from
+the file meta (Media Storage SOP Class UID), the Series Instance UID is the reader's synthetic one
+(:func:`autoseg.io.dicom_headers.synthetic_series_uid`), the SOP Instance UID the file meta's,
+and Study Instance, Frame of Reference and remaining SOP Instance UIDs are generated
+(``pydicom.uid.generate_uid``), on the in-memory copies only; a ``warning:`` line says that the
+SEG references UIDs the source files do not carry. A source with no SOP Class UID in its
+dataset nor its file meta is a one-line error naming the file.
 A one-slice series gets the through-plane spacing the reader gives it
 (:func:`autoseg.io.dicom.single_slice_spacing`), not highdicom's default of 1 mm. Anything
 else highdicom refuses is one line naming the series; ``predict`` fails that case only.
@@ -35,7 +40,15 @@ import numpy as np
 
 from autoseg import __version__
 from autoseg.errors import AutosegInputError
-from autoseg.io.dicom import DICOM_EXTRA, checked_slices, error_reason, series_at, series_slice_spacing
+from autoseg.io.dicom import (
+    DICOM_EXTRA,
+    DicomSeries,
+    checked_slices,
+    error_reason,
+    note,
+    series_at,
+    series_slice_spacing,
+)
 from autoseg.io.labels import class_mask
 from autoseg.utils.files import atomic_path, read_json_input
 
@@ -48,9 +61,11 @@ DICOM_SEG_ENDING = ".dcm"
 #: Type 2 attributes (may be empty, must be present) highdicom copies from the source images.
 TYPE2_ATTRIBUTES = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
                     "StudyID", "AccessionNumber", "ReferringPhysicianName")
-#: Type 1 attributes of every source image a SEG needs (keyword, what error lines call it).
-TYPE1_ATTRIBUTES = (("SOPClassUID", "SOP Class UID"), ("SOPInstanceUID", "SOP Instance UID"),
-                    ("StudyInstanceUID", "Study Instance UID"))
+#: UIDs of every source image a SEG references (keyword, what warnings call it); blank ones are made
+#: up on the in-memory copies (:func:`completed_uids`).
+SOURCE_UIDS = (("SOPClassUID", "SOP Class UID"), ("StudyInstanceUID", "Study Instance UID"),
+               ("SeriesInstanceUID", "Series Instance UID"), ("SOPInstanceUID", "SOP Instance UID"),
+               ("FrameOfReferenceUID", "Frame of Reference UID"))
 
 
 def _highdicom() -> Any:
@@ -91,12 +106,22 @@ def dicom_seg_problem(path: str | os.PathLike) -> str | None:
     return None
 
 
+def _uid(dataset: Any, keyword: str) -> str:
+    return str(dataset.get(keyword, "") or "").strip()
+
+
+def _media_uid(dataset: Any, keyword: str) -> str:
+    meta = getattr(dataset, "file_meta", None)
+    return str(meta.get(keyword, "") or "").strip() if meta is not None else ""
+
+
 def source_problem(dataset: Any, path: str | os.PathLike) -> str | None:
     """Why the source image ``dataset`` (read from ``path``) cannot be referenced by a DICOM-SEG (one
-    line naming the file), or None. Missing Type 2 attributes are no problem (:func:`completed_source`)."""
-    for keyword, what in TYPE1_ATTRIBUTES:
-        if not str(dataset.get(keyword, "") or "").strip():
-            return f"{path}: no {what} (blank or missing); a DICOM-SEG must reference it"
+    line naming the file), or None. Missing Type 2 attributes (:func:`completed_source`) and blank UIDs
+    other than a SOP Class the file meta does not give either (:func:`completed_uids`) are no problem."""
+    if not (_uid(dataset, "SOPClassUID") or _media_uid(dataset, "MediaStorageSOPClassUID")):
+        return (f"{path}: no SOP Class UID (blank or missing, in the dataset and its file meta); "
+                "a DICOM-SEG must reference it")
     try:
         frames = int(dataset.get("NumberOfFrames") or 1)
     except (TypeError, ValueError):
@@ -104,6 +129,39 @@ def source_problem(dataset: Any, path: str | os.PathLike) -> str | None:
     if frames > 1:
         return f"{path}: a multi-frame image ({frames} frames); DICOM-SEG output needs single-frame slices"
     return None
+
+
+def completed_uids(sources: Sequence[Any], series: DicomSeries) -> list[str]:
+    """Fill the blank or missing UIDs of the ``sources`` of ``series`` (in-memory copies, changed in place)
+    and return what was filled (e.g. ``"Study Instance UID (generated)"``). SOP Class and SOP Instance
+    UIDs from the file meta where it has them; the Series Instance UID the reader's (synthetic for a
+    series found without one); Study Instance and Frame of Reference UIDs one generated per series;
+    other SOP Instance UIDs generated per file (also where two files repeat one)."""
+    from pydicom.uid import generate_uid
+
+    shared = {"StudyInstanceUID": generate_uid(), "SeriesInstanceUID": series.series_uid,
+              "FrameOfReferenceUID": generate_uid()}
+    filled: dict[str, str] = {}
+    seen: set[str] = set()
+    for dataset in sources:
+        for keyword, what in SOURCE_UIDS:
+            if _uid(dataset, keyword) and not (keyword == "SOPInstanceUID" and _uid(dataset, keyword) in seen):
+                continue
+            media = {"SOPClassUID": "MediaStorageSOPClassUID",
+                     "SOPInstanceUID": "MediaStorageSOPInstanceUID"}.get(keyword)
+            value = _media_uid(dataset, media) if media else ""
+            if keyword == "SOPInstanceUID" and value in seen:
+                value = ""
+            if value:
+                how = "from the file meta"
+            elif keyword in shared:
+                value, how = shared[keyword], "synthetic" if keyword == "SeriesInstanceUID" else "generated"
+            else:
+                value, how = generate_uid(), "generated"
+            setattr(dataset, keyword, value)
+            filled.setdefault(what, how)
+        seen.add(_uid(dataset, "SOPInstanceUID"))
+    return [f"{what} ({how})" for what, how in filled.items()]
 
 
 def completed_source(dataset: Any, slice_spacing: float, one_slice: bool) -> Any:
@@ -145,6 +203,10 @@ def write_dicom_seg(segmentation: np.ndarray, source: str | os.PathLike, classes
         if problem is not None:  # raised outside the except: an unreadable source is this case's problem,
             raise AutosegInputError(problem)  # not the output folder's (predict_folder.ends_the_run)
         sources.append(dataset)
+    filled = completed_uids(sources, series)
+    if filled:
+        note(f"warning: {series.name}: source without {', '.join(filled)}; the DICOM-SEG references these "
+             "new UIDs, which the source files do not carry (a PACS will not link the two)")
     spacing = series_slice_spacing(series)
     sources = [completed_source(dataset, spacing, len(sources) == 1) for dataset in sources]
     rows, columns = int(sources[0].Rows), int(sources[0].Columns)
