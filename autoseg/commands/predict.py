@@ -1,10 +1,12 @@
-"""``autoseg predict``: segment every scan of a folder with trained models."""
+"""``autoseg predict``: segment every scan of a folder, or the image series of a study on a DICOMweb
+server (:mod:`autoseg.pacs.dicomweb`), with trained models."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from autoseg.commands.train import parse_folds
 from autoseg.errors import AutosegInputError
@@ -14,6 +16,8 @@ from autoseg.utils.files import output_folder_problem
 #: ``--backend`` values (the names in :data:`autoseg.inference.backends.BACKENDS`, plus ``auto``; spelled
 #: out here so that ``--help`` does not import torch).
 BACKEND_CHOICES = ["torch", "auto", "onnxruntime", "openvino"]
+#: Where ``--dicomweb`` keeps downloaded instances, under the output folder (a dot: never read as input).
+DICOMWEB_FOLDER = ".dicomweb"
 
 
 def add_parser(subparsers) -> None:
@@ -23,8 +27,25 @@ def add_parser(subparsers) -> None:
         description=("Segment every case in a folder ({case}_0000{ending}, one file per channel, any supported "
                      "format). Each segmentation is written in the input's own format and geometry. By default "
                      "the models and postprocessing chosen by `autoseg ensemble` are used; otherwise give -c. "
-                     "A case that cannot be read is reported and skipped; the exit code is 1 if any failed."))
-    parser.add_argument("-i", "--input", required=True, help="folder of scans to segment")
+                     "A case that cannot be read is reported and skipped; the exit code is 1 if any failed. "
+                     "With --dicomweb URL --study UID the study's image series are fetched from a DICOMweb "
+                     "server instead (each series one case, named by its Series Instance UID) and, with "
+                     "--store, their DICOM-SEGs are sent back."))
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("-i", "--input", help="folder of scans to segment")
+    source.add_argument("--dicomweb", metavar="URL",
+                        help="DICOMweb root of a PACS (e.g. https://pacs/dicom-web): segment the image series of "
+                             "--study (QIDO-RS, WADO-RS); instances are kept in OUTPUT/.dicomweb/STUDY/SERIES/, so a "
+                             "rerun downloads only series it had not finished. Credentials: $AUTOSEG_DICOMWEB_TOKEN "
+                             "(bearer), $AUTOSEG_DICOMWEB_USER + $AUTOSEG_DICOMWEB_PASSWORD (basic) or --dicomweb-auth")
+    parser.add_argument("--study", metavar="UID", help="with --dicomweb: the Study Instance UID to segment")
+    parser.add_argument("--store", action="store_true",
+                        help="with --dicomweb: send each DICOM-SEG back to the server (STOW-RS). Implies "
+                             "--output-format dicom-seg; the SEG files stay in OUTPUT too, and those already "
+                             "stored (listed in OUTPUT/.dicomweb/STUDY/.stored) are not sent again")
+    parser.add_argument("--dicomweb-auth", metavar="FILE",
+                        help="file whose first line is 'Bearer TOKEN' or 'user:password' (chmod 600; a file "
+                             "every user may read is refused); it takes precedence over the environment variables")
     parser.add_argument("-o", "--output", required=True, help="folder for the segmentations")
     parser.add_argument("--trust-key", action="append", default=None, metavar="PUBLIC.pem",
                         help="open only a bundle signed by this Ed25519 public key (a file, or a folder of *.pem/*.pub "
@@ -65,9 +86,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--preview", action="store_true",
                         help="also write {case}_preview.png: the segmentation over axial, coronal and sagittal "
                              "slices through the largest structure")
-    parser.add_argument("--output-format", choices=["nifti", "dicom-seg"], default="nifti",
+    parser.add_argument("--output-format", choices=["nifti", "dicom-seg"], default=None,
                         help="nifti (default): each segmentation in its input's format, NIfTI for DICOM series; "
-                             "dicom-seg: a DICOM Segmentation per DICOM series case, referencing it")
+                             "dicom-seg (default with --store): a DICOM Segmentation per DICOM series case, "
+                             "referencing it")
     parser.add_argument("--seg-concepts", default=None, metavar="JSON",
                         help="DICOM-SEG: coded concepts per label name, {\"liver\": {\"category\": [value, "
                              "scheme, meaning], \"type\": [...]}} (default: SNOMED CT 'Anatomical structure')")
@@ -103,6 +125,41 @@ def describe_setting(setting: bool | str) -> str:
     return "off" if setting is False else f"over axes {setting}"
 
 
+def output_format_of(args: argparse.Namespace) -> str:
+    """The output format, after checking that --study/--store/--dicomweb-auth come with --dicomweb and that
+    --store (which sends DICOM-SEGs) is not asked for NIfTI."""
+    if args.dicomweb is None:
+        given = {"--study": args.study, "--store": args.store, "--dicomweb-auth": args.dicomweb_auth}
+        for option in (option for option, value in given.items() if value):
+            raise AutosegInputError(f"{option} needs --dicomweb URL (it is about a study on a DICOMweb server)")
+    elif not args.study:
+        raise AutosegInputError("--dicomweb needs --study STUDY_INSTANCE_UID: the study to segment")
+    if args.store:
+        if args.output_format == "nifti":
+            raise AutosegInputError("--store sends DICOM-SEGs back: give --output-format dicom-seg (its default "
+                                    "with --store), not nifti")
+        return "dicom-seg"
+    return args.output_format or "nifti"
+
+
+def fetch_from_dicomweb(args: argparse.Namespace):
+    """Check the server and the credentials, download the study's image series (:mod:`autoseg.pacs.dicomweb`):
+    ``(client, url, download)``."""
+    from autoseg.pacs import dicomweb
+    from autoseg.pacs.credentials import resolve_credentials
+
+    url = dicomweb.check_url(args.dicomweb)
+    study = dicomweb.check_uid(args.study, "--study")
+    credentials = resolve_credentials(args.dicomweb_auth)
+    warning = dicomweb.plain_http_warning(url, credentials)
+    if warning:
+        print(warning, file=sys.stderr)
+    client = dicomweb.connect(url, credentials)
+    print(f"dicomweb: {url}, study {study}, {credentials.describe() if credentials else 'no credentials'}")
+    download = dicomweb.fetch_study(client, url, study, Path(args.output) / DICOMWEB_FOLDER)
+    return client, url, download
+
+
 def run(args: argparse.Namespace) -> int:
     """Handler of ``autoseg predict``."""
     # Deferred for start-up time: inference imports torch.
@@ -110,15 +167,27 @@ def run(args: argparse.Namespace) -> int:
     from autoseg.inference.case_report import AGREEMENT_THRESHOLD
     from autoseg.inference.predict_folder import choose_models, predict_folder
     from autoseg.model.device import prepare_device
+    from autoseg.workdir import WorkDir
 
     if not 0 < args.step_size <= 1:
         raise AutosegInputError("--step-size must be in (0, 1]")
-    problem = output_folder_problem([args.input], args.output)
-    if problem:
-        raise AutosegInputError(problem)
+    output_format = output_format_of(args)
     start = time.perf_counter()
+    remote = None
+    if args.dicomweb is not None:
+        remote = fetch_from_dicomweb(args)
+        input_folder = remote[2].folder
+    else:
+        problem = output_folder_problem([args.input], args.output)
+        if problem:
+            raise AutosegInputError(problem)
+        input_folder = args.input
     device = prepare_device(args.device)
     model = model_work_dir(args.model, trusted_keys=args.trust_key)
+    if remote is not None and WorkDir.of(model).load_plans().num_channels > 1:
+        raise AutosegInputError(f"{args.model}: the model needs {WorkDir.of(model).load_plans().num_channels} "
+                                "series per case; --dicomweb segments each series alone (download the study and "
+                                "give -i a folder per case)")
     choice = choose_models(model, args.configurations, parse_folds(args.folds) if args.folds else None,
                            args.checkpoint, use_postprocessing=not args.no_postprocessing)
     print(f"models: {' + '.join(choice.configurations)} ({choice.source}), checkpoint {choice.checkpoint}, "
@@ -130,9 +199,17 @@ def run(args: argparse.Namespace) -> int:
         from autoseg.io.dicom_seg import read_concept_mapping
 
         concepts = read_concept_mapping(args.seg_concepts)
-    report = predict_folder(model, args.input, args.output, choice, device, use_mirroring=use_mirroring,
+    failures: list[str] = []
+    if remote is not None:
+        failures.extend(remote[2].failed[uid] for uid in sorted(remote[2].failed))
+        if not remote[2].downloaded and not remote[2].reused:
+            for problem in failures:
+                print(f"error: {problem}", file=sys.stderr)
+            print(f"no image series of study {args.study} could be downloaded; nothing to segment", file=sys.stderr)
+            return 1
+    report = predict_folder(model, input_folder, args.output, choice, device, use_mirroring=use_mirroring,
                             step_size=args.step_size, save_probabilities_too=args.save_probabilities,
-                            overwrite=args.overwrite, output_format=args.output_format, seg_concepts=concepts,
+                            overwrite=args.overwrite, output_format=output_format, seg_concepts=concepts,
                             previews=args.preview, backend=args.backend, num_parts=args.num_parts,
                             part_id=args.part_id)
     if args.backend != "torch":
@@ -150,6 +227,24 @@ def run(args: argparse.Namespace) -> int:
         print("report.csv / report.json: volume and components per class, model agreement per case"
               + (f"; {len(review)} case(s) flagged for review (agreement < {AGREEMENT_THRESHOLD}): "
                  f"{', '.join(review[:5])}" if review else ""))
-    for problem in (report.failed[case] for case in sorted(report.failed)):
+    failures.extend(report.failed[case] for case in sorted(report.failed))
+    if remote is not None and args.store:
+        failures.extend(store_results(remote, args, report))
+    for problem in failures:
         print(f"error: {problem}", file=sys.stderr)
-    return 1 if report.failed else 0
+    return 1 if failures else 0
+
+
+def store_results(remote, args: argparse.Namespace, report) -> list[str]:
+    """STOW-RS the DICOM-SEG of each series of the study predicted now or before (skipped as done); the
+    failures, one line each."""
+    from autoseg.io.dicom_seg import DICOM_SEG_ENDING
+    from autoseg.pacs.dicomweb import store_segmentations
+
+    client, url, download = remote
+    series = set(download.downloaded) | set(download.reused)
+    done = [case for case in sorted({*report.predicted, *report.skipped}) if case in series]
+    files = [report.outputs.get(case, Path(args.output) / f"{case}{DICOM_SEG_ENDING}") for case in done]
+    failed = store_segmentations(client, url, args.study, files, download.folder)
+    print(f"{len(files) - len(failed)} DICOM-SEG(s) stored or already stored, {len(failed)} failed -> {url}")
+    return [failed[path] for path in files if path in failed]
