@@ -205,3 +205,32 @@ def test_sending_to_a_node_that_does_not_answer_is_one_line(tmp_path):
     with pytest.raises(AutosegInputError, match=r"^NOBODY@127\.0\.0\.1:\d+: the association was refused"):
         send_files(sorted((tmp_path / "s").iterdir()), Peer("NOBODY", "127.0.0.1", free_port()), "AUTOSEG")
 
+
+
+@pytest.mark.slow
+def test_the_listen_command_answers_c_echo_and_stops_on_sigterm(model, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    import pynetdicom
+
+    process = subprocess.Popen([sys.executable, "-m", "autoseg.cli", "listen", "-m", str(model[0]), "--port", "0",
+                                "-c", "3d_fullres", "-f", "0", "--no-tta", "-o", str(tmp_path / "node"), "--idle", "1"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "TQDM_DISABLE": "1"})
+    try:
+        lines = [process.stdout.readline() for _ in range(2)]
+        assert "listening as AUTOSEG on 127.0.0.1:" in lines[1], lines
+        port = int(lines[1].split("127.0.0.1:")[1].split()[0])
+        ae = pynetdicom.AE(ae_title="ECHOSCU")
+        ae.add_requested_context("1.2.840.10008.1.1")
+        association = ae.associate("127.0.0.1", port, ae_title="AUTOSEG")
+        assert association.is_established and association.send_c_echo().Status == 0x0000
+        association.release()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert "stopped: 0 series segmented, 0 failed" in out
+    assert (tmp_path / "node" / "received").is_dir()
