@@ -6,8 +6,7 @@ import argparse
 import signal
 import threading
 
-from autoseg.commands.predict import BACKEND_CHOICES, mirroring_from_arguments
-from autoseg.commands.train import parse_folds
+from autoseg.commands.predict import BACKEND_CHOICES, loaded_predictor
 
 
 def add_parser(subparsers) -> None:
@@ -49,9 +48,6 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     """Handler of ``autoseg listen``."""
     # Deferred for start-up time: inference imports torch.
-    from autoseg.inference.bundle import model_work_dir
-    from autoseg.inference.predict_folder import FolderPredictor, choose_models
-    from autoseg.model.device import prepare_device
     from autoseg.pacs.dimse import Peer, require_pynetdicom
     from autoseg.pacs.listener import SeriesListener, log
     from autoseg.serving.http_server import is_loopback
@@ -63,12 +59,7 @@ def run(args: argparse.Namespace) -> int:
         from autoseg.io.dicom_seg import read_concept_mapping
 
         concepts = read_concept_mapping(args.seg_concepts)
-    device = prepare_device(args.device)
-    model = model_work_dir(args.model, trusted_keys=args.trust_key)
-    choice = choose_models(model, args.configurations, parse_folds(args.folds) if args.folds else None,
-                           args.checkpoint)
-    use_mirroring, mirroring_reason = mirroring_from_arguments(args, model, choice, device.type)
-    predictor = FolderPredictor(model, choice, device, use_mirroring, backend=args.backend)
+    model, choice, predictor, device, mirroring_reason = loaded_predictor(args)
     listener = SeriesListener(model, predictor, args.output, args.ae_title, args.host, args.port, send_to,
                               args.allow, args.idle, args.keep_images, concepts)
     listener.start()

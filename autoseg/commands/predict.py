@@ -108,6 +108,23 @@ def mirroring_setting(tta: str | None) -> bool | str:
     return letters
 
 
+def loaded_predictor(args: argparse.Namespace):
+    """``(model, choice, predictor, device, mirroring_reason)`` from a command's model options (``-m``,
+    ``--trust-key``, ``-c``, ``-f``, ``--checkpoint``, ``--device``, ``--tta``/``--no-tta``, ``--backend``):
+    the networks loaded once, as ``serve`` and ``listen`` keep them."""
+    from autoseg.inference.bundle import model_work_dir
+    from autoseg.inference.predict_folder import FolderPredictor, choose_models
+    from autoseg.model.device import prepare_device
+
+    device = prepare_device(args.device)
+    model = model_work_dir(args.model, trusted_keys=args.trust_key)
+    choice = choose_models(model, args.configurations, parse_folds(args.folds) if args.folds else None,
+                           args.checkpoint)
+    use_mirroring, mirroring_reason = mirroring_from_arguments(args, model, choice, device.type)
+    predictor = FolderPredictor(model, choice, device, use_mirroring, backend=args.backend)
+    return model, choice, predictor, device, mirroring_reason
+
+
 def mirroring_from_arguments(args: argparse.Namespace, model, choice, device_type: str):
     """The mirroring setting(s) and why: ``--tta``/``--no-tta`` when given, else per configuration as
     cross-validation measured (:func:`autoseg.inference.mirroring.choose_mirroring`) for ``device_type``.

@@ -8,8 +8,7 @@ import signal
 import threading
 from pathlib import Path
 
-from autoseg.commands.predict import BACKEND_CHOICES, mirroring_from_arguments
-from autoseg.commands.train import parse_folds
+from autoseg.commands.predict import BACKEND_CHOICES, loaded_predictor
 from autoseg.errors import AutosegInputError
 
 #: Environment variable holding the access token (preferred to a command-line argument, which
@@ -80,9 +79,6 @@ def read_token(token_file: str | None) -> str | None:
 def run(args: argparse.Namespace) -> int:
     """Handler of ``autoseg serve``."""
     # Deferred for start-up time: inference imports torch.
-    from autoseg.inference.bundle import model_work_dir
-    from autoseg.inference.predict_folder import FolderPredictor, choose_models
-    from autoseg.model.device import prepare_device
     from autoseg.serving.http_server import is_loopback, open_access_problem, serve
     from autoseg.serving.service import SegmentationService
 
@@ -94,12 +90,7 @@ def run(args: argparse.Namespace) -> int:
     problem = open_access_problem(args.host, token, args.no_token)
     if problem:  # before the model is loaded
         raise AutosegInputError(problem)
-    device = prepare_device(args.device)
-    model = model_work_dir(args.model, trusted_keys=args.trust_key)
-    choice = choose_models(model, args.configurations, parse_folds(args.folds) if args.folds else None,
-                           args.checkpoint)
-    use_mirroring, mirroring_reason = mirroring_from_arguments(args, model, choice, device.type)
-    predictor = FolderPredictor(model, choice, device, use_mirroring, backend=args.backend)
+    model, choice, predictor, device, mirroring_reason = loaded_predictor(args)
     service = SegmentationService(model, predictor, int(args.max_upload_mb * 2**20), args.queue,
                                   max_voxels=int(args.max_megavoxels * 1e6), model_name=Path(args.model).name)
     try:
