@@ -11,7 +11,7 @@ has none, by a hash of the calling AE, Study UID and Series Number, with a warni
 - ``received/``: series still arriving or waiting; kept across restarts (segmented after
   ``idle`` seconds once the node runs again);
 - ``segmented/{series}/``: the DICOM-SEG, ``report.json``; the received images are deleted once
-  the SEG was sent (``keep_images`` keeps them in ``segmented/{series}/images``);
+  the SEG was written and (with ``send_to``) sent (``keep_images`` keeps them in ``segmented/{series}/images``);
 - ``failed/{series}/``: the images of a series that could not be segmented or whose SEG could not
   be sent, with ``reason.txt`` (one line); nothing is lost.
 
