@@ -249,7 +249,8 @@ class Predictor:
             if self.configuration.dimension == 2:
                 results = predict_volume_with_2d_network_settings(
                     network, tensor, window, mirror_settings=mirror_settings, slice_batch_size=slices_per_call(window),
-                    **kwargs)
+                    neighbour_slices=self.configuration.neighbour_slices,
+                    neighbour_slice_padding=self.configuration.neighbour_slice_padding, **kwargs)
             else:
                 results = predict_sliding_window_settings(network, tensor, window, mirror_settings=mirror_settings,
                                                           **kwargs)

@@ -29,6 +29,7 @@ import torch
 from tqdm import tqdm
 
 from autoseg.planning.inference_cost import windows_along_axis
+from autoseg.preprocessing.neighbour_slices import stack_neighbour_slices
 
 #: Network logits ``(B, K, *patch)`` -> probabilities, by the plans' output activation.
 OUTPUT_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -394,6 +395,8 @@ def predict_volume_with_2d_network(
     show_progress: bool = False,
     accumulation_dtype: torch.dtype = torch.float32,
     activation: str = "softmax",
+    neighbour_slices: int = 0,
+    neighbour_slice_padding: str = "replicate",
 ) -> torch.Tensor:
     """Predict a volume ``(C, Z, Y, X)`` slice by slice with a 2D network.
 
@@ -402,13 +405,16 @@ def predict_volume_with_2d_network(
     ``mirror_axes`` refer to the 2D patch axes (0 = y, 1 = x). Other arguments as in
     :func:`predict_sliding_window`. Returns ``(K, Z, Y, X)`` probabilities (``accumulation_dtype``) on
     ``accumulation_device`` (default ``device``), identical to running
-    :func:`predict_sliding_window` on every slice ``image[:, z]``.
+    :func:`predict_sliding_window` on every slice ``image[:, z]``. ``neighbour_slices`` K > 0: a 2.5D
+    network, whose input for slice z is slices z-K..z+K of every channel
+    (:func:`autoseg.preprocessing.neighbour_slices.stack_neighbour_slices`, ends by
+    ``neighbour_slice_padding``).
     """
     return predict_volume_with_2d_network_settings(
         network, image, patch_size, num_classes, [mirror_axes], step_size=step_size, use_gaussian=use_gaussian,
         slice_batch_size=slice_batch_size, device=device, accumulation_device=accumulation_device,
         autocast=autocast, show_progress=show_progress, accumulation_dtype=accumulation_dtype,
-        activation=activation)[0]
+        activation=activation, neighbour_slices=neighbour_slices, neighbour_slice_padding=neighbour_slice_padding)[0]
 
 
 def predict_volume_with_2d_network_settings(
@@ -426,6 +432,8 @@ def predict_volume_with_2d_network_settings(
     show_progress: bool = False,
     accumulation_dtype: torch.dtype = torch.float32,
     activation: str = "softmax",
+    neighbour_slices: int = 0,
+    neighbour_slice_padding: str = "replicate",
 ) -> list[torch.Tensor]:
     """:func:`predict_volume_with_2d_network` for several mirroring settings at once (2D patch axes),
     one result per setting, as :func:`predict_sliding_window_settings` does."""
@@ -451,9 +459,10 @@ def predict_volume_with_2d_network_settings(
                   desc="2D sliding window", unit="win") as bar:
             for z0 in chunks:
                 zs = slice(z0, min(z0 + slice_batch_size, n_z))
+                slices = stack_neighbour_slices(image, zs, neighbour_slices, neighbour_slice_padding)
                 for (image_part, window_part), window_share in zip(layout, shares, strict=True):
                     # (C, b, py, px) -> (b, C, py, px), a fresh contiguous copy on device
-                    x = _window_input(image[:, zs], image_part, window_part, patch, 2).transpose(0, 1)
+                    x = _window_input(slices, image_part, window_part, patch, 2).transpose(0, 1)
                     x = x.to(device, torch.float32, memory_format=torch.contiguous_format, copy=True)
                     outs = _predict_batch_settings(network, x, settings, num_classes, autocast, activation)
                     for out, probs in zip(outs, results, strict=True):

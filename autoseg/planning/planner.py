@@ -21,6 +21,7 @@ from autoseg.io.labels import (
 )
 from autoseg.planning.hardware import MemoryBudget
 from autoseg.planning.memory import estimate_training_memory_bytes
+from autoseg.planning.slice_context import NEIGHBOUR_PADDING_REASON, choose_neighbour_slices
 from autoseg.planning.spacing import choose_target_spacing
 from autoseg.planning.topology import features_per_stage, topology_for_patch
 from autoseg.plans.architectures import ARCHITECTURES
@@ -252,6 +253,26 @@ def _configuration(name: str, dimension: int, data_identifier: str, target_spaci
                                     "augmentation": training_reason})
 
 
+def _neighbour_slices_configuration(plan_2d: ConfigurationPlan, slice_spacings: np.ndarray, in_plane_spacing,
+                                    median_in_plane, num_channels: int, num_classes: int, num_cases: int,
+                                    dataset_voxels: float, budget: MemoryBudget,
+                                    architecture: str) -> ConfigurationPlan:
+    """``2.5d``: 2d's spacing, cache and patch rules, its input the slice and K neighbours on each side
+    (:func:`autoseg.planning.slice_context.choose_neighbour_slices`) of every channel."""
+    neighbours, neighbours_reason = choose_neighbour_slices(slice_spacings)
+    patch_plan = fit_patch_and_batch(in_plane_spacing, median_in_plane, 2, num_channels * (2 * neighbours + 1),
+                                     num_classes, num_cases, dataset_voxels, budget, architecture)
+    configuration = _configuration(
+        "2.5d", 2, plan_2d.data_identifier, in_plane_spacing, median_in_plane, patch_plan,
+        {"target_spacing": plan_2d.reasons["target_spacing"],
+         "data_identifier": "2d's cache: the same preprocessing, the neighbours are read from it when sampling",
+         "neighbour_slices": neighbours_reason,
+         "neighbour_slice_padding": NEIGHBOUR_PADDING_REASON})
+    configuration.neighbour_slices = neighbours
+    configuration.neighbour_slice_padding = "replicate"
+    return configuration
+
+
 def output_reason(labels: dict) -> str:
     """Why the network has the outputs it has: softmax classes, or one sigmoid per region."""
     if is_region_based(labels):
@@ -297,6 +318,10 @@ def plan_experiment(fingerprint: dict, raw_dataset: str, budget: MemoryBudget,
                            "their own spacing (2D networks never see across slices)",
          "data_identifier": ("every case already has the target slice spacing, so 2d shares the "
                              "3d_fullres cache" if slices_unchanged else "own cache: slices are not resampled")})
+    if not is_2d_data:
+        configurations["2.5d"] = _neighbour_slices_configuration(
+            configurations["2d"], spacings[:, 0], in_plane_spacing, median_in_plane, num_channels, num_classes,
+            num_cases, dataset_voxels, budget, architecture)
     lowres_2d = coarser_slice_spacing(in_plane_spacing, median_in_plane, LOWRES_2D_MAX_SLICE_EDGE)
     if lowres_2d is not None:
         lowres_2d_spacing, factor = lowres_2d
@@ -313,7 +338,7 @@ def plan_experiment(fingerprint: dict, raw_dataset: str, budget: MemoryBudget,
                                 "learn (the time-budget choice decides whether it is trained)"),
              "data_identifier": "own cache: a coarser in-plane spacing than 2d's"})
     if is_2d_data:
-        plan_reasons["configurations"] = "2D images: only 2d configurations apply"
+        plan_reasons["configurations"] = "2D images: only 2d configurations apply (no neighbouring slices for 2.5d)"
     else:
         plan_3d = fit_patch_and_batch(target, median_shape, 3, num_channels, num_classes, num_cases,
                                       dataset_voxels, budget, architecture)
@@ -342,7 +367,7 @@ def plan_experiment(fingerprint: dict, raw_dataset: str, budget: MemoryBudget,
                      "previous_stage": "refines the 3d_lowres segmentation, given as one-hot extra input channels"},
                     previous_stage="3d_lowres")
         plan_reasons["configurations"] = (
-            f"2d and 3d_fullres always; the 3d_fullres patch covers {coverage:.0%} of the median image "
+            f"2d, 2.5d and 3d_fullres always; the 3d_fullres patch covers {coverage:.0%} of the median image "
             + (f"(< {LOWRES_CREATION_THRESHOLD:.0%}), so 3d_lowres and 3d_cascade_fullres are planned too"
                if "3d_lowres" in configurations else
                f"(>= {LOWRES_CREATION_THRESHOLD:.0%}), so no low-resolution cascade is needed"))

@@ -80,6 +80,12 @@ MAX_CONFIGURATIONS = 256
 #: ``preprocessed/{data_identifier}``): letters, digits, ``_ . + -``, starting with a letter or digit
 #: (no ``/``, ``..``, absolute paths or hidden names).
 FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}")
+#: Neighbouring slices a 2.5D configuration stacks on each side of the slice it segments: the planner
+#: chooses 1-3 (``autoseg.planning.neighbour_slices``); 16 (33 slices per input) bounds hand edits.
+MAX_NEIGHBOUR_SLICES = 16
+#: What a 2.5D input holds where a neighbour lies past the volume's first or last slice:
+#: ``replicate`` repeats the end slice, ``zero`` puts zeros (the normalized image's mean).
+NEIGHBOUR_SLICE_PADDINGS = ("replicate", "zero")
 
 
 def is_folder_name(value: Any) -> bool:
@@ -133,7 +139,7 @@ def _positive_ints(values: Any, length: int) -> bool:
 
 @dataclass
 class ConfigurationPlan:
-    """One trainable configuration (``2d``, ``3d_fullres``, ``3d_lowres``, ``3d_cascade_fullres``,
+    """One trainable configuration (``2d``, ``2.5d``, ``3d_fullres``, ``3d_lowres``, ``3d_cascade_fullres``,
     or a variant of one scaled to a time budget).
 
     Attributes:
@@ -155,6 +161,11 @@ class ConfigurationPlan:
             a time-budgeted ``autoseg train`` on that device uses it instead of measuring.
         variant_of: for a variant scaled down to a time budget, the planned
             configuration it was made from (None for planned configurations).
+        neighbour_slices: 2.5D: the 2D network's input is the slice it segments and this many
+            neighbouring slices on each side (along z, the cache's own slices), stacked as channels
+            (:mod:`autoseg.preprocessing.neighbour_slices`); 0 for every other configuration.
+        neighbour_slice_padding: 2.5D: what stands in for neighbours past the volume's ends, one of
+            :data:`NEIGHBOUR_SLICE_PADDINGS`.
         reasons: why each value was chosen.
     """
 
@@ -172,12 +183,29 @@ class ConfigurationPlan:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     measured_speed: dict | None = None
     variant_of: str | None = None
+    neighbour_slices: int = 0
+    neighbour_slice_padding: str = "replicate"
     reasons: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def slices_per_input(self) -> int:
+        """Slices one network input holds per image channel: ``2 * neighbour_slices + 1`` (1 unless 2.5D)."""
+        return 2 * self.neighbour_slices + 1
 
     def validate(self, where: str) -> None:
         """Raise ValueError naming the first invalid field (``where`` is e.g. ``configurations.2d``)."""
         if self.dimension not in (2, 3):
             raise ValueError(f"{where}.dimension must be 2 or 3, got {self.dimension!r}")
+        if (not isinstance(self.neighbour_slices, int) or isinstance(self.neighbour_slices, bool)
+                or not 0 <= self.neighbour_slices <= MAX_NEIGHBOUR_SLICES):
+            raise ValueError(f"{where}.neighbour_slices must be an integer from 0 to {MAX_NEIGHBOUR_SLICES}, "
+                             f"got {self.neighbour_slices!r}")
+        if self.neighbour_slices and self.dimension != 2:
+            raise ValueError(f"{where}.neighbour_slices is {self.neighbour_slices}: neighbouring slices are "
+                             f"stacked for 2D networks only (dimension is {self.dimension})")
+        if self.neighbour_slice_padding not in NEIGHBOUR_SLICE_PADDINGS:
+            raise ValueError(f"{where}.neighbour_slice_padding must be one of {list(NEIGHBOUR_SLICE_PADDINGS)}, "
+                             f"got {self.neighbour_slice_padding!r}")
         if not is_folder_name(self.data_identifier):
             raise ValueError(f"{where}.data_identifier must be a folder name (letters, digits, _ . + -), "
                              f"got {self.data_identifier!r}")
@@ -321,9 +349,11 @@ class Plans:
         return ignore_value(self.labels)
 
     def input_channels(self, configuration: str) -> int:
-        """Network input channels: image channels, plus one-hot previous-stage classes for a cascade."""
-        extra = len(self.foreground_labels) if self.configurations[configuration].previous_stage else 0
-        return self.num_channels + extra
+        """Network input channels: image channels (times the slices of a 2.5D input), plus one-hot
+        previous-stage classes for a cascade."""
+        plan = self.configurations[configuration]
+        extra = len(self.foreground_labels) if plan.previous_stage else 0
+        return self.num_channels * plan.slices_per_input + extra
 
     def configuration(self, name: str) -> ConfigurationPlan:
         if name not in self.configurations:

@@ -10,7 +10,10 @@ Training transform order (see :func:`build_training_transforms`):
 1. spatial: rotation / zoom of the sampled region and centre crop to ``patch_size``
    (data cubic, labels nearest, outside = 0); no elastic deformation;
 2. intensity, image channels only: Gaussian noise, Gaussian blur, multiplicative
-   brightness, contrast, simulated low resolution, inverted gamma, gamma;
+   brightness, contrast, simulated low resolution, inverted gamma, gamma; 2.5D inputs (a slice
+   and its neighbours as channels) are viewed as ``(B, C, slices, y, x)`` meanwhile, so the
+   neighbours of one image channel share its random intensity change (one image, one contrast)
+   and blur and low resolution stay in-plane;
 3. mirroring (image and all seg channels together);
 4. CT options (image channels only): slice thickness, intensity shift;
 5. cascade: seg channel 1 becomes one-hot channels appended to ``data``. This comes
@@ -40,11 +43,14 @@ from batchgenerators.transforms.crop_and_pad_transforms import CenterCropTransfo
 from batchgenerators.transforms.noise_transforms import GaussianBlurTransform, GaussianNoiseTransform
 from batchgenerators.transforms.resample_transforms import SimulateLowResolutionTransform
 from batchgenerators.transforms.spatial_transforms import MirrorTransform, SpatialTransform
+from scipy.ndimage import gaussian_filter
 
 from autoseg.plans.training import AugmentationConfig
 
 __all__ = [
+    "InPlaneGaussianBlurTransform",
     "IntensityShiftTransform",
+    "NeighbourSlicesAsDepthTransform",
     "LabelToTargetTransform",
     "PerSliceSpatialTransform",
     "PreviousStageToOneHotTransform",
@@ -246,6 +252,60 @@ class SliceThicknessTransform(AbstractTransform):
         return data_dict
 
 
+class NeighbourSlicesAsDepthTransform(AbstractTransform):
+    """2.5D: view ``data`` (B, C * S, y, x) as (B, C, S, y, x) (``to_depth``), or back (``to_depth=False``).
+
+    The channels of a 2.5D input are each image channel's ``S`` slices in order
+    (:mod:`autoseg.preprocessing.neighbour_slices`); in the depth view a per-channel intensity
+    transform draws one change per image channel and applies it to all its slices.
+    """
+
+    def __init__(self, slices_per_channel: int, to_depth: bool = True, data_key: str = "data"):
+        if slices_per_channel < 1:
+            raise ValueError(f"slices_per_channel must be >= 1, got {slices_per_channel}")
+        self.slices_per_channel = int(slices_per_channel)
+        self.to_depth = to_depth
+        self.data_key = data_key
+
+    def __call__(self, **data_dict):
+        data = data_dict[self.data_key]
+        slices = self.slices_per_channel
+        if self.to_depth:
+            if data.ndim != 4 or data.shape[1] % slices:
+                raise ValueError(f"2.5D batches must be (B, C * {slices}, y, x), got {data.shape}")
+            data_dict[self.data_key] = data.reshape(data.shape[0], data.shape[1] // slices, slices, *data.shape[2:])
+        else:
+            if data.ndim != 5 or data.shape[2] != slices:
+                raise ValueError(f"expected the depth view (B, C, {slices}, y, x), got {data.shape}")
+            data_dict[self.data_key] = data.reshape(data.shape[0], -1, *data.shape[3:])
+        return data_dict
+
+
+class InPlaneGaussianBlurTransform(AbstractTransform):
+    """Gaussian blur of (B, C, z, y, x) data within each slice (sigma 0 along z), in voxels.
+
+    Per sample with probability ``p_per_sample``, per channel a sigma uniform in ``blur_sigma``
+    (batchgenerators' ``GaussianBlurTransform`` with ``different_sigma_per_channel``, but never
+    mixing slices: for the 2.5D depth view, whose slices are separate inputs).
+    """
+
+    def __init__(self, blur_sigma: Sequence[float], p_per_sample: float, data_key: str = "data"):
+        self.blur_sigma = tuple(float(v) for v in blur_sigma)
+        self.p_per_sample = p_per_sample
+        self.data_key = data_key
+
+    def __call__(self, **data_dict):
+        data = data_dict[self.data_key]
+        if data.ndim != 5:
+            raise ValueError(f"InPlaneGaussianBlurTransform needs (B, C, z, y, x), got {data.shape}")
+        for b in range(len(data)):
+            if np.random.uniform() < self.p_per_sample:  # noqa: NPY002
+                for c in range(data.shape[1]):
+                    sigma = np.random.uniform(*self.blur_sigma)  # noqa: NPY002
+                    data[b, c] = gaussian_filter(data[b, c], (0.0, sigma, sigma), order=0)
+        return data_dict
+
+
 class IntensityShiftTransform(AbstractTransform):
     """CT option: per sample with probability ``p_per_sample`` add one offset, uniform in ``shift_range``
     (normalized units), to all voxels and channels."""
@@ -330,46 +390,32 @@ def _spatial_transform(patch_size: tuple[int, ...], config: AugmentationConfig, 
 
 def build_training_transforms(patch_size: Sequence[int], config: AugmentationConfig, dimension: int,
                               has_previous_stage: bool, num_foreground_classes: int,
-                              foreground_labels: Sequence[int] | None = None) -> Compose:
+                              foreground_labels: Sequence[int] | None = None,
+                              slices_per_channel: int = 1) -> Compose:
     """The training augmentation pipeline (order in the module docstring).
 
     Input: the sampler's batch with regions of at least ``patch_size`` (typically
     :func:`augmentation_patch_size`); output ``data`` float32 (B, C [+ num_foreground_classes],
     *patch_size) and ``target`` uint8 (B, 1, *patch_size). Transforms with probability 0
     are left out. ``foreground_labels`` (cascade) are the label values of the one-hot
-    channels, default ``1 .. num_foreground_classes``.
+    channels, default ``1 .. num_foreground_classes``. ``slices_per_channel`` > 1: 2D batches are
+    2.5D inputs of that many slices per image channel (intensity transforms in their depth view).
     """
     if dimension not in (2, 3):
         raise ValueError(f"dimension must be 2 or 3, got {dimension}")
     patch = tuple(int(v) for v in patch_size)
     if len(patch) != dimension:
         raise ValueError(f"patch_size {patch} does not have {dimension} axes")
+    if slices_per_channel > 1 and dimension != 2:
+        raise ValueError(f"slices_per_channel {slices_per_channel} needs 2D batches, got dimension {dimension}")
     c = config
     transforms: list[AbstractTransform] = [_spatial_transform(patch, c, dimension)]
-    if c.noise_probability > 0:
-        transforms.append(GaussianNoiseTransform(noise_variance=tuple(c.noise_variance),
-                                                 p_per_sample=c.noise_probability))
-    if c.blur_probability > 0:
-        transforms.append(GaussianBlurTransform(blur_sigma=tuple(c.blur_sigma), different_sigma_per_channel=True,
-                                                p_per_sample=c.blur_probability))
-    if c.brightness_probability > 0:
-        transforms.append(BrightnessMultiplicativeTransform(multiplier_range=tuple(c.brightness_range),
-                                                            per_channel=True, p_per_sample=c.brightness_probability))
-    if c.contrast_probability > 0:
-        transforms.append(ContrastAugmentationTransform(contrast_range=tuple(c.contrast_range),
-                                                        p_per_sample=c.contrast_probability))
-    if c.low_resolution_probability > 0:
-        # Thick-slice data (in-plane-only augmentation) is not downsampled across slices.
-        ignore_axes = (0,) if dimension == 3 and c.rotate_in_plane_only else None
-        transforms.append(SimulateLowResolutionTransform(
-            zoom_range=tuple(c.low_resolution_zoom), per_channel=True, order_downsample=0, order_upsample=3,
-            p_per_sample=c.low_resolution_probability, ignore_axes=ignore_axes))
-    if c.inverted_gamma_probability > 0:
-        transforms.append(GammaTransform(tuple(c.gamma_range), invert_image=True, per_channel=True,
-                                         retain_stats=True, p_per_sample=c.inverted_gamma_probability))
-    if c.gamma_probability > 0:
-        transforms.append(GammaTransform(tuple(c.gamma_range), invert_image=False, per_channel=True,
-                                         retain_stats=True, p_per_sample=c.gamma_probability))
+    stacked = slices_per_channel > 1
+    if stacked:
+        transforms.append(NeighbourSlicesAsDepthTransform(slices_per_channel))
+    transforms += _intensity_transforms(c, dimension, stacked)
+    if stacked:
+        transforms.append(NeighbourSlicesAsDepthTransform(slices_per_channel, to_depth=False))
     mirror_axes = tuple(sorted({int(a) for a in c.mirror_axes if 0 <= int(a) < dimension}))
     if mirror_axes:
         transforms.append(MirrorTransform(axes=mirror_axes))
@@ -381,6 +427,37 @@ def build_training_transforms(patch_size: Sequence[int], config: AugmentationCon
         transforms.append(PreviousStageToOneHotTransform(_cascade_labels(num_foreground_classes, foreground_labels)))
     transforms.append(LabelToTargetTransform())
     return Compose(transforms)
+
+
+def _intensity_transforms(c: AugmentationConfig, dimension: int, depth_view: bool) -> list[AbstractTransform]:
+    """Step 2 of the module docstring; ``depth_view``: 2.5D data as (B, C, slices, y, x), kept in-plane."""
+    transforms: list[AbstractTransform] = []
+    if c.noise_probability > 0:
+        transforms.append(GaussianNoiseTransform(noise_variance=tuple(c.noise_variance),
+                                                 p_per_sample=c.noise_probability))
+    if c.blur_probability > 0:
+        transforms.append(InPlaneGaussianBlurTransform(c.blur_sigma, c.blur_probability) if depth_view else
+                          GaussianBlurTransform(blur_sigma=tuple(c.blur_sigma), different_sigma_per_channel=True,
+                                                p_per_sample=c.blur_probability))
+    if c.brightness_probability > 0:
+        transforms.append(BrightnessMultiplicativeTransform(multiplier_range=tuple(c.brightness_range),
+                                                            per_channel=True, p_per_sample=c.brightness_probability))
+    if c.contrast_probability > 0:
+        transforms.append(ContrastAugmentationTransform(contrast_range=tuple(c.contrast_range),
+                                                        p_per_sample=c.contrast_probability))
+    if c.low_resolution_probability > 0:
+        # Thick-slice data (in-plane-only augmentation) and 2.5D slices are not downsampled across slices.
+        ignore_axes = (0,) if (dimension == 3 and c.rotate_in_plane_only) or depth_view else None
+        transforms.append(SimulateLowResolutionTransform(
+            zoom_range=tuple(c.low_resolution_zoom), per_channel=True, order_downsample=0, order_upsample=3,
+            p_per_sample=c.low_resolution_probability, ignore_axes=ignore_axes))
+    if c.inverted_gamma_probability > 0:
+        transforms.append(GammaTransform(tuple(c.gamma_range), invert_image=True, per_channel=True,
+                                         retain_stats=True, p_per_sample=c.inverted_gamma_probability))
+    if c.gamma_probability > 0:
+        transforms.append(GammaTransform(tuple(c.gamma_range), invert_image=False, per_channel=True,
+                                         retain_stats=True, p_per_sample=c.gamma_probability))
+    return transforms
 
 
 def build_validation_transforms(patch_size: Sequence[int], dimension: int, has_previous_stage: bool,

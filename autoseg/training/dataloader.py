@@ -218,9 +218,12 @@ def make_training_batches(folder: Path, case_ids: Sequence[str], configuration_p
                            oversample_foreground=training_config.oversample_foreground,
                            class_sampling=training_config.foreground_class_sampling, class_weights=class_weights,
                            sample_patch_size=augmentation_patch_size(patch_size, augmentation, dimension),
-                           previous_stage_folder=previous_stage_folder, seed=seed, annotated_only=annotated_only)
+                           previous_stage_folder=previous_stage_folder, seed=seed, annotated_only=annotated_only,
+                           neighbour_slices=configuration_plan.neighbour_slices,
+                           neighbour_slice_padding=configuration_plan.neighbour_slice_padding)
     transforms = build_training_transforms(patch_size, augmentation, dimension, cascade, len(foreground_labels),
-                                           foreground_labels=foreground_labels)
+                                           foreground_labels=foreground_labels,
+                                           slices_per_channel=configuration_plan.slices_per_input)
     return TrainingBatches(sampler, transforms, _resolve_workers(num_workers, training_config), seed,
                            pin_memory=torch.cuda.is_available())
 
@@ -243,7 +246,9 @@ def make_validation_batches(folder: Path, case_ids: Sequence[str], configuration
     sampler = PatchSampler(folder, case_ids, patch_size, configuration_plan.batch_size, dimension,
                            oversample_foreground=training_config.oversample_foreground,
                            class_sampling=training_config.foreground_class_sampling, class_weights=class_weights,
-                           previous_stage_folder=previous_stage_folder, seed=seed, annotated_only=annotated_only)
+                           previous_stage_folder=previous_stage_folder, seed=seed, annotated_only=annotated_only,
+                           neighbour_slices=configuration_plan.neighbour_slices,
+                           neighbour_slice_padding=configuration_plan.neighbour_slice_padding)
     transforms = build_validation_transforms(patch_size, dimension, cascade, len(foreground_labels),
                                              foreground_labels=foreground_labels)
     if num_workers is None:

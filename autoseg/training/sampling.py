@@ -3,7 +3,8 @@
 The sampler cuts regions of ``sample_patch_size`` voxels out of the cached cases; the
 augmentation (``autoseg.training.augmentation``) rotates/zooms them and centre-crops
 them to the network's ``patch_size``. Axis order is ``(z, y, x)`` for 3D regions and
-``(y, x)`` for 2D regions (cut from one slice ``z`` of a case).
+``(y, x)`` for 2D regions (cut from one slice ``z`` of a case; a 2.5D region holds that
+slice's neighbours too, as channels: :mod:`autoseg.preprocessing.neighbour_slices`).
 
 Placement along each axis of length ``n`` (region ``R``, final patch ``P``):
 
@@ -40,6 +41,7 @@ import numpy as np
 from autoseg.errors import AutosegInputError
 from autoseg.plans.training import FOREGROUND_CLASS_SAMPLING
 from autoseg.preprocessing.cache import REBUILD_HINT, cached_case_problem
+from autoseg.preprocessing.neighbour_slices import stack_neighbour_slices
 from autoseg.utils.files import read_json
 from autoseg.workdir import cached_case_paths
 
@@ -78,6 +80,12 @@ class PatchSampler:
         class_weights: with ``"balanced"``, the probability of each foreground label value
             (``{value: weight}``; values no sampled case holds are dropped, the rest renormalised;
             default uniform).
+        neighbour_slices: 2D only: 2.5D input, the sampled slice and this many neighbours on each side
+            stacked as channels (``C * (2K + 1)`` data channels,
+            :func:`autoseg.preprocessing.neighbour_slices.stack_neighbour_slices`); the label is the
+            sampled slice's.
+        neighbour_slice_padding: what stands in for neighbours past the volume's ends (``replicate`` or
+            ``zero``).
 
     ``sample_batch()`` returns ``{"data": float32 (B, C, *sample_patch_size), "seg": int16
     (B, S, *sample_patch_size), "case_ids": [...]}`` with seg channel 0 the label and (cascade)
@@ -87,9 +95,16 @@ class PatchSampler:
     def __init__(self, folder: Path, case_ids: Sequence[str], patch_size: Sequence[int], batch_size: int,
                  dimension: int, oversample_foreground: float = 0.33, sample_patch_size: Sequence[int] | None = None,
                  previous_stage_folder: Path | None = None, seed: int = 0, annotated_only: bool = False,
-                 class_sampling: str = "balanced", class_weights: Mapping[int, float] | None = None):
+                 class_sampling: str = "balanced", class_weights: Mapping[int, float] | None = None,
+                 neighbour_slices: int = 0, neighbour_slice_padding: str = "replicate"):
         if dimension not in (2, 3):
             raise ValueError(f"dimension must be 2 or 3, got {dimension}")
+        if neighbour_slices and dimension != 2:
+            raise ValueError(f"neighbour_slices ({neighbour_slices}) need 2D patches, got dimension {dimension}")
+        if neighbour_slices < 0:
+            raise ValueError(f"neighbour_slices must be >= 0, got {neighbour_slices}")
+        self.neighbour_slices = int(neighbour_slices)
+        self.neighbour_slice_padding = neighbour_slice_padding
         if len(patch_size) != dimension:
             raise ValueError(f"patch_size {tuple(patch_size)} does not have {dimension} axes")
         if not case_ids:
@@ -247,11 +262,13 @@ class PatchSampler:
             case_id, voxel = self._draw_case_and_voxel(forced)
             chosen.append(case_id)
             image, label, previous = self._open(case_id)
+            channels = image.shape[0] * (2 * self.neighbour_slices + 1)
             if data is None:
-                data = np.zeros((batch, image.shape[0], *region), dtype=np.float32)
-            elif image.shape[0] != data.shape[1]:
+                data = np.zeros((batch, channels, *region), dtype=np.float32)
+            elif channels != data.shape[1]:
                 raise AutosegInputError(f"{cached_case_paths(self.folder, case_id)[0]}: {image.shape[0]} channels, "
-                                        f"other cases have {data.shape[1]}")
+                                        "other cases have "
+                                        f"{data.shape[1] // (2 * self.neighbour_slices + 1)}")
             shape = label.shape
             if self.dimension == 3:
                 starts = [self._start(shape[axis], axis, voxel, axis) for axis in range(3)]
@@ -267,7 +284,12 @@ class PatchSampler:
                 src.append(slice(low, high))
                 dst.append(slice(low - start, high - start))
             src, dst = tuple(src), tuple(dst)
-            data[(index, slice(None), *dst)] = image[(slice(None), *source, *src)]
+            if self.neighbour_slices:  # 2.5D: crop in-plane (a view), then read the neighbouring slices
+                data[(index, slice(None), *dst)] = stack_neighbour_slices(
+                    image[(slice(None), slice(None), *src)], source[0], self.neighbour_slices,
+                    self.neighbour_slice_padding)
+            else:
+                data[(index, slice(None), *dst)] = image[(slice(None), *source, *src)]
             seg[(index, 0, *dst)] = label[(*source, *src)]
             if previous is not None:
                 seg[(index, 1, *dst)] = previous[(*source, *src)]

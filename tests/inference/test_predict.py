@@ -416,7 +416,7 @@ def test_jobs_lists_the_folds_still_to_train(tmp_path, capsys):
     assert not any("-c 3d_fullres -f 2 " in line + " " for line in lines)  # validated already
     assert sum("-c 3d_lowres" in line for line in lines) == 5 and not any("cascade" in line for line in lines)
     assert "3d_cascade_fullres waits for every fold of 3d_lowres" in output.err
-    assert len(lines) == 5 + 4 + 5  # 2d, 3d_fullres (fold 2 done), 3d_lowres
+    assert len(lines) == 5 + 5 + 4 + 5  # 2d, 2.5d, 3d_fullres (fold 2 done), 3d_lowres
 
 
 def test_a_bundle_with_onnx_networks_spares_the_predicting_machine_the_export(trained, tmp_path, monkeypatch):

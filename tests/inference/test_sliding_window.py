@@ -17,6 +17,7 @@ from autoseg.inference.sliding_window import (
     predict_volume_with_2d_network_settings,
     sliding_window_starts,
 )
+from autoseg.preprocessing.neighbour_slices import stack_neighbour_slices
 
 
 @pytest.fixture(autouse=True)
@@ -332,6 +333,26 @@ def test_2d_on_3d_matches_slice_loop(shape: tuple[int, ...], mirror_axes: tuple[
     )
     assert probs.shape == (3, *shape[1:])
     torch.testing.assert_close(probs, by_hand)
+
+
+@pytest.mark.parametrize("padding", ["replicate", "zero"])
+def test_2p5d_on_3d_matches_a_loop_over_stacked_slices(padding: str) -> None:
+    shape, neighbours = (2, 5, 15, 11), 2
+    image = torch.randn(shape)
+    net = conv_net(2, shape[0] * (2 * neighbours + 1), 3)
+    probs = predict_volume_with_2d_network(net, image, (12, 10), 3, mirror_axes=(0, 1), slice_batch_size=2,
+                                           neighbour_slices=neighbours, neighbour_slice_padding=padding)
+    by_hand = torch.stack([
+        predict_sliding_window(net, stack_neighbour_slices(image, z, neighbours, padding), (12, 10), 3,
+                               mirror_axes=(0, 1), window_batch_size=8)
+        for z in range(shape[1])], dim=1)
+    torch.testing.assert_close(probs, by_hand)
+    if padding == "zero":  # the ends differ from replicating: the network sees what it was given
+        other = predict_volume_with_2d_network(net, image, (12, 10), 3, slice_batch_size=2,
+                                               neighbour_slices=neighbours, neighbour_slice_padding="replicate")
+        assert not torch.allclose(other[:, 0], predict_volume_with_2d_network(
+            net, image, (12, 10), 3, slice_batch_size=2, neighbour_slices=neighbours,
+            neighbour_slice_padding="zero")[:, 0])
 
 
 def test_2d_on_3d_batches_slices() -> None:

@@ -49,12 +49,33 @@ def test_multichannel_gets_a_scheme_per_channel():
     assert [s.scheme for s in schemes] == ["ct", "zscore"]
 
 
-def test_small_images_get_2d_and_3d_fullres_only():
+def test_small_images_get_2d_2p5d_and_3d_fullres_only():
     plans = plan_experiment(fingerprint((36, 50, 35), (1.0, 1.0, 1.0), 260, "MRI"), "/raw", cpu_budget(24 * 2**30))
-    assert list(plans.configurations) == ["2d", "3d_fullres"]
+    assert list(plans.configurations) == ["2d", "2.5d", "3d_fullres"]
     assert plans.configurations["3d_fullres"].patch_size == [40, 56, 40]
     assert plans.configurations["2d"].patch_size == [56, 40]
     assert plans.configurations["2d"].data_identifier == "3d_fullres"  # nothing to resample along z
+
+
+def test_2p5d_is_2d_with_neighbouring_slices_as_input_channels():
+    plans = plan_experiment(fingerprint((36, 50, 35), (1.0, 1.0, 1.0), 260, "MRI"), "/raw", cpu_budget(24 * 2**30))
+    flat, stacked = plans.configurations["2d"], plans.configurations["2.5d"]
+    assert stacked.dimension == 2 and stacked.neighbour_slices == 2 and stacked.neighbour_slice_padding == "replicate"
+    assert stacked.target_spacing == flat.target_spacing and stacked.data_identifier == flat.data_identifier
+    assert stacked.patch_size == flat.patch_size and stacked.training.augmentation == flat.training.augmentation
+    assert plans.input_channels("2.5d") == 5 and plans.input_channels("2d") == 1
+    assert "5 slices per input" in stacked.reasons["neighbour_slices"]
+    assert "replicate" in stacked.reasons["neighbour_slice_padding"]
+    assert flat.neighbour_slices == 0 and plans.configurations["3d_fullres"].neighbour_slices == 0
+
+
+def test_thick_slices_give_one_neighbour_and_2d_images_no_2p5d():
+    thick = plan_experiment(fingerprint((40, 256, 256), (5.0, 0.8, 0.8), 20), "/raw", cpu_budget(24 * 2**30))
+    assert thick.configurations["2.5d"].neighbour_slices == 1
+    assert thick.input_channels("2.5d") == 3
+    images = plan_experiment(fingerprint((1, 256, 256), (999.0, 0.5, 0.5), 20, "MRI"), "/raw", cpu_budget(24 * 2**30))
+    assert "2.5d" not in images.configurations
+    assert "no neighbouring slices" in images.reasons["configurations"]
 
 
 def test_batch_covers_at_most_5_percent_of_the_dataset():
@@ -68,7 +89,7 @@ def test_batch_covers_at_most_5_percent_of_the_dataset():
 def test_large_images_get_a_cascade_whose_lowres_patch_covers_more():
     plans = plan_experiment(fingerprint((400, 512, 512), (1.0, 0.8, 0.8), 30), "/raw",
                             gpu_budget(8 * 2**30, "t", "t"))
-    assert set(plans.configurations) == {"2d", "2d_lowres", "3d_fullres", "3d_lowres", "3d_cascade_fullres"}
+    assert set(plans.configurations) == {"2d", "2.5d", "2d_lowres", "3d_fullres", "3d_lowres", "3d_cascade_fullres"}
     fullres, lowres = plans.configurations["3d_fullres"], plans.configurations["3d_lowres"]
     fullres_coverage = np.prod(fullres.patch_size) / np.prod(fullres.median_image_shape)
     lowres_coverage = np.prod(lowres.patch_size) / np.prod(lowres.median_image_shape)

@@ -114,7 +114,8 @@ def test_plan_states_the_choice_and_train_auto_follows_it(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "time budget 0.3 min per fold" in printed and "chosen:" in printed and "largest none" in printed
     record = WorkDir(work).load_plans().budget_plan
-    assert set(record["configurations"]) == {"2d", "3d_fullres"} and record["chosen"] in record["configurations"]
+    assert set(record["configurations"]) == {"2d", "2.5d", "3d_fullres"}
+    assert record["chosen"] in record["configurations"]
     entry = record["configurations"][record["chosen"]]
     assert entry["iterations"] > 0
     assert entry["predict_seconds_per_case"] > entry["predict_seconds_per_case_without_mirroring"]

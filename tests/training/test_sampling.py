@@ -6,25 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import position_image, write_case
 
 from autoseg.errors import AutosegInputError
 from autoseg.preprocessing.preprocess import sample_class_locations
 from autoseg.training.sampling import PatchSampler, num_foreground_samples
 from autoseg.utils.files import save_npy, write_json
-
-
-def write_case(folder: Path, case_id: str, image: np.ndarray, label: np.ndarray, seed: int = 0) -> None:
-    """One case in the cache layout: ``{case}.npy`` (C, z, y, x), ``{case}_seg.npy``, ``{case}.json``."""
-    save_npy(folder / f"{case_id}.npy", image.astype(np.float32))
-    save_npy(folder / f"{case_id}_seg.npy", label.astype(np.int8))
-    labels = [int(v) for v in np.unique(label) if v > 0]
-    locations = sample_class_locations(label, labels, np.random.default_rng(seed))
-    write_json(folder / f"{case_id}.json", {"case_id": case_id, "class_locations": locations}, indent=None)
-
-
-def position_image(shape: tuple[int, ...]) -> np.ndarray:
-    """(1, z, y, x) image whose value is 1 + the voxel's flat index: reveals where a sample came from."""
-    return (np.arange(int(np.prod(shape)), dtype=np.float32) + 1).reshape(1, *shape)
 
 
 @pytest.fixture
