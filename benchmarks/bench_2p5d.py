@@ -6,7 +6,9 @@ Usage:
     python benchmarks/bench_2p5d.py --dataset ct --budget 10m
     python benchmarks/bench_2p5d.py --dataset task04 --budget 10m --runs 2.5d 2.5d:zero --name ends
 
-``task04``: the shared Dataset004_Hippocampus (fold 0: 208 training, 52 validation cases). ``brain``
+``task04``: the shared Dataset004_Hippocampus (fold 0: 208 training, 52 validation cases);
+``task04_thick``: the same cases with every 4th slice of array axis 0 kept (1 mm -> 4 mm slices, about
+9 slices per case), written under ROOT/data: strongly anisotropic data of real anatomy. ``brain``
 and ``ct``: the synthetic sets of ``benchmarks/bench_small_structures.py`` (generated under ROOT/data
 unless there). ROOT/work is planned with ``autoseg plan`` unless planned with a 2.5d configuration.
 
@@ -40,13 +42,39 @@ from autoseg.synthetic import generate_synthetic_dataset  # noqa: E402
 from autoseg.utils.files import read_json  # noqa: E402
 from autoseg.workdir import WorkDir  # noqa: E402
 
-ROOTS = {"task04": "/tmp/autoseg_bench_2p5d_task04", "brain": "/tmp/autoseg_bench_brain",
-         "ct": "/tmp/autoseg_bench_large_ct"}
+ROOTS = {"task04": "/tmp/autoseg_bench_2p5d_task04", "task04_thick": "/tmp/autoseg_bench_2p5d_task04_thick",
+         "brain": "/tmp/autoseg_bench_brain", "ct": "/tmp/autoseg_bench_large_ct"}
+#: task04_thick keeps every this-many-th slice.
+THICK_SLICE_STEP = 4
+
+
+def thick_slice_copy(source: Path, target: Path, step: int = THICK_SLICE_STEP) -> Path:
+    """``source`` (nnU-Net raw layout) with every ``step``-th slice of array axis 0 kept, spacing x ``step``."""
+    if (target / "dataset.json").is_file():
+        return target
+    staging = target.with_name(target.name + ".partial")
+    for folder in ("imagesTr", "labelsTr"):
+        (staging / folder).mkdir(parents=True, exist_ok=True)
+        for path in sorted((source / folder).glob("*.nii.gz")):
+            image = sitk.ReadImage(str(path))
+            array = sitk.GetArrayFromImage(image)[::step]
+            thick = sitk.GetImageFromArray(array)
+            spacing = list(image.GetSpacing())
+            spacing[2] *= step  # SimpleITK (x, y, z): array axis 0 is z
+            thick.SetSpacing(spacing)
+            thick.SetOrigin(image.GetOrigin())
+            thick.SetDirection(image.GetDirection())
+            sitk.WriteImage(thick, str(staging / folder / path.name))
+    (staging / "dataset.json").write_bytes((source / "dataset.json").read_bytes())
+    staging.rename(target)
+    return target
 
 
 def dataset_folder(name: str, root: Path) -> Path:
     if name == "task04":
         return require_shared("Dataset004_Hippocampus")
+    if name == "task04_thick":
+        return thick_slice_copy(require_shared("Dataset004_Hippocampus"), root / "data" / "Dataset904_HippocampusThick")
     spec = SPECS[name]()
     dataset = root / "data" / spec.dataset_name
     return dataset if (dataset / "dataset.json").is_file() else generate_synthetic_dataset(root / "data", spec)
@@ -102,8 +130,9 @@ def main() -> None:
     plan = None
     planned = (work.root / "plans.json").is_file() and "2.5d" in work.load_plans().configurations
     if not planned:
+        replan = ["--replan"] if (work.root / "plans.json").is_file() else []  # planned before 2.5d existed
         plan = run_measured([sys.executable, "-m", "autoseg.cli", "plan", str(dataset), "-o", str(work.root), "-j",
-                             "2"], env={"TQDM_DISABLE": "1"})
+                             "2", *replan], env={"TQDM_DISABLE": "1"})
         print(plan["output_tail"][-2000:], flush=True)
         original.write_bytes((work.root / "plans.json").read_bytes())
     if not original.is_file():

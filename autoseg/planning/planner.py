@@ -253,19 +253,21 @@ def _configuration(name: str, dimension: int, data_identifier: str, target_spaci
                                     "augmentation": training_reason})
 
 
-def _neighbour_slices_configuration(plan_2d: ConfigurationPlan, slice_spacings: np.ndarray, in_plane_spacing,
-                                    median_in_plane, num_channels: int, num_classes: int, num_cases: int,
-                                    dataset_voxels: float, budget: MemoryBudget,
+def _neighbour_slices_configuration(name: str, plan_2d: ConfigurationPlan, slice_spacings: np.ndarray,
+                                    in_plane_spacing, median_in_plane, num_channels: int, num_classes: int,
+                                    num_cases: int, dataset_voxels: float, budget: MemoryBudget,
                                     architecture: str) -> ConfigurationPlan:
-    """``2.5d``: 2d's spacing, cache and patch rules, its input the slice and K neighbours on each side
+    """``2.5d`` (of ``2d``) or ``2.5d_lowres`` (of ``2d_lowres``): the 2D configuration's spacing, cache and
+    patch rules, its input the slice and K neighbours on each side
     (:func:`autoseg.planning.slice_context.choose_neighbour_slices`) of every channel."""
     neighbours, neighbours_reason = choose_neighbour_slices(slice_spacings)
     patch_plan = fit_patch_and_batch(in_plane_spacing, median_in_plane, 2, num_channels * (2 * neighbours + 1),
                                      num_classes, num_cases, dataset_voxels, budget, architecture)
     configuration = _configuration(
-        "2.5d", 2, plan_2d.data_identifier, in_plane_spacing, median_in_plane, patch_plan,
+        name, 2, plan_2d.data_identifier, in_plane_spacing, median_in_plane, patch_plan,
         {"target_spacing": plan_2d.reasons["target_spacing"],
-         "data_identifier": "2d's cache: the same preprocessing, the neighbours are read from it when sampling",
+         "data_identifier": (f"{plan_2d.name}'s cache: the same preprocessing, the neighbours are read from it "
+                             "when sampling"),
          "neighbour_slices": neighbours_reason,
          "neighbour_slice_padding": NEIGHBOUR_PADDING_REASON})
     configuration.neighbour_slices = neighbours
@@ -320,8 +322,8 @@ def plan_experiment(fingerprint: dict, raw_dataset: str, budget: MemoryBudget,
                              "3d_fullres cache" if slices_unchanged else "own cache: slices are not resampled")})
     if not is_2d_data:
         configurations["2.5d"] = _neighbour_slices_configuration(
-            configurations["2d"], spacings[:, 0], in_plane_spacing, median_in_plane, num_channels, num_classes,
-            num_cases, dataset_voxels, budget, architecture)
+            "2.5d", configurations["2d"], spacings[:, 0], in_plane_spacing, median_in_plane, num_channels,
+            num_classes, num_cases, dataset_voxels, budget, architecture)
     lowres_2d = coarser_slice_spacing(in_plane_spacing, median_in_plane, LOWRES_2D_MAX_SLICE_EDGE)
     if lowres_2d is not None:
         lowres_2d_spacing, factor = lowres_2d
@@ -337,6 +339,10 @@ def plan_experiment(fingerprint: dict, raw_dataset: str, budget: MemoryBudget,
                                 "iteration costs about 1/factor^2 of 2d's, for time budgets too short for 2d to "
                                 "learn (the time-budget choice decides whether it is trained)"),
              "data_identifier": "own cache: a coarser in-plane spacing than 2d's"})
+        if not is_2d_data:
+            configurations["2.5d_lowres"] = _neighbour_slices_configuration(
+                "2.5d_lowres", configurations["2d_lowres"], spacings[:, 0], lowres_2d_spacing, lowres_2d_slice,
+                num_channels, num_classes, num_cases, dataset_voxels, budget, architecture)
     if is_2d_data:
         plan_reasons["configurations"] = "2D images: only 2d configurations apply (no neighbouring slices for 2.5d)"
     else:
@@ -373,7 +379,7 @@ def plan_experiment(fingerprint: dict, raw_dataset: str, budget: MemoryBudget,
                f"(>= {LOWRES_CREATION_THRESHOLD:.0%}), so no low-resolution cascade is needed"))
     if "2d_lowres" in configurations:
         plan_reasons["configurations"] += (f"; the median slice has more than {LOWRES_2D_MAX_SLICE_EDGE} voxels "
-                                           "along an axis, so 2d_lowres is planned too")
+                                           "along an axis, so 2d_lowres (and its 2.5d_lowres) is planned too")
 
     plan_reasons["network_outputs"] = output_reason(labels)
     weight_cross_entropy(configurations, fingerprint.get("classes", {}))

@@ -57,8 +57,8 @@ from autoseg.training.trainer import TrainingOptions
 from autoseg.workdir import WorkDir
 
 #: Preference order of configurations, by kind of data (rule 2 of the module docstring).
-PREFERENCE_ISOTROPIC = ("3d_fullres", "3d_lowres", "2.5d", "2d", "2d_lowres")
-PREFERENCE_THICK_SLICES = ("2.5d", "2d", "2d_lowres", "3d_fullres", "3d_lowres")
+PREFERENCE_ISOTROPIC = ("3d_fullres", "3d_lowres", "2.5d", "2d", "2.5d_lowres", "2d_lowres")
+PREFERENCE_THICK_SLICES = ("2.5d", "2d", "2.5d_lowres", "2d_lowres", "3d_fullres", "3d_lowres")
 
 
 def has_thick_slices(plans: Plans) -> bool:

@@ -89,7 +89,8 @@ def test_batch_covers_at_most_5_percent_of_the_dataset():
 def test_large_images_get_a_cascade_whose_lowres_patch_covers_more():
     plans = plan_experiment(fingerprint((400, 512, 512), (1.0, 0.8, 0.8), 30), "/raw",
                             gpu_budget(8 * 2**30, "t", "t"))
-    assert set(plans.configurations) == {"2d", "2.5d", "2d_lowres", "3d_fullres", "3d_lowres", "3d_cascade_fullres"}
+    assert set(plans.configurations) == {"2d", "2.5d", "2d_lowres", "2.5d_lowres", "3d_fullres", "3d_lowres",
+                                         "3d_cascade_fullres"}
     fullres, lowres = plans.configurations["3d_fullres"], plans.configurations["3d_lowres"]
     fullres_coverage = np.prod(fullres.patch_size) / np.prod(fullres.median_image_shape)
     lowres_coverage = np.prod(lowres.patch_size) / np.prod(lowres.median_image_shape)
@@ -98,6 +99,9 @@ def test_large_images_get_a_cascade_whose_lowres_patch_covers_more():
     cascade = plans.configurations["3d_cascade_fullres"]
     assert cascade.previous_stage == "3d_lowres" and cascade.data_identifier == "3d_fullres"
     assert plans.input_channels("3d_cascade_fullres") == 1 + 2
+    flat, stacked = plans.configurations["2d_lowres"], plans.configurations["2.5d_lowres"]
+    assert stacked.target_spacing == flat.target_spacing and stacked.data_identifier == flat.data_identifier
+    assert stacked.neighbour_slices == 2 and "2d_lowres's cache" in stacked.reasons["data_identifier"]
 
 
 def test_anisotropic_data_get_2d_cache_and_thick_axis_kernels():
