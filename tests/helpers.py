@@ -184,3 +184,25 @@ def write_case(folder: Path, case_id: str, image: np.ndarray, label: np.ndarray,
 def position_image(shape: tuple[int, ...]) -> np.ndarray:
     """(1, z, y, x) image whose value is 1 + the voxel's flat index: reveals where a sample came from."""
     return (np.arange(int(np.prod(shape)), dtype=np.float32) + 1).reshape(1, *shape)
+
+
+CT_STATS = {"mean": 100.0, "std": 50.0, "median": 90.0, "min": -1000.0, "max": 2000.0,
+            "percentile_00_5": -50.0, "percentile_99_5": 300.0, "num_samples": 1000}
+
+
+def planner_fingerprint(shape, spacing, num_cases=20, channel_name="CT", cropped_fraction=1.0, thickness=None):
+    """A dataset fingerprint of ``num_cases`` cases of ``shape`` voxels at ``spacing`` mm (``thickness``: slice
+    spacings used in turn), for planner tests."""
+    cases = {}
+    for index in range(num_cases):
+        case_spacing = list(spacing)
+        if thickness is not None:
+            case_spacing[0] = float(thickness[index % len(thickness)])
+        cropped = [max(1, int(round(s * cropped_fraction ** (1 / 3)))) for s in shape]
+        cases[f"case_{index}"] = {"shape": list(shape), "spacing": case_spacing,
+                                  "direction": [1, 0, 0, 0, 1, 0, 0, 0, 1],
+                                  "bounding_box": [[0, s] for s in cropped], "shape_after_crop": cropped,
+                                  "class_voxels": {"1": 100, "2": 10}}
+    return {"dataset_name": "Test", "channel_names": {"0": channel_name},
+            "labels": {"background": 0, "organ": 1, "tumour": 2}, "file_ending": ".nii.gz",
+            "channels": {"0": CT_STATS}, "cases": cases}

@@ -4,29 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import CT_STATS
+from helpers import planner_fingerprint as fingerprint
 
 from autoseg.planning.hardware import cpu_budget, gpu_budget
 from autoseg.planning.planner import LOWRES_CREATION_THRESHOLD, choose_normalization, plan_experiment
 from autoseg.plans import Plans
-
-CT_STATS = {"mean": 100.0, "std": 50.0, "median": 90.0, "min": -1000.0, "max": 2000.0,
-            "percentile_00_5": -50.0, "percentile_99_5": 300.0, "num_samples": 1000}
-
-
-def fingerprint(shape, spacing, num_cases=20, channel_name="CT", cropped_fraction=1.0, thickness=None):
-    cases = {}
-    for index in range(num_cases):
-        case_spacing = list(spacing)
-        if thickness is not None:
-            case_spacing[0] = float(thickness[index % len(thickness)])
-        cropped = [max(1, int(round(s * cropped_fraction ** (1 / 3)))) for s in shape]
-        cases[f"case_{index}"] = {"shape": list(shape), "spacing": case_spacing,
-                                  "direction": [1, 0, 0, 0, 1, 0, 0, 0, 1],
-                                  "bounding_box": [[0, s] for s in cropped], "shape_after_crop": cropped,
-                                  "class_voxels": {"1": 100, "2": 10}}
-    return {"dataset_name": "Test", "channel_names": {"0": channel_name},
-            "labels": {"background": 0, "organ": 1, "tumour": 2}, "file_ending": ".nii.gz",
-            "channels": {"0": CT_STATS}, "cases": cases}
 
 
 def test_ct_channel_is_clipped_to_foreground_percentiles_and_z_scored():

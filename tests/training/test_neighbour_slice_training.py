@@ -91,3 +91,24 @@ def test_one_image_channel_gets_one_intensity_change_across_its_neighbours(trans
 def test_neighbour_slices_need_2d_batches():
     with pytest.raises(ValueError, match="needs 2D batches"):
         build_training_transforms((8, 8, 8), AugmentationConfig(), 3, False, 1, slices_per_channel=3)
+
+
+def test_a_planned_2p5d_network_takes_the_stacked_channels_and_segments_the_slice():
+    import torch
+    from helpers import planner_fingerprint
+
+    from autoseg.model.builders import build_network
+    from autoseg.planning.hardware import cpu_budget
+    from autoseg.planning.planner import plan_experiment
+
+    fingerprint = planner_fingerprint((36, 50, 35), (1.0, 1.0, 1.0), 260, "MRI")
+    plans = plan_experiment(fingerprint, "/raw", cpu_budget(24 * 2**30))
+    configuration = plans.configurations["2.5d"]
+    network = build_network(configuration.network, plans.input_channels("2.5d"), plans.num_classes).eval()
+    batch = torch.zeros((2, plans.num_channels * configuration.slices_per_input, *configuration.patch_size))
+    with torch.no_grad():
+        logits = network(batch)
+    logits = logits[0] if isinstance(logits, (list, tuple)) else logits
+    assert tuple(logits.shape) == (2, plans.num_classes, *configuration.patch_size)
+    with pytest.raises(RuntimeError):  # a 2d input (one slice per channel) does not fit
+        network(torch.zeros((2, plans.num_channels, *configuration.patch_size)))
