@@ -81,7 +81,7 @@ MAX_CONFIGURATIONS = 256
 #: (no ``/``, ``..``, absolute paths or hidden names).
 FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}")
 #: Neighbouring slices a 2.5D configuration stacks on each side of the slice it segments: the planner
-#: chooses 1-3 (``autoseg.planning.neighbour_slices``); 16 (33 slices per input) bounds hand edits.
+#: chooses 1-3 (``autoseg.planning.slice_context``); 16 (33 slices per input) bounds hand edits.
 MAX_NEIGHBOUR_SLICES = 16
 #: What a 2.5D input holds where a neighbour lies past the volume's first or last slice:
 #: ``replicate`` repeats the end slice, ``zero`` puts zeros (the normalized image's mean).

@@ -104,6 +104,7 @@ class PatchSampler:
         if neighbour_slices < 0:
             raise ValueError(f"neighbour_slices must be >= 0, got {neighbour_slices}")
         self.neighbour_slices = int(neighbour_slices)
+        self.slices_per_channel = 2 * self.neighbour_slices + 1  # slices a sample holds per image channel
         self.neighbour_slice_padding = neighbour_slice_padding
         if len(patch_size) != dimension:
             raise ValueError(f"patch_size {tuple(patch_size)} does not have {dimension} axes")
@@ -262,13 +263,12 @@ class PatchSampler:
             case_id, voxel = self._draw_case_and_voxel(forced)
             chosen.append(case_id)
             image, label, previous = self._open(case_id)
-            channels = image.shape[0] * (2 * self.neighbour_slices + 1)
+            channels = image.shape[0] * self.slices_per_channel
             if data is None:
                 data = np.zeros((batch, channels, *region), dtype=np.float32)
             elif channels != data.shape[1]:
                 raise AutosegInputError(f"{cached_case_paths(self.folder, case_id)[0]}: {image.shape[0]} channels, "
-                                        "other cases have "
-                                        f"{data.shape[1] // (2 * self.neighbour_slices + 1)}")
+                                        f"other cases have {data.shape[1] // self.slices_per_channel}")
             shape = label.shape
             if self.dimension == 3:
                 starts = [self._start(shape[axis], axis, voxel, axis) for axis in range(3)]
