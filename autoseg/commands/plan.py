@@ -13,6 +13,7 @@ import argparse
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from autoseg.errors import AutosegInputError
 from autoseg.plans.architectures import ARCHITECTURES
@@ -36,8 +37,10 @@ def run_planning(dataset_dir: str | os.PathLike, work_dir: str | os.PathLike | W
                  configurations: list[str] | None = None, preprocess: bool = True, replan: bool = False,
                  ct_window: tuple[float, float] | None = None, architecture: str = "unet",
                  benchmark: bool = False, device: str | None = None, progress: bool = True,
-                 time_budget_seconds: float | None = None) -> PlanCommandResult:
-    """Plan (:func:`autoseg.planning.pipeline.plan_dataset`), fill the preprocessed cache of the
+                 time_budget_seconds: float | None = None, plans_from: str | os.PathLike | None = None
+                 ) -> PlanCommandResult:
+    """Plan (:func:`autoseg.planning.pipeline.plan_dataset`; with ``plans_from``, a bundle or work folder, the
+    configurations come from that model: :func:`model_plans_and_source`), fill the preprocessed cache of the
     given configurations (default: all), with ``benchmark`` store each one's measured speed, and
     with ``time_budget_seconds`` decide what to train in that budget per fold
     (:func:`autoseg.training.choice.plan_time_budget`, recorded in plans.json as ``budget_plan``)."""
@@ -53,8 +56,10 @@ def run_planning(dataset_dir: str | os.PathLike, work_dir: str | os.PathLike | W
         removed = remove_stale_temporaries(work.root)
         if removed:
             messages.append(f"removed {len(removed)} temporary file(s) left by an interrupted run, e.g. {removed[0]}")
+    model_plans, model_source = model_plans_and_source(plans_from) if plans_from is not None else (None, "")
     planned = plan_dataset(dataset_dir, work, gpu_memory_gb=gpu_memory_gb, num_workers=num_workers, replan=replan,
-                           ct_window=ct_window, architecture=architecture, progress=progress)
+                           ct_window=ct_window, architecture=architecture, progress=progress,
+                           model_plans=model_plans, model_source=model_source)
     plans = planned.plans
     names = configurations or list(plans.configurations)
     for name in names:
@@ -77,6 +82,24 @@ def run_planning(dataset_dir: str | os.PathLike, work_dir: str | os.PathLike | W
         messages.append(format_budget_plan(record))
         plans = work.load_plans()
     return PlanCommandResult(plans, planned.fingerprint_reused, planned.plans_reused, report, messages)
+
+
+def model_plans_and_source(model: str | os.PathLike) -> tuple[Plans, str]:
+    """The plans of a trained model (a bundle zip, opened and checked, or a work folder) and how plans.json
+    names it: the path and the SHA-256 of the bundle (of a work folder's plans.json)."""
+    from autoseg.inference.bundle import model_work_dir  # start-up time (torch)
+    from autoseg.utils.files import file_sha256
+
+    path = Path(model)
+    if not path.exists():
+        raise AutosegInputError(f"{path}: --plans-from: no such bundle or work folder")
+    folder = model_work_dir(path)
+    if not folder.plans_path.is_file():
+        raise AutosegInputError(f"{path}: --plans-from: not a model (no {folder.plans_path.name}); give a bundle from "
+                                "`autoseg export` or a work folder")
+    plans = folder.load_plans()
+    hashed = path if path.is_file() else folder.plans_path
+    return plans, f"{path} sha256 {file_sha256(hashed)}"
 
 
 def benchmark_speed(plans: Plans, work: WorkDir, names: list[str], device: str | None,
@@ -125,6 +148,11 @@ def add_parser(subparsers) -> None:
                         help="network architecture to plan (default unet)")
     parser.add_argument("--residual-encoder", action="store_true",
                         help="plan the residual-encoder U-Net variant (same as --architecture residual_encoder_unet)")
+    parser.add_argument("--plans-from", default=None, metavar="MODEL",
+                        help="take the configurations (spacing, patch, network, normalization) from a trained model "
+                             "(a bundle from `autoseg export` or a work folder), so that `autoseg train --init-from "
+                             "MODEL` can fine-tune its weights; every difference from this dataset's own plan is "
+                             "printed and recorded in plans.json")
     parser.add_argument("--replan", action="store_true", help="recompute plans.json even if it exists")
     parser.add_argument("--no-preprocess", action="store_true", help="stop after writing plans.json")
     parser.add_argument("--benchmark", action="store_true",
@@ -151,7 +179,8 @@ def run(args: argparse.Namespace) -> int:
         configurations=args.configurations, preprocess=not args.no_preprocess, replan=args.replan,
         ct_window=tuple(args.ct_window) if args.ct_window else None, architecture=architecture,
         benchmark=args.benchmark, device=args.device,
-        time_budget_seconds=parse_duration(args.time_budget) if args.time_budget else None)
+        time_budget_seconds=parse_duration(args.time_budget) if args.time_budget else None,
+        plans_from=args.plans_from)
     plans = result.plans
     print(f"dataset {plans.dataset_name}: {plans.num_training_cases} cases, "
           f"{plans.num_channels} channel(s), labels {plans.labels}")

@@ -6,6 +6,7 @@ import argparse
 import os
 import time
 from dataclasses import replace
+from pathlib import Path
 
 from autoseg.errors import AutosegInputError
 from autoseg.utils.durations import parse_duration
@@ -116,6 +117,63 @@ def validate_trained_fold(work_dir: str | os.PathLike | WorkDir, configuration_n
     return name, summary
 
 
+def initialisation_source(model: str | os.PathLike, work_dir: str | os.PathLike | WorkDir, configuration: str,
+                          fold: int, model_fold: int | None = None):
+    """What ``--init-from MODEL [--init-fold K]`` starts fold ``fold`` of ``configuration`` from
+    (:class:`~autoseg.training.fine_tuning.InitialisationSource`, checked against the work folder's network
+    before anything is written), and the configuration to train.
+
+    The model's configuration: ``configuration`` as the model trained it (or its budget variant, then trained
+    as that); else a trained one of the same dimension and spacing (a 2d model for a 2.5d configuration);
+    ``auto``: the model's first chosen configuration. Its fold: ``model_fold``, else ``fold`` when trained,
+    else its first. One-line errors when the model has none, the work folder's plans lack it or the
+    networks do not fit."""
+    from autoseg.inference.bundle import model_work_dir  # start-up time (torch)
+    from autoseg.training.fine_tuning import InitialisationSource, check_transfer, network_facts
+    from autoseg.utils.files import file_sha256
+
+    path = Path(model)
+    if not path.exists():
+        raise AutosegInputError(f"{path}: --init-from: no such bundle or work folder")
+    source = model_work_dir(path)
+    if not source.plans_path.is_file():
+        raise AutosegInputError(f"{path}: --init-from: not a model (no {source.plans_path.name}); give a bundle from "
+                                "`autoseg export` or a work folder")
+    source_plans = source.load_plans()
+    work = WorkDir.of(work_dir)
+    plans = work.load_plans()
+    trained = [name for name in source_plans.configurations if source.trained_folds(name)]
+    if configuration == "auto":
+        candidates = ((source.read_inference_plan() or {}).get("configurations") or trained)[:1]
+    else:
+        candidates = [configuration, *source_plans.variants_of(configuration)]
+        if configuration in plans.configurations:
+            wanted = plans.configurations[configuration]
+            candidates += [name for name in trained if source_plans.configurations[name].dimension == wanted.dimension
+                           and source_plans.configurations[name].target_spacing == wanted.target_spacing]
+    found = [name for name in candidates if name in trained]
+    if not found:
+        raise AutosegInputError(f"{path}: --init-from: no trained {configuration} in the model (trained: "
+                                f"{', '.join(trained) or 'none'})")
+    name = found[0]
+    same_network = configuration == "auto" or name == configuration or name in source_plans.variants_of(configuration)
+    to_train = name if same_network else configuration  # else: another of the same dimension and spacing (2d -> 2.5d)
+    if to_train not in plans.configurations:
+        raise AutosegInputError(f"{work.plans_path}: no configuration {to_train!r}, the one the model trained; plan "
+                                f"this dataset with `autoseg plan DATA -o WORK --plans-from {path}`")
+    folds = source.trained_folds(name)
+    if model_fold is not None and model_fold not in folds:
+        raise AutosegInputError(f"{path}: --init-fold {model_fold}: the model's {name} has folds {folds}")
+    chosen_fold = model_fold if model_fold is not None else (fold if fold in folds else folds[0])
+    checkpoint = source.checkpoint_path(name, chosen_fold, "final")
+    initialisation = InitialisationSource(
+        description=f"{path.name} fold {chosen_fold} ({name})", checkpoint=checkpoint,
+        facts=network_facts(source_plans, name), configuration=name, fold=chosen_fold,
+        sha256=file_sha256(path if path.is_file() else checkpoint))
+    check_transfer(initialisation, plans, to_train)
+    return initialisation, to_train
+
+
 def add_parser(subparsers) -> None:
     """Register ``autoseg train``."""
     parser = subparsers.add_parser(
@@ -160,6 +218,15 @@ def add_parser(subparsers) -> None:
                             help="do not train: score the trained folds' validation cases again (with test-time "
                                  "mirroring, each axis measured), e.g. after an upgrade or --no-validation")
     parser.add_argument("--seed", type=int, default=0, help="random seed of sampling and initialisation")
+    parser.add_argument("--init-from", default=None, metavar="MODEL",
+                        help="fine-tune: start from a trained model's weights (a bundle from `autoseg export` or a "
+                             "work folder; plan with `autoseg plan --plans-from MODEL` so the networks fit). Tensors "
+                             "that match load, the output layers re-initialise when the labels differ; a warm-up, a "
+                             "lower rate for loaded layers and (after re-initialising) a frozen start are chosen by "
+                             "rule and recorded in run.json. -c auto: the model's configuration")
+    parser.add_argument("--init-fold", type=int, default=None, metavar="K",
+                        help="with --init-from: the model's fold to start from (default: the same fold, else its "
+                             "first)")
     parser.set_defaults(handler=run)
 
 
@@ -179,6 +246,16 @@ def run(args: argparse.Namespace) -> int:
     length = TrainingLength(epochs=args.epochs, iterations_per_epoch=args.iterations_per_epoch,
                             time_budget_seconds=budget, scale_to_budget=not args.keep_network)
     configuration = args.configuration
+    if args.init_fold is not None and args.init_from is None:
+        raise AutosegInputError("--init-fold needs --init-from MODEL")
+    if args.init_from is not None:
+        if args.validate_only:
+            raise AutosegInputError("--init-from starts a training run; --validate-only scores one already trained")
+        configuration = initialisation_source(args.init_from, args.work_dir, configuration, folds[0],
+                                              args.init_fold)[1]
+        if configuration != args.configuration:
+            print(f"--init-from: training {configuration}, the model's trained network")
+        length = replace(length, scale_to_budget=False)  # the model's network, or its weights would not fit
     if args.validate_only:
         if configuration == "auto":
             raise AutosegInputError("--validate-only needs the configuration: give -c (e.g. -c 3d_fullres)")
@@ -187,7 +264,7 @@ def run(args: argparse.Namespace) -> int:
             dice = summary["foreground_mean"]["dice"]
             print(f"fold {fold} of {name} validated again: mean foreground Dice {dice:.4f}")
         return 0
-    if configuration == "auto":
+    if configuration == "auto" and args.init_from is None:
         from autoseg.model.device import device_name, prepare_device
         from autoseg.training.budget import resolve_budget
         from autoseg.training.choice import choose_for_budget, format_budget_plan
@@ -203,7 +280,11 @@ def run(args: argparse.Namespace) -> int:
     for index, fold in enumerate(folds):
         start = time.perf_counter()
         fold_length = length if index == 0 else replace(length, budget_started_at=None)
-        trainer, summary = train_and_validate(args.work_dir, configuration, fold, options, fold_length,
+        fold_options = options
+        if args.init_from is not None:
+            fold_options = replace(options, initialise_from=initialisation_source(
+                args.init_from, args.work_dir, configuration, fold, args.init_fold)[0])
+        trainer, summary = train_and_validate(args.work_dir, configuration, fold, fold_options, fold_length,
                                               resume=args.resume or elastic_restart(), overwrite=args.overwrite,
                                               validate=not args.no_validation)
         trained_as = (f" (trained as {trainer.configuration_name})"

@@ -35,7 +35,6 @@ trusted public keys, a bundle must also carry a valid Ed25519 signature of its m
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
 import re
@@ -71,17 +70,9 @@ from autoseg.inference.bundle_signature import (
 from autoseg.inference.predictor import inference_network
 from autoseg.model.checkpoints import load_checkpoint, save_checkpoint
 from autoseg.plans.schema import PLANS_VERSION
-from autoseg.utils.files import atomic_path, cache_dir, free_bytes, size_text, write_json
+from autoseg.utils.files import atomic_path, cache_dir, file_sha256, free_bytes, size_text, write_json
 from autoseg.utils.processes import ProcessIdentity
 from autoseg.workdir import WorkDir
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def bundle_choice(work: WorkDir, configurations: Sequence[str] | None) -> dict:
@@ -148,7 +139,7 @@ def export_bundle(work_dir: str | os.PathLike | WorkDir, output: str | os.PathLi
         manifest = {"format": BUNDLE_FORMAT, "format_version": BUNDLE_FORMAT_VERSION, "autoseg_version": __version__,
                     "plans_version": PLANS_VERSION, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
                     "configurations": plan["configurations"], "folds": folds,
-                    "members": {path.relative_to(staging.root).as_posix(): _sha256(path) for path in members}}
+                    "members": {path.relative_to(staging.root).as_posix(): file_sha256(path) for path in members}}
         manifest_bytes = json.dumps(manifest, indent=2).encode()
         output.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(output) as temporary, zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -196,7 +187,7 @@ def open_bundle(path: str | os.PathLike, trusted_keys: Sequence[str | os.PathLik
     index = read_bundle_index(path)
     if keys:
         verify_manifest_signature(path, index.manifest_bytes, index.signature_bytes, keys)
-    target = cache_dir() / "models" / f"{_sha256(path)}.v{EXTRACTION_CHECKS_VERSION}"
+    target = cache_dir() / "models" / f"{file_sha256(path)}.v{EXTRACTION_CHECKS_VERSION}"
     if (target / MANIFEST).is_file():
         return WorkDir(target)
     target.parent.mkdir(parents=True, exist_ok=True)

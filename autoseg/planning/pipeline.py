@@ -19,6 +19,7 @@ from autoseg.io.dataset import load_dataset_description
 from autoseg.planning.fingerprint import extract_fingerprint
 from autoseg.planning.hardware import detect_memory_budget
 from autoseg.planning.planner import plan_experiment
+from autoseg.planning.transfer import plans_from_model
 from autoseg.plans.schema import Plans
 from autoseg.workdir import WorkDir
 
@@ -64,9 +65,14 @@ def apply_ct_window(plans: Plans, window: tuple[float, float]) -> None:
 def plan_dataset(dataset_dir: str | os.PathLike, work_dir: str | os.PathLike | WorkDir, *,
                  gpu_memory_gb: float | None = None, num_workers: int | None = None, replan: bool = False,
                  ct_window: tuple[float, float] | None = None, architecture: str = "unet",
-                 progress: bool = True) -> PlanningResult:
+                 progress: bool = True, model_plans: Plans | None = None, model_source: str = "") -> PlanningResult:
     """Verify + fingerprint (reused when the raw files are unchanged), then plan (an existing
-    plans.json, possibly edited by the user, is kept unless ``replan`` or ``ct_window``)."""
+    plans.json, possibly edited by the user, is kept unless ``replan`` or ``ct_window``).
+
+    With ``model_plans`` (a trained model's plans, named by ``model_source``), the configurations and
+    normalization come from the model (:func:`autoseg.planning.transfer.plans_from_model`); each difference
+    from what this dataset alone would plan is one of the returned messages. An existing plans.json is kept
+    only when it was taken from the same model."""
     description = load_dataset_description(dataset_dir)
     work = WorkDir.of(work_dir)
     signature = raw_dataset_signature(dataset_dir)
@@ -86,7 +92,10 @@ def plan_dataset(dataset_dir: str | os.PathLike, work_dir: str | os.PathLike | W
     plans = None
     if work.plans_path.is_file() and not replan and ct_window is None:
         existing = work.load_plans()
-        if existing.source_signature == signature:
+        same_model = model_plans is None or model_source in existing.reasons.get("plans_from", "")
+        if existing.source_signature == signature and not same_model:
+            messages.append(f"{work.plans_path} was not taken from {model_source}: planning again")
+        elif existing.source_signature == signature:
             plans = existing
             messages.append(f"kept the existing {work.plans_path} (your edits stay; --replan recomputes it)")
         else:
@@ -96,6 +105,11 @@ def plan_dataset(dataset_dir: str | os.PathLike, work_dir: str | os.PathLike | W
         budget = detect_memory_budget(gpu_memory_gb)
         plans = plan_experiment(fingerprint, str(Path(dataset_dir).resolve()), budget, architecture)
         plans.source_signature = signature
+        if model_plans is not None:
+            transferred = plans_from_model(plans, model_plans, model_source, fingerprint)
+            plans = transferred.plans
+            messages += [f"from the model: {line}" for line in transferred.differences] or [
+                f"from the model: nothing differs from what this dataset alone would plan ({model_source})"]
         if ct_window is not None:
             apply_ct_window(plans, ct_window)
         work.save_plans(plans)

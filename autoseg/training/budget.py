@@ -631,6 +631,11 @@ def train_fold(work_dir: str | os.PathLike | WorkDir, configuration_name: str, f
             plan = with_length_overrides(plans.configuration(configuration_name).training.iteration_plan(), length)
         trainer = trainer_type(work, configuration_name, fold, options, iteration_plan=plan)
         trainer.run(resume=resume, overwrite=overwrite)
+        if trainer.initialisation is not None and trainer.distributed.is_main:
+            work.write_run_record(configuration_name, fold, {
+                "configuration": configuration_name, "initialisation": trainer.initialisation, "epochs": trainer.epoch,
+                "iterations": trainer.epoch * trainer.iterations_per_epoch,
+                "training_seconds": trainer.training_seconds}, options.split_mode)
         return FoldTraining(trainer, ValidationPlan(True, 0.0, "no time budget: validation with test-time mirroring"))
 
     start = length.budget_started_at or time.time()
@@ -657,6 +662,9 @@ def train_fold(work_dir: str | os.PathLike | WorkDir, configuration_name: str, f
                            foreground_sampling=decision.foreground_sampling)
     for line in decision.decisions:
         trainer.log(line)
+    if options.initialise_from is not None:
+        trainer.check_can_start(resume, overwrite)  # before loading weights into a fold that is not to be touched
+        trainer.initialise_from(options.initialise_from)
     configuration = trainer.configuration
     record = {
         "time_budget_seconds": budget, "measured_speed": decision.speed.to_dict(), "configuration": name,
@@ -666,7 +674,8 @@ def train_fold(work_dir: str | os.PathLike | WorkDir, configuration_name: str, f
         "foreground_sampling": decision.foreground_sampling.to_dict() if decision.foreground_sampling else None,
         "planned_epochs": plan.epochs, "iterations_per_epoch": plan.iterations_per_epoch,
         "patch_size": configuration.patch_size, "batch_size": configuration.batch_size,
-        "features_per_stage": configuration.network.features_per_stage}
+        "features_per_stage": configuration.network.features_per_stage,
+        "initialisation": trainer.initialisation}
     if trainer.distributed.is_main:
         work.write_run_record(name, fold, record, options.split_mode)
     trainer.run(overwrite=overwrite)

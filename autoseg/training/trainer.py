@@ -46,6 +46,17 @@ from autoseg.plans.training import ForegroundSampling, IterationPlan, TrainingCo
 from autoseg.preprocessing.previous_stage import prepare_previous_stage
 from autoseg.training.dataloader import default_num_workers, make_training_batches, make_validation_batches
 from autoseg.training.distributed import DistributedContext, rank_batch_size
+from autoseg.training.fine_tuning import (
+    LOADED,
+    FineTuningSchedule,
+    InitialisationSource,
+    choose_fine_tuning_schedule,
+    describe_transfer,
+    network_facts,
+    parameter_group,
+    source_state,
+    transfer_weights,
+)
 from autoseg.training.loss import (
     DeepSupervisionLoss,
     DiceCELoss,
@@ -79,6 +90,8 @@ class TrainingOptions:
         trainer: trainer name (:data:`TRAINERS`) overriding the configuration's ``training.trainer``.
         distributed: join a torchrun job when launched in one (False: train alone even then, e.g. to
             measure a network's speed on rank 0 for a time budget).
+        initialise_from: start a new run from a trained model's weights, fine-tuned
+            (:mod:`autoseg.training.fine_tuning`); a resumed run keeps what its checkpoint records.
     """
 
     device: str | None = None
@@ -88,6 +101,7 @@ class TrainingOptions:
     progress: bool = True
     trainer: str | None = None
     distributed: bool = True
+    initialise_from: InitialisationSource | None = None
 
 
 @dataclass(frozen=True)
@@ -235,6 +249,11 @@ class Trainer:
             self.memory_format = torch.channels_last_3d if self.configuration.dimension == 3 else torch.channels_last
             self.network = self.network.to(memory_format=self.memory_format)
         self.model: torch.nn.Module = self.network  # what runs forward: the network, or its DDP wrapper
+        # fine-tuning (initialise_from): the tensors that start fresh, the schedule, what run.json records
+        self.new_parameters: set[str] = set()
+        self.fine_tuning: FineTuningSchedule | None = None
+        self.initialisation: dict | None = None
+        self._frozen_groups: set[str] = set()
         if self.distributed.enabled:
             self.model = torch.nn.parallel.DistributedDataParallel(
                 self.network, device_ids=[self.device.index] if self.device.type == "cuda" else None)
@@ -274,9 +293,53 @@ class Trainer:
         return DeepSupervisionLoss(base, deep_supervision_weights(len(self.network.output_scales())))
 
     def build_optimizer(self) -> torch.optim.Optimizer:
-        """SGD with Nesterov momentum (nnU-Net's)."""
-        return torch.optim.SGD(self.network.parameters(), lr=self.config.initial_lr, momentum=self.config.momentum,
+        """SGD with Nesterov momentum (nnU-Net's), over :meth:`parameter_groups`."""
+        return torch.optim.SGD(self.parameter_groups(), lr=self.config.initial_lr, momentum=self.config.momentum,
                                weight_decay=self.config.weight_decay, nesterov=True)
+
+    def parameter_groups(self) -> list[dict]:
+        """The optimizer's parameter groups, each with its ``name``: one (``"all"``) when training from
+        scratch; when fine-tuning, ``"loaded"`` and ``"new"`` (:mod:`autoseg.training.fine_tuning`)."""
+        if self.fine_tuning is None:
+            return [{"params": list(self.network.parameters()), "name": "all"}]
+        groups: dict[str, list] = {}
+        for name, parameter in self.network.named_parameters():
+            groups.setdefault(parameter_group(name, self.new_parameters), []).append(parameter)
+        return [{"params": parameters, "name": group} for group, parameters in sorted(groups.items())]
+
+    def group_learning_rate_factor(self, group: str, progress: float) -> float:
+        """Multiplier of :meth:`learning_rate` for parameter group ``group`` at schedule ``progress`` (0..1)."""
+        return 1.0 if self.fine_tuning is None else self.fine_tuning.factor(group, progress)
+
+    # ------------------------------------------------------------------ fine-tuning
+    def initialise_from(self, source: InitialisationSource) -> None:
+        """Start from ``source``'s weights (:func:`~autoseg.training.fine_tuning.transfer_weights`), with the
+        fine-tuning schedule chosen for what loaded; logs the summary line and records it for run.json."""
+        target = self.network.state_dict()
+        facts = network_facts(self.plans, self.configuration_name)
+        transfer = transfer_weights(source_state(source), target, source.facts, facts, source.description)
+        self.network.load_state_dict(transfer.state)
+        schedule = choose_fine_tuning_schedule(transfer)
+        self.initialisation = {
+            "source": source.description, "sha256": source.sha256, "configuration": source.configuration,
+            "fold": source.fold, "summary": describe_transfer(transfer, source.description),
+            "tensors": len(transfer.state), "loaded": len(transfer.loaded), "adapted": transfer.adapted,
+            "reinitialised": transfer.reinitialised, "schedule": schedule.to_dict()}
+        self._use_fine_tuning(schedule, set(transfer.reinitialised))
+        self.log(self.initialisation["summary"])
+        self.log(f"fine-tuning schedule: {schedule.reason}")
+
+    def _use_fine_tuning(self, schedule: FineTuningSchedule, new_parameters: set[str]) -> None:
+        self.fine_tuning, self.new_parameters = schedule, new_parameters
+        self.optimizer = self.build_optimizer()
+
+    def _drop_frozen_gradients(self) -> None:
+        """Frozen groups take no step: their gradients go (SGD skips parameters without one, so neither
+        momentum nor weight decay moves them)."""
+        for group in self.optimizer.param_groups:
+            if group.get("name") in self._frozen_groups:
+                for parameter in group["params"]:
+                    parameter.grad = None
 
     def learning_rate(self, step: int) -> float:
         """Learning rate of training iteration ``step`` (0-based): polynomial decay over
@@ -306,6 +369,7 @@ class Trainer:
             "iteration_plan": self.iteration_plan().to_dict(), "training_config": self.config.to_dict(),
             "training_seconds": self.training_seconds,
             "foreground_sampling": self.foreground_sampling.to_dict() if self.foreground_sampling else None,
+            "initialisation": self.initialisation,
         }
 
     def save(self, which: str) -> None:
@@ -316,6 +380,11 @@ class Trainer:
     def load(self, which: str) -> None:
         content = load_checkpoint(checkpoint_file(self.output_dir, which), map_location=self.device)
         self.network.load_state_dict(content["network"])
+        initialisation = content.get("initialisation")
+        if initialisation:  # a fine-tuned run: the same parameter groups before their state loads
+            self.initialisation = initialisation
+            self._use_fine_tuning(FineTuningSchedule.from_dict(initialisation["schedule"]),
+                                  set(initialisation["reinitialised"]))
         self.optimizer.load_state_dict(content["optimizer"])
         if self.grad_scaler is not None and content.get("grad_scaler"):
             self.grad_scaler.load_state_dict(content["grad_scaler"])
@@ -349,11 +418,13 @@ class Trainer:
         if self.grad_scaler is not None:
             self.grad_scaler.scale(loss).backward()
             self.grad_scaler.unscale_(self.optimizer)
+            self._drop_frozen_gradients()
             torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.config.gradient_clip_norm)
             self.grad_scaler.step(self.optimizer)
             self.grad_scaler.update()
         else:
             loss.backward()
+            self._drop_frozen_gradients()
             torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.config.gradient_clip_norm)
             self.optimizer.step()
         return float(loss.detach())
@@ -415,8 +486,11 @@ class Trainer:
         """Train (or resume) to the last epoch (or the time budget's deadline); write checkpoint_final."""
         self.check_can_start(resume, overwrite)
         self.distributed.barrier()  # every rank has checked before rank 0 writes anything
-        if resume and not self.load_resume_point():
+        resumed = resume and self.load_resume_point()
+        if resume and not resumed:
             self.log(f"no checkpoint in {self.output_dir} to resume from: starting from scratch")
+        if not resumed and self.options.initialise_from is not None and self.initialisation is None:
+            self.initialise_from(self.options.initialise_from)
         if self.time_budget is not None:
             self.deadline = self.time_budget.deadline(self.training_seconds)
             self.limit = self.time_budget.limit(self.training_seconds)
@@ -501,8 +575,10 @@ class Trainer:
                    unit="it", disable=not (self.options.progress and self.distributed.is_main), leave=False)
         for iteration in bar:
             lr = self.learning_rate(step0 + iteration)
+            progress = self.schedule_progress(step0 + iteration) if self.fine_tuning else 0.0
             for group in self.optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * self.group_learning_rate_factor(group.get("name", "all"), progress)
+            self._frozen_groups = {LOADED} if self.fine_tuning and self.fine_tuning.frozen(LOADED, progress) else set()
             losses.append(self.train_step(next(train_batches)))
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         bar.close()
