@@ -53,6 +53,19 @@ def test_two_ranks_train_in_step_rank_0_writes_and_a_died_rank_resumes(tmp_path)
     assert log.count("epoch 4/4") == 1 and "per rank x 2 ranks" in log  # one writer
     assert (fold / "checkpoint_final.pt").is_file() and not list(fold.glob(".*tmp*"))
 
+    # fine-tuning under torchrun: every rank loads the model, the frozen start and the groups stay in step
+    model = tmp_path / "model.pt"
+    shutil.copyfile(fold / "checkpoint_final.pt", model)
+    for path in out.iterdir():
+        path.unlink()
+    tuned = torchrun(2, str(PROBE), str(work), str(out), "finetune", str(model))
+    assert tuned.returncode == 0, tuned.stderr[-2000:]
+    ranks = [json.loads((out / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert ranks[0]["checksums"] == ranks[1]["checksums"]
+    final = load_checkpoint(fold / "checkpoint_final.pt")
+    assert final["initialisation"]["reinitialised"] and final["initialisation"]["source"] == "probe model"
+    assert [group["name"] for group in final["optimizer"]["param_groups"]] == ["loaded", "new"]
+
     shutil.rmtree(fold)
     for path in out.iterdir():
         path.unlink()

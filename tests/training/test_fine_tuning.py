@@ -271,6 +271,26 @@ def test_2d_weights_fine_tune_a_2p5d_configuration(model, tmp_path, capsys):
     assert WorkDir(work).checkpoint_path("2.5d", 0, "final").is_file()
 
 
+@pytest.mark.slow
+def test_a_region_dataset_with_ignored_voxels_fine_tunes_from_a_class_model(model, tmp_path, capsys):
+    from test_regions_end_to_end import declare_regions
+    from test_sparse_labels import ignore_half_of_the_slices
+
+    bundle, dataset = model
+    target = tmp_path / "Dataset903_Regions"
+    shutil.copytree(dataset, target)
+    ignore_half_of_the_slices(target)
+    declare_regions(target, {"background": 0, "foreground": [1, 2], "lesion": [2]}, [1, 2])
+    work = tmp_path / "work"
+    assert main(["plan", str(target), "-o", str(work), "-j", "1", "--plans-from", str(bundle)]) == 0
+    plans = WorkDir(work).load_plans()
+    assert plans.is_region_based and plans.ignore_label == 3
+    capsys.readouterr()
+    assert main(["train", str(work), "-c", "3d_fullres", "-f", "0", "--init-from", str(bundle), *TRAIN]) == 0
+    assert "re-initialised: the output layers (3 -> 2 outputs)" in capsys.readouterr().out
+    assert (WorkDir(work).validation_dir("3d_fullres", 0) / "summary.json").is_file()
+
+
 def refused(arguments: list[str], match: str, capsys) -> None:
     """The command exits 1 with one error line matching ``match``."""
     capsys.readouterr()
