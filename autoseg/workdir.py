@@ -3,7 +3,11 @@
 Layout (``WORK`` is the folder given to ``autoseg plan -o``)::
 
     WORK/dataset_fingerprint.json          planning: what the raw dataset looks like
-    WORK/plans.json                        planning: every configuration, with reasons
+    WORK/plans.json                        planning: every configuration, with reasons (written by
+                                           `autoseg plan` alone)
+    WORK/budget/speed/{configuration}.json measured training speed (`plan --benchmark`, time budgets)
+    WORK/budget/variants/{name}.json       a configuration scaled down to a time budget (its own name)
+    WORK/budget/budget_plan.json           what `plan --time-budget` / `train -c auto` decided
     WORK/splits.json                       cross-validation folds (splits_spacing.json: by acquisition)
     WORK/preprocessed/{data_identifier}/   preprocessed cache: {case}.npy, {case}_seg.npy, {case}.json,
                                            cache.json (index)
@@ -18,6 +22,12 @@ Layout (``WORK`` is the folder given to ``autoseg plan -o``)::
 Nothing else in autoseg spells these names. JSON is written atomically (see
 :mod:`autoseg.utils.files`); reading a missing or invalid artefact raises a one-line
 :class:`AutosegInputError` naming the file and what to run.
+
+plans.json is the contract every stage after planning reads, so nothing after planning rewrites it:
+what training measures and decides (speeds, budget variants, the budget plan) goes to files of its
+own under ``WORK/budget/``, one per configuration or decision, each written atomically, so folds
+trained as parallel jobs never lose each other's records. :meth:`WorkDir.load_plans` returns plans.json
+with those records applied; planning again (a new plans.json) removes them.
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from autoseg.errors import AutosegInputError
-from autoseg.plans.schema import Plans
+from autoseg.plans.schema import ConfigurationPlan, Plans
 from autoseg.utils.files import read_json, read_json_input, write_json
 
 FINGERPRINT_FILE = "dataset_fingerprint.json"
@@ -39,6 +49,10 @@ CACHE_INDEX_FILE = "cache.json"
 RESULTS_FOLDER = "results"
 VALIDATION_FOLDER = "validation"
 RUN_RECORD_FILE = "run.json"
+BUDGET_FOLDER = "budget"
+SPEED_FOLDER = "speed"
+VARIANTS_FOLDER = "variants"
+BUDGET_PLAN_FILE = "budget_plan.json"
 #: Folds of cross-validation.
 NUM_FOLDS = 5
 #: How folds are made: ``random`` (seeded K-fold) or ``spacing`` (by acquisition, for robustness estimates).
@@ -95,16 +109,75 @@ class WorkDir:
         return self.root / PLANS_FILE
 
     def load_plans(self) -> Plans:
-        """Read plans.json and validate every field; errors name the file and the field."""
+        """Read plans.json and validate every field, with the budget records of ``WORK/budget/`` applied
+        (variants as configurations, measured speeds, the budget plan); errors name the file and the field."""
         data = _read_json_artefact(self.plans_path, "plans", "run `autoseg plan` first")
         try:
-            return Plans.from_dict(data)
+            plans = Plans.from_dict(data)
         except (KeyError, TypeError, ValueError) as error:
             raise AutosegInputError(f"{self.plans_path}: {error}") from None
+        return self._with_budget_records(plans)
 
     def save_plans(self, plans: Plans) -> None:
+        """Write plans.json (``autoseg plan`` alone does: see the module docstring) and remove the budget
+        records made for earlier plans."""
         plans.validate()
         write_json(self.plans_path, plans.to_dict())
+        self.remove_budget_records()
+
+    # ------------------------------------------------------------------ budget records (after planning)
+    @property
+    def budget_folder(self) -> Path:
+        return self.root / BUDGET_FOLDER
+
+    def speed_path(self, configuration: str) -> Path:
+        return self.budget_folder / SPEED_FOLDER / f"{configuration}.json"
+
+    def variant_path(self, configuration: str) -> Path:
+        return self.budget_folder / VARIANTS_FOLDER / f"{configuration}.json"
+
+    @property
+    def budget_plan_path(self) -> Path:
+        return self.budget_folder / BUDGET_PLAN_FILE
+
+    def record_measured_speed(self, configuration: str, speed: dict) -> None:
+        """Keep a configuration's measured speed (``SpeedMeasurement.to_dict()``) for later folds and runs."""
+        write_json(self.speed_path(configuration), speed)
+
+    def record_budget_variant(self, variant: ConfigurationPlan) -> None:
+        """Keep a budget variant (its ``variant_of`` a configuration of plans.json) under its own name."""
+        write_json(self.variant_path(variant.name), variant.to_dict())
+
+    def write_budget_plan(self, record: dict) -> None:
+        write_json(self.budget_plan_path, record)
+
+    def remove_budget_records(self) -> None:
+        for folder in (self.budget_folder / SPEED_FOLDER, self.budget_folder / VARIANTS_FOLDER):
+            for path in folder.glob("*.json") if folder.is_dir() else ():
+                path.unlink(missing_ok=True)
+        self.budget_plan_path.unlink(missing_ok=True)
+
+    def _with_budget_records(self, plans: Plans) -> Plans:
+        variants = sorted((self.budget_folder / VARIANTS_FOLDER).glob("*.json"))
+        for path in variants:
+            try:
+                variant = ConfigurationPlan.from_dict(_read_json_artefact(path, "budget variant", ""), path.stem)
+            except (KeyError, TypeError, ValueError) as error:
+                raise AutosegInputError(f"{path}: {error}") from None
+            if variant.variant_of in plans.configurations:  # else made for other plans: not applied
+                plans.configurations[variant.name] = variant
+        for path in sorted((self.budget_folder / SPEED_FOLDER).glob("*.json")):
+            if path.stem in plans.configurations:
+                speed = _read_json_artefact(path, "measured speed", "")
+                plans.configurations[path.stem].measured_speed = speed if isinstance(speed, dict) else None
+        if self.budget_plan_path.is_file():
+            plans.budget_plan = _read_json_artefact(self.budget_plan_path, "budget plan", "")
+        if variants:
+            try:
+                plans.validate()
+            except ValueError as error:
+                raise AutosegInputError(f"{self.budget_folder}: {error}") from None
+        return plans
 
     # ------------------------------------------------------------------ cross-validation folds
     def splits_path(self, mode: str = "random") -> Path:

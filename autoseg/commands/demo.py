@@ -53,8 +53,8 @@ def run_demo(output: str | os.PathLike, data: str | os.PathLike | None = None, c
     from autoseg.inference.mirroring import choose_mirroring
     from autoseg.inference.predict_folder import InferenceChoice, predict_folder
     from autoseg.model.device import prepare_device
+    from autoseg.planning.training_cost import TrainingLength
     from autoseg.synthetic import SyntheticDatasetSpec, generate_synthetic_dataset
-    from autoseg.training.budget import TrainingLength
     from autoseg.training.trainer import TrainingOptions
 
     output = Path(output)

@@ -104,11 +104,11 @@ def model_plans_and_source(model: str | os.PathLike) -> tuple[Plans, str]:
 
 def benchmark_speed(plans: Plans, work: WorkDir, names: list[str], device: str | None,
                     messages: list[str]) -> None:
-    """Time a few training iterations of each configuration on ``device``; store them in plans.json.
+    """Time a few training iterations of each configuration on ``device``; record them in the work folder.
 
     A time-budgeted ``autoseg train`` on the same device then uses the stored speed instead of measuring.
     """
-    from autoseg.training.budget import measure_speed  # start-up time (torch)
+    from autoseg.training.speed import measure_speed  # start-up time (torch)
     from autoseg.training.trainer import Trainer, TrainingOptions
 
     for name in names:
@@ -117,11 +117,10 @@ def benchmark_speed(plans: Plans, work: WorkDir, names: list[str], device: str |
             continue
         trainer = Trainer(work, name, 0, TrainingOptions(device=device, progress=False))
         speed = measure_speed(trainer)
-        plans.configurations[name].measured_speed = speed.to_dict()
+        work.record_measured_speed(name, speed.to_dict())
         messages.append(f"{name}: {speed.seconds_per_iteration:.2f} s per training iteration on "
                         f"{speed.device_name} ({speed.threads} threads) = "
                         f"{3600 / speed.seconds_per_iteration:.0f} iterations per hour")
-    work.save_plans(plans)
 
 
 def add_parser(subparsers) -> None:

@@ -38,7 +38,7 @@ def elastic_restart() -> bool:
 
 def train_and_validate(work_dir: str | os.PathLike | WorkDir, configuration_name: str, fold: int, options=None,
                        length=None, resume: bool = False, overwrite: bool = False, validate: bool = True):
-    """Train one fold (:func:`autoseg.training.budget.train_fold`), then predict and score its
+    """Train one fold (:func:`autoseg.training.fold_training.train_fold`), then predict and score its
     validation cases (:func:`autoseg.evaluation.cross_validation.validate_fold`), holding the fold's
     lock (a second process on the same configuration and fold stops with one line; a lock left by a
     killed run is reported and taken over) and first removing temporary files killed runs left.
@@ -64,7 +64,7 @@ def train_and_validate(work_dir: str | os.PathLike | WorkDir, configuration_name
 def _train_and_validate(work_dir, configuration_name, fold, options, length, resume, overwrite, validate):
     # Deferred for start-up time: training and evaluation import torch.
     from autoseg.evaluation.cross_validation import validate_fold
-    from autoseg.training.budget import train_fold
+    from autoseg.training.fold_training import train_fold
 
     trained = train_fold(work_dir, configuration_name, fold, options, length, resume=resume, overwrite=overwrite)
     trainer, summary = trained.trainer, None
@@ -232,7 +232,7 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Handler of ``autoseg train``."""
-    from autoseg.training.budget import TrainingLength  # start-up time (torch)
+    from autoseg.planning.training_cost import TrainingLength  # start-up time (torch)
     from autoseg.training.trainer import TrainingOptions
 
     folds = parse_folds(args.folds)
@@ -240,11 +240,11 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, option)
         if value is not None and value < 1:
             raise AutosegInputError(f"--{option.replace('_', '-')} must be at least 1")
-    budget = parse_duration(args.time_budget) if args.time_budget else None
+    time_budget_seconds = parse_duration(args.time_budget) if args.time_budget else None
     options = TrainingOptions(device=args.device, num_workers=args.num_workers, split_mode=args.split_by,
                               seed=args.seed, trainer=args.trainer)
     length = TrainingLength(epochs=args.epochs, iterations_per_epoch=args.iterations_per_epoch,
-                            time_budget_seconds=budget, scale_to_budget=not args.keep_network)
+                            time_budget_seconds=time_budget_seconds, scale_to_budget=not args.keep_network)
     configuration = args.configuration
     if args.init_fold is not None and args.init_from is None:
         raise AutosegInputError("--init-fold needs --init-from MODEL")
@@ -255,7 +255,8 @@ def run(args: argparse.Namespace) -> int:
                                               args.init_fold)[1]
         if configuration != args.configuration:
             print(f"--init-from: training {configuration}, the model's trained network")
-        length = replace(length, scale_to_budget=False)  # the model's network, or its weights would not fit
+        length = replace(length, scale_to_budget=False,  # the model's network, or its weights would not fit
+                         keep_network_reason="--init-from: the model's network, so that its weights fit")
     if args.validate_only:
         if configuration == "auto":
             raise AutosegInputError("--validate-only needs the configuration: give -c (e.g. -c 3d_fullres)")
@@ -266,12 +267,12 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if configuration == "auto" and args.init_from is None:
         from autoseg.model.device import device_name, prepare_device
-        from autoseg.training.budget import resolve_budget
+        from autoseg.planning.training_cost import resolve_time_budget
         from autoseg.training.choice import choose_for_budget, format_budget_plan
 
         device = prepare_device(args.device)
         choosing_began = time.time()
-        configuration, record = choose_for_budget(args.work_dir, resolve_budget(device.type, length), options,
+        configuration, record = choose_for_budget(args.work_dir, resolve_time_budget(device.type, length), options,
                                                   device_name(device))
         print(format_budget_plan(record) if record else
               f"-c auto without a time budget: {configuration} (the plans' full schedule)")

@@ -3,9 +3,10 @@
 A GPU-sized plan is unusable on a CPU (on 2 cores the nnU-Net-sized 3d_fullres
 network of Task04 takes ~9 s per iteration). The planner's rules here say which
 smaller networks exist; the decision which one to train is made from measured speed
-by :mod:`autoseg.training.budget`. A chosen variant is recorded in plans.json as a
-configuration of its own (``variant_of`` names the planned one, which stays as it
-was), so its folds, checkpoints and predictions are never confused with the planned one's.
+by :mod:`autoseg.training.network_choice`. A chosen variant is recorded in the work folder
+(``WORK/budget/variants/``, applied to the plans when they are read) as a configuration of its own
+(``variant_of`` names the planned one, which stays as it was), so its folds, checkpoints and
+predictions are never confused with the planned one's.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import copy
 
 from autoseg.planning.topology import features_per_stage
-from autoseg.plans.schema import ConfigurationPlan, Plans
+from autoseg.plans.schema import ConfigurationPlan
 
 #: Batch size of every budget variant: on a CPU, more iterations beat bigger batches.
 VARIANT_BATCH_SIZE = 2
@@ -60,7 +61,8 @@ def budget_variants(configuration: ConfigurationPlan) -> list[ConfigurationPlan]
     return variants
 
 
-def add_budget_variant(plans: Plans, variant: ConfigurationPlan, reason: str) -> None:
-    """Record ``variant`` (from :func:`budget_variants`) in ``plans`` under its own name, with ``reason``."""
+def budget_variant_record(variant: ConfigurationPlan, reason: str) -> ConfigurationPlan:
+    """``variant`` (from :func:`budget_variants`) with why it was chosen (``reasons["time_budget"]``), as
+    the work folder records it (:meth:`autoseg.workdir.WorkDir.record_budget_variant`)."""
     variant.reasons = {**variant.reasons, "time_budget": reason}
-    plans.configurations[variant.name] = variant
+    return variant

@@ -190,7 +190,7 @@ class IterationPlan:
     plus ``validation_iterations_per_epoch`` validation batches after each epoch.
 
     The Trainer takes it as an input: from the plans (:meth:`TrainingConfig.iteration_plan`),
-    from the command line, or from the time-budget decision (``autoseg.training.budget``).
+    from the command line, or from the time-budget decision (``autoseg.training.network_choice``).
     """
 
     epochs: int

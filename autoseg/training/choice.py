@@ -1,12 +1,12 @@
 """Which configuration to train for a time budget (``autoseg train -c auto``, ``autoseg plan --time-budget``).
 
 For every planned configuration that can be trained on its own (not a cascade stage),
-:func:`autoseg.training.budget.decide_network` measures its speed on this device and
+:func:`autoseg.training.network_choice.decide_network` measures its speed on this device and
 decides the network it would train as (the planned one or a smaller variant) and for how
 many iterations. Then one rule picks (:func:`choose_configuration`):
 
 1. only configurations that reach the iterations they need are eligible
-   (:func:`~autoseg.training.budget.iterations_needed`: 1,000 when a patch covers the median
+   (:func:`~autoseg.planning.training_cost.iterations_needed`: 1,000 when a patch covers the median
    case, more when it takes many patches to cover it; fewer leave the network near chance,
    BENCHMARKS.md);
 2. preference order, each kind at full resolution before its coarser resolution (which trades
@@ -40,19 +40,16 @@ from dataclasses import asdict
 from typing import Any
 
 from autoseg.planning.spacing import ANISOTROPY_SPACING_RATIO, shape_after_resampling
-from autoseg.plans.schema import ConfigurationPlan, Plans
-from autoseg.preprocessing.preprocess import target_spacing_for_case
-from autoseg.training.budget import (
-    NetworkDecision,
+from autoseg.planning.training_cost import (
     TrainingLength,
-    decide_network,
     estimate_prediction_seconds,
     iterations_for_budget,
     median_case_shape,
-    trainer_class,
-    with_class_outlook,
 )
+from autoseg.plans.schema import ConfigurationPlan, Plans
+from autoseg.preprocessing.preprocess import target_spacing_for_case
 from autoseg.training.class_exposure import ClassOutlook
+from autoseg.training.network_choice import NetworkDecision, decide_network, trainer_class, with_class_outlook
 from autoseg.training.trainer import TrainingOptions
 from autoseg.workdir import WorkDir
 
@@ -108,8 +105,8 @@ def choose_configuration(decisions: dict[str, NetworkDecision], thick_slices: bo
                   "reaches the most, and more iterations beat the rest here: a longer --time-budget will do better")
 
 
-def assess_cascade(plans: Plans, decisions: dict[str, NetworkDecision], budget_seconds: float) -> dict[str, Any]:
-    """Whether a budget of ``budget_seconds`` per fold allows the cascade's two stages (module docstring).
+def assess_cascade(plans: Plans, decisions: dict[str, NetworkDecision], time_budget_seconds: float) -> dict[str, Any]:
+    """Whether a budget of ``time_budget_seconds`` per fold allows the cascade's two stages (module docstring).
 
     Each stage gets half the budget: the previous stage (``3d_lowres``) at its measured speed, the
     cascade stage at the measured speed of what ``3d_fullres`` trains as (the same network and patch
@@ -127,17 +124,18 @@ def assess_cascade(plans: Plans, decisions: dict[str, NetworkDecision], budget_s
     if previous not in decisions or fullres not in decisions:
         return {"configuration": name, "allowed": False, "stages": [],
                 "reason": f"not assessed: {previous} or {fullres} was not measured"}
-    half = budget_seconds / 2
+    stage_time_budget_seconds = time_budget_seconds / 2
     stages = []
     for stage, source in ((previous, decisions[previous]), (name, decisions[fullres])):
-        iterations = iterations_for_budget(half, source.speed.seconds_per_iteration).total_iterations
+        iterations = iterations_for_budget(stage_time_budget_seconds,
+                                           source.speed.seconds_per_iteration).total_iterations
         stages.append({"configuration": stage, "speed_of": source.trained_as, "iterations": iterations,
                        "iterations_needed": source.iterations_needed,
                        "reaches_minimum": iterations >= source.iterations_needed})
     allowed = all(stage["reaches_minimum"] for stage in stages)
     counts = ", ".join(f"{stage['configuration']} {stage['iterations']} of {stage['iterations_needed']} "
                        f"(speed of {stage['speed_of']})" for stage in stages)
-    minutes = f"{half / 60:g}m"
+    minutes = f"{stage_time_budget_seconds / 60:g}m"
     if allowed:
         reason = (f"both stages reach the iterations they need in half the budget each ({counts}); it needs every "
                   f"fold of {previous} first, so it is not trained by -c auto: train `-c {previous} -f all "
@@ -150,19 +148,19 @@ def assess_cascade(plans: Plans, decisions: dict[str, NetworkDecision], budget_s
     return {"configuration": name, "allowed": allowed, "stages": stages, "reason": reason}
 
 
-def plan_time_budget(work_dir: str | WorkDir, budget_seconds: float, options: TrainingOptions | None = None,
+def plan_time_budget(work_dir: str | WorkDir, time_budget_seconds: float, options: TrainingOptions | None = None,
                      length: TrainingLength | None = None) -> dict[str, Any]:
-    """Decide, for each candidate configuration, what a training of ``budget_seconds`` per fold would
+    """Decide, for each candidate configuration, what a training of ``time_budget_seconds`` per fold would
     be, choose one, and record it all in plans.json as ``budget_plan``; returns that record."""
     work = WorkDir.of(work_dir)
     options = options or TrainingOptions(progress=False)
-    length = length or TrainingLength(time_budget_seconds=budget_seconds)
+    length = length or TrainingLength(time_budget_seconds=time_budget_seconds)
     plans = work.load_plans()
     fingerprint = work.read_fingerprint()
     decisions: dict[str, NetworkDecision] = {}
     entries: dict[str, dict[str, Any]] = {}
     for name in candidate_configurations(plans):
-        decision = decide_network(work, name, 0, options, length, budget_seconds, time.time(),
+        decision = decide_network(work, name, 0, options, length, time_budget_seconds, time.time(),
                                   trainer_class(plans, name, options), class_outlook=False)
         decisions[name] = decision
         trained = work.load_plans().configuration(decision.trained_as)
@@ -191,25 +189,24 @@ def plan_time_budget(work_dir: str | WorkDir, budget_seconds: float, options: Tr
     entries[chosen]["class_outlooks"] = [outlook.to_dict() for outlook in decisions[chosen].class_outlooks]
     entries[chosen]["foreground_sampling"] = decisions[chosen].foreground_sampling.to_dict()
     entries[chosen]["decisions"] = decisions[chosen].decisions
-    record = {"time_budget_seconds": budget_seconds, "device_name": next(iter(decisions.values())).speed.device_name,
-              "threads": next(iter(decisions.values())).speed.threads, "configurations": entries,
+    first = next(iter(decisions.values()))
+    record = {"time_budget_seconds": time_budget_seconds, "device_name": first.speed.device_name,
+              "threads": first.speed.threads, "configurations": entries,
               "chosen": chosen, "reason": reason,
-              "cascade": assess_cascade(work.load_plans(), decisions, budget_seconds)}
-    plans = work.load_plans()
-    plans.budget_plan = record
-    work.save_plans(plans)
+              "cascade": assess_cascade(work.load_plans(), decisions, time_budget_seconds)}
+    work.write_budget_plan(record)
     return record
 
 
-def recorded_budget_plan(plans: Plans, budget_seconds: float, device_description: str) -> dict[str, Any] | None:
+def recorded_budget_plan(plans: Plans, time_budget_seconds: float, device_description: str) -> dict[str, Any] | None:
     """The ``budget_plan`` of plans.json when it was made for this budget on this device, else None."""
     record = plans.budget_plan
-    same = (record and record.get("time_budget_seconds") == budget_seconds
+    same = (record and record.get("time_budget_seconds") == time_budget_seconds
             and record.get("device_name") == device_description)
     return record if same else None
 
 
-def choose_for_budget(work_dir: str | WorkDir, budget_seconds: float | None, options: TrainingOptions,
+def choose_for_budget(work_dir: str | WorkDir, time_budget_seconds: float | None, options: TrainingOptions,
                       device_description: str) -> tuple[str, dict[str, Any] | None]:
     """``-c auto``: the configuration to train and the budget plan behind the choice (None without a budget).
 
@@ -219,11 +216,11 @@ def choose_for_budget(work_dir: str | WorkDir, budget_seconds: float | None, opt
     """
     work = WorkDir.of(work_dir)
     plans = work.load_plans()
-    if budget_seconds is None:
+    if time_budget_seconds is None:
         return ("3d_fullres" if "3d_fullres" in plans.configurations else "2d"), None
-    record = recorded_budget_plan(plans, budget_seconds, device_description)
+    record = recorded_budget_plan(plans, time_budget_seconds, device_description)
     if record is None:
-        record = plan_time_budget(work, budget_seconds, options)
+        record = plan_time_budget(work, time_budget_seconds, options)
     return record["chosen"], record
 
 

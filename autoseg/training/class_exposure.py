@@ -4,7 +4,7 @@ A class the network rarely sees learns slowly: on Task04 both hippocampus classe
 patch and 1,000 iterations suffice, while a lesion in a few slices of a 512x512 CT, or the
 necrosis of a brain tumour, is in a small fraction of the training patches. The rule here
 (:func:`class_iterations_needed`): a class shown in a fraction ``e`` of the training patches
-needs the configuration's iterations (:func:`autoseg.training.budget.iterations_needed`, the rule
+needs the configuration's iterations (:func:`autoseg.planning.training_cost.iterations_needed`, the rule
 for a class in every patch) times ``e ** -0.5`` (measured, :data:`CLASS_EXPOSURE_EXPONENT`).
 ``e`` is measured (:func:`measure_class_exposure`) by drawing training patches exactly as
 training draws them (same sampler, patch, batch and foreground oversampling, no

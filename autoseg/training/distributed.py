@@ -16,7 +16,7 @@ process group (NCCL on GPUs, each rank on ``cuda:LOCAL_RANK``; gloo on CPUs). Th
   the same as with one process seeing the global batch; rank 0 alone writes checkpoints,
   logs, plots, the run record and the validation;
 - a time budget is decided once, by rank 0 measuring alone while the others wait
-  (:func:`autoseg.training.budget.decide_for_all_ranks`); the number of epochs it allows is then
+  (:func:`autoseg.training.fold_training.decide_for_all_ranks`); the number of epochs it allows is then
   refitted by rank 0 from the data-parallel epoch times and broadcast every epoch, so all ranks
   stop together and the budget holds.
 """

@@ -10,7 +10,7 @@ Outputs, in ``WORK/results/{configuration}/fold_{k}/`` (see :mod:`autoseg.workdi
 
 The Trainer owns the loop; how long it runs is an input: an :class:`IterationPlan`
 (from the plans, the command line or the time-budget decision of
-:mod:`autoseg.training.budget`) and, optionally, a :class:`TimeBudget` whose deadline
+:mod:`autoseg.training.network_choice`) and, optionally, a :class:`TimeBudget` whose deadline
 the epochs are fitted to as training goes. Predicting and scoring the validation
 cases afterwards is :func:`autoseg.evaluation.cross_validation.validate_fold`.
 

@@ -13,8 +13,8 @@ from autoseg.commands.train import train_and_validate
 from autoseg.errors import AutosegInputError
 from autoseg.inference.predict_folder import InferenceChoice, choose_models, predict_folder
 from autoseg.io.images import read_image, read_label
+from autoseg.planning.training_cost import TrainingLength
 from autoseg.plans.training import IterationPlan
-from autoseg.training.budget import TrainingLength
 from autoseg.training.trainer import Trainer, TrainingOptions
 
 pytestmark = pytest.mark.slow

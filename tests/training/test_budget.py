@@ -14,9 +14,10 @@ from autoseg.model.checkpoints import load_checkpoint
 from autoseg.model.device import device_name
 from autoseg.planning.hardware import cpu_budget
 from autoseg.planning.planner import fit_patch_and_batch
+from autoseg.planning.training_cost import TrainingLength, iterations_for_budget
 from autoseg.planning.variants import budget_variants, scaled_configuration
 from autoseg.plans import ConfigurationPlan
-from autoseg.training.budget import TrainingLength, iterations_for_budget, train_fold
+from autoseg.training.fold_training import train_fold
 from autoseg.training.trainer import TrainingOptions
 from autoseg.utils.durations import parse_duration
 from autoseg.workdir import WorkDir
@@ -88,18 +89,19 @@ def options() -> TrainingOptions:
 @pytest.mark.slow
 def test_tiny_budget_stops_on_time_and_leaves_a_final_checkpoint(tmp_path):
     _, work = make_tiny_work_dir(tmp_path)
-    budget = 12.0
+    time_budget_seconds = 12.0
     start = time.time()
-    trainer = train_fold(work, "3d_fullres", 0, options(), TrainingLength(time_budget_seconds=budget)).trainer
+    length = TrainingLength(time_budget_seconds=time_budget_seconds)
+    trainer = train_fold(work, "3d_fullres", 0, options(), length).trainer
     elapsed = time.time() - start
-    assert elapsed < budget + 5  # one epoch of slack at most (plus start-up)
+    assert elapsed < time_budget_seconds + 5  # one epoch of slack at most (plus start-up)
     content = load_checkpoint(trainer.output_dir / "checkpoint_final.pt")
     assert content["epoch"] == trainer.epochs >= 1
     assert content["iteration_plan"]["epochs"] == trainer.epochs
     assert content["curves"]["learning_rate"][-1] < 0.01
     run = WorkDir(work).read_run_record(trainer.configuration_name, 0)
     assert run["measured_speed"]["seconds_per_iteration"] > 0
-    assert run["time_budget_seconds"] == budget
+    assert run["time_budget_seconds"] == time_budget_seconds
     assert any("iterations fit" in line for line in run["decisions"])
 
 
@@ -142,7 +144,7 @@ SLOW_PLAN_SECONDS = {"3d_fullres": 4.0, "3d_fullres_f32_b2": 1.0, "3d_fullres_f1
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("budget, trained_as, measured_variants, seconds", [
+@pytest.mark.parametrize("time_budget_seconds, trained_as, measured_variants, seconds", [
     # an iteration costs 1.07x its time with the validation batches: 2,240 iterations at 1 s (>= 2 x 1,000)
     (2400.0, "3d_fullres_f32_b2", ["3d_fullres_f8_b2", "3d_fullres_f32_b2"], SLOW_PLAN_SECONDS),
     # 1,490 at 0.5 s reach the floor, not 2x; 2,990 at 0.25 s do: more iterations of the narrower network
@@ -156,9 +158,10 @@ SLOW_PLAN_SECONDS = {"3d_fullres": 4.0, "3d_fullres_f32_b2": 1.0, "3d_fullres_f1
     (1200.0, "3d_fullres_f8_b2", ["3d_fullres_f8_b2"],
      {"3d_fullres": 1.0, "3d_fullres_f32_b2": 0.9, "3d_fullres_f16_b2": 0.8, "3d_fullres_f8_b2": 0.7}),
 ])
-def test_the_variant_walk_measures_the_smallest_first(tmp_path, monkeypatch, budget, trained_as, measured_variants,
-                                                      seconds):
-    import autoseg.training.budget as budget_module
+def test_the_variant_walk_measures_the_smallest_first(tmp_path, monkeypatch, time_budget_seconds, trained_as,
+                                                      measured_variants, seconds):
+    import autoseg.training.network_choice as budget_module
+    from autoseg.planning.training_cost import SpeedMeasurement
 
     _, work = make_tiny_work_dir(tmp_path)
     make_slow_plan(work)  # 32 base features, batch 4: variants f32_b2, f16_b2, f8_b2
@@ -166,16 +169,17 @@ def test_the_variant_walk_measures_the_smallest_first(tmp_path, monkeypatch, bud
 
     def fake_measurement(trainer, **kwargs):
         measured.append(trainer.configuration.name)
-        return budget_module.SpeedMeasurement(seconds[trainer.configuration.name], "cpu", "test cpu", 2, 0, 5)
+        return SpeedMeasurement(seconds[trainer.configuration.name], "cpu", "test cpu", 2, 0, 5)
 
     monkeypatch.setattr(budget_module, "measure_speed", fake_measurement)
     decision = budget_module.decide_network(WorkDir(work), "3d_fullres", 0, options(),
-                                            TrainingLength(time_budget_seconds=budget), budget, time.time())
+                                            TrainingLength(time_budget_seconds=time_budget_seconds),
+                                            time_budget_seconds, time.time())
     assert decision.iterations_needed == 1000  # the tiny cases fit in one patch
     assert decision.trained_as == trained_as and measured == ["3d_fullres"] + measured_variants
-    if budget in (200.0, 400.0, 1200.0):
+    if time_budget_seconds in (200.0, 400.0, 1200.0):
         assert "not even the smallest variant reaches 2x them" in decision.variant_reason
-    if budget == 800.0:
+    if time_budget_seconds == 800.0:
         assert "the largest variant that reaches 2x them" in decision.variant_reason
 
 
@@ -183,19 +187,19 @@ def test_the_variant_walk_measures_the_smallest_first(tmp_path, monkeypatch, bud
 def test_a_recorded_variant_keeps_its_measured_speed(tmp_path, monkeypatch):
     import shutil
 
-    import autoseg.training.budget as budget
+    import autoseg.training.network_choice as network_choice
 
     _, work = make_tiny_work_dir(tmp_path)
     make_slow_plan(work)
     first = train_fold(work, "3d_fullres", 0, options(), TrainingLength(time_budget_seconds=8.0),
                        ).trainer.configuration_name
     shutil.rmtree(WorkDir(work).results_dir(first))  # as if another budget were being decided
-    measured, measure = [], budget.measure_speed
-    monkeypatch.setattr(budget, "measure_speed",
+    measured, measure = [], network_choice.measure_speed
+    monkeypatch.setattr(network_choice, "measure_speed",
                         lambda trainer, **kwargs: measured.append(trainer.configuration.name) or measure(trainer,
                                                                                                          **kwargs))
-    decision = budget.decide_network(WorkDir(work), "3d_fullres", 0, options(), TrainingLength(time_budget_seconds=6.0),
-                                     6.0, time.time())
+    decision = network_choice.decide_network(WorkDir(work), "3d_fullres", 0, options(),
+                                             TrainingLength(time_budget_seconds=6.0), 6.0, time.time())
     assert first not in measured and "3d_fullres" not in measured
     assert any(f"variant {first}" in line and "measured before" in line for line in decision.decisions)
 
@@ -219,7 +223,7 @@ def test_the_speed_stored_by_plan_benchmark_is_used(tmp_path):
 
 
 def test_validation_keeps_mirroring_only_when_it_fits_the_budget():
-    from autoseg.training.budget import (
+    from autoseg.planning.training_cost import (
         EXPORT_SECONDS_PER_MEGAVOXEL,
         MAX_VALIDATION_BUDGET_FRACTION,
         SpeedMeasurement,
@@ -248,7 +252,7 @@ def test_validation_keeps_mirroring_only_when_it_fits_the_budget():
 
 
 def test_validation_estimate_is_calibrated_by_earlier_validations(tmp_path):
-    from autoseg.training.budget import SpeedMeasurement, plan_validation, validation_calibration
+    from autoseg.planning.training_cost import SpeedMeasurement, plan_validation, validation_calibration
     from autoseg.workdir import WorkDir
 
     assert validation_calibration([]) == (1.0, 0)
@@ -283,12 +287,13 @@ def test_a_short_budget_ends_on_time_with_validation_included(tmp_path):
     from autoseg.commands.train import train_and_validate
 
     _, work = make_tiny_work_dir(tmp_path)
-    budget = 15.0
+    time_budget_seconds = 15.0
     start = time.time()
-    trainer, summary = train_and_validate(work, "3d_fullres", 0, options(), TrainingLength(time_budget_seconds=budget))
+    length = TrainingLength(time_budget_seconds=time_budget_seconds)
+    trainer, summary = train_and_validate(work, "3d_fullres", 0, options(), length)
     elapsed = time.time() - start
     assert summary["num_cases"] == len(trainer.val_cases)
-    assert elapsed < budget + 5  # training, measuring and validation together (one epoch of slack)
+    assert elapsed < time_budget_seconds + 5  # training, measuring and validation together (one epoch of slack)
     run = WorkDir(work).read_run_record(trainer.configuration_name, 0)
     assert run["validation"]["estimated_seconds"] > 0 and run["validation_seconds"] > 0
 
@@ -297,13 +302,13 @@ def test_a_short_budget_ends_on_time_with_validation_included(tmp_path):
 def test_time_spent_before_the_fold_counts_within_its_budget(tmp_path):
     # `train -c auto` measures the configurations to choose one: that time is the first fold's
     _, work = make_tiny_work_dir(tmp_path)
-    already, budget = 8.0, 14.0
+    already, time_budget_seconds = 8.0, 14.0
     start = time.time()
-    fold = train_fold(work, "3d_fullres", 0, options(), TrainingLength(time_budget_seconds=budget,
+    fold = train_fold(work, "3d_fullres", 0, options(), TrainingLength(time_budget_seconds=time_budget_seconds,
                                                                        budget_started_at=start - already))
     run = WorkDir(work).read_run_record(fold.trainer.configuration_name, 0)
     assert run["seconds_from_start_to_final_checkpoint"] >= already
-    assert time.time() - start < budget - already + 5  # training had what was left of the budget
+    assert time.time() - start < time_budget_seconds - already + 5  # training had what was left of the budget
 
 
 def fitted_epochs(time_budget, epoch, planned_epochs, epoch_seconds, now):
@@ -327,7 +332,8 @@ def fitted_epochs(time_budget, epoch, planned_epochs, epoch_seconds, now):
 
 
 def test_slower_training_keeps_the_minimum_epochs_while_they_fit_the_limit():
-    from autoseg.training.budget import ValidationPlan, training_time_budget
+    from autoseg.planning.training_cost import ValidationPlan
+    from autoseg.training.fold_training import training_time_budget
     from autoseg.training.trainer import TimeBudget
 
     # planned: 20 epochs of 24 s in 8 minutes; they take 30 s (a busy machine): 2 epochs after 60 s
@@ -351,12 +357,13 @@ def test_a_short_budget_on_a_case_of_many_patches_ends_on_time_with_validation(t
     plans = WorkDir(work).load_plans()
     plans.configurations["3d_fullres"].patch_size = [8, 32, 32]
     WorkDir(work).save_plans(plans)
-    budget = 20.0
+    time_budget_seconds = 20.0
     start = time.time()
-    trainer, summary = train_and_validate(work, "3d_fullres", 0, options(), TrainingLength(time_budget_seconds=budget))
+    length = TrainingLength(time_budget_seconds=time_budget_seconds)
+    trainer, summary = train_and_validate(work, "3d_fullres", 0, options(), length)
     elapsed = time.time() - start
     assert summary["num_cases"] == len(trainer.val_cases) == 1
-    assert elapsed < budget + 5  # training, measuring and validation together (one epoch of slack)
+    assert elapsed < time_budget_seconds + 5  # training, measuring and validation together (one epoch of slack)
     run = WorkDir(work).read_run_record(trainer.configuration_name, 0)
     assert any("needs at least 8300 iterations" in line for line in run["decisions"])  # 1000 x sqrt(68.75)
     assert run["validation"]["estimated_seconds"] > 0 and run["validation_seconds"] > 0
@@ -375,12 +382,12 @@ def test_under_a_budget_the_learning_rate_follows_the_time_used_and_one_slow_epo
     from autoseg.training.progress import TrainingCurves
     from autoseg.training.trainer import TimeBudget, Trainer
 
-    budget = TimeBudget(600.0, 0.0)
+    time_budget_seconds = TimeBudget(600.0, 0.0)
     trainer = Trainer.__new__(Trainer)
-    trainer.config, trainer.time_budget = TrainingConfig(), budget
-    trainer.deadline, trainer.limit = budget.deadline(), budget.limit()
+    trainer.config, trainer.time_budget = TrainingConfig(), time_budget_seconds
+    trainer.deadline, trainer.limit = time_budget_seconds.deadline(), time_budget_seconds.limit()
     trainer.epoch, trainer.epochs, trainer.iterations_per_epoch = 6, 30, 50
-    trainer._schedule_origin, trainer._schedule_end = 0.0, budget.deadline()
+    trainer._schedule_origin, trainer._schedule_end = 0.0, time_budget_seconds.deadline()
     # five epochs of 20 s, then one of 80 s (a busy machine): 180 s used
     trainer.curves = TrainingCurves(epoch_seconds=[20.0] * 5 + [80.0])
     trainer.log = lambda message: None

@@ -8,15 +8,15 @@ import pytest
 from helpers import make_tiny_work_dir
 
 from autoseg.cli import main
-from autoseg.plans.training import IterationPlan
-from autoseg.training.budget import (
+from autoseg.planning.training_cost import (
     MIN_USEFUL_ITERATIONS,
-    NetworkDecision,
     SpeedMeasurement,
     ValidationPlan,
     estimate_prediction_seconds,
 )
+from autoseg.plans.training import IterationPlan
 from autoseg.training.choice import choose_configuration
+from autoseg.training.network_choice import NetworkDecision
 from autoseg.workdir import WorkDir
 
 
@@ -58,8 +58,8 @@ def test_each_configuration_is_held_to_its_own_floor():
 
 
 def test_iterations_needed_grow_with_the_patches_per_case():
+    from autoseg.planning.training_cost import iterations_needed, median_case_shape, patches_per_case
     from autoseg.plans import ConfigurationPlan, NetworkConfig
-    from autoseg.training.budget import iterations_needed, median_case_shape, patches_per_case
 
     network3d = NetworkConfig("unet", 3, [8, 16], [[3, 3, 3]] * 2, [[1, 1, 1], [2, 2, 2]], [2, 2], [2])
     task04 = ConfigurationPlan("3d_fullres", 3, "3d_fullres", [1.0] * 3, [40, 56, 40], 2, [36, 50, 35], network3d)
@@ -95,8 +95,8 @@ def test_coarser_resolutions_come_after_their_full_resolution():
 
 
 def test_predict_time_counts_windows_and_mirrorings():
+    from autoseg.planning.training_cost import SpeedMeasurement
     from autoseg.plans import ConfigurationPlan, NetworkConfig
-    from autoseg.training.budget import SpeedMeasurement
 
     network = NetworkConfig("unet", 3, [8, 16, 32], [[3, 3, 3]] * 3, [[1, 1, 1], [2, 2, 2], [2, 2, 2]],
                             [2, 2, 2], [2, 2])

@@ -12,8 +12,8 @@ from autoseg.commands.train import train_and_validate
 from autoseg.errors import AutosegInputError
 from autoseg.io.images import read_image, read_label
 from autoseg.model.checkpoints import load_checkpoint
+from autoseg.planning.training_cost import TrainingLength
 from autoseg.plans.training import IterationPlan
-from autoseg.training.budget import TrainingLength
 from autoseg.training.trainer import Trainer, TrainingOptions, polynomial_lr, pseudo_dice_counts
 
 pytestmark = pytest.mark.slow

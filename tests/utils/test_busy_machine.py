@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from autoseg.model.device import threads_for
-from autoseg.training.budget import extended_budget, robust_step_seconds
+from autoseg.planning.training_cost import extended_time_budget
+from autoseg.training.speed import robust_step_seconds
 from autoseg.utils.parallel import busy_cores
 
 
@@ -28,7 +29,7 @@ def test_a_noisy_measurement_takes_the_lower_quartile():
 
 
 def test_the_budget_grows_to_reach_a_minimum_of_iterations_within_its_cap():
-    assert extended_budget(480, 1250, 1000, 960) == 480  # enough fit
-    assert extended_budget(480, 600, 1000, 960) == pytest.approx(800)  # half the speed: 800 s for 1,000
-    assert extended_budget(480, 300, 1000, 960) == 960  # capped at twice the budget
-    assert extended_budget(480, 300, None, None) == 480
+    assert extended_time_budget(480, 1250, 1000, 960) == 480  # enough fit
+    assert extended_time_budget(480, 600, 1000, 960) == pytest.approx(800)  # half the speed: 800 s for 1,000
+    assert extended_time_budget(480, 300, 1000, 960) == 960  # capped at twice the budget
+    assert extended_time_budget(480, 300, None, None) == 480
