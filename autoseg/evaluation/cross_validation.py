@@ -9,7 +9,7 @@ folder (see :mod:`autoseg.workdir`): ``{case}{ending}``, ``{case}.npz`` + ``.jso
 
 With test-time mirroring, the same network passes also give every case's prediction without
 mirroring and with each single mirror axis (the flip passes they need are a subset of those
-of all axes: :meth:`~autoseg.inference.predictor.Predictor.predict_preprocessed_settings`),
+of all axes: :meth:`~autoseg.inference.predictor.Predictor.predict_preprocessed_per_mirroring`),
 which are scored too, so ``summary.json`` records what mirroring and each axis gained on this
 fold (``summary["mirroring"]``, see :func:`mirroring_measurement`); ``autoseg predict`` uses
 the cheapest setting that pays for its cost (:mod:`autoseg.inference.mirroring`). Single axes
@@ -97,8 +97,8 @@ def validate_fold(work_dir: str | os.PathLike | WorkDir, configuration_name: str
         if use_mirroring:
             settings = mirror_settings_to_measure(predictor.mirror_axes(True), configuration.dimension,
                                                   plans.num_classes, int(np.prod(network_input.shape[1:])))
-        predicted = dict(zip(settings, predictor.predict_preprocessed_settings(network_input, list(settings.values())),
-                             strict=True))
+        per_setting = predictor.predict_preprocessed_per_mirroring(network_input, list(settings.values()))
+        predicted = dict(zip(settings, per_setting, strict=True))
         probabilities = restore_original_shape(predicted.pop("all"), properties, plans.is_region_based)
         segmentation = probabilities_to_segmentation(probabilities, plans.regions_class_order)
         export_segmentation(segmentation, properties, output / f"{case_id}{ending}")

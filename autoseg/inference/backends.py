@@ -206,9 +206,3 @@ def choose_backend(network: torch.nn.Module, in_channels: int, window: Sequence[
     reason = (f"backend {best}: fastest per {'x'.join(map(str, window))} window on this machine "
               f"({listed}; {'measured now' if measured else 'measured before'}, {cache_file})")
     return best, usable, reason
-
-
-def describe_backends() -> str:
-    """The registered backends and whether each is installed (for errors and help)."""
-    return ", ".join(f"{name}{'' if BACKENDS.get(name).available() else ' (not installed)'}"
-                     for name in BACKENDS.names())

@@ -25,7 +25,7 @@ import hashlib
 import json
 import os
 import types
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -207,16 +207,3 @@ def verify_manifest_signature(bundle: str | os.PathLike, manifest_bytes: bytes, 
         raise AutosegInputError(f"{bundle}: the signature of key {signer} does not verify: the bundle was changed "
                                 "after signing, or the signature is forged") from None
     return signer
-
-
-def check_bundle_signature(bundle: str | os.PathLike,
-                           trusted_keys: Sequence[str | os.PathLike] | None = None) -> str | None:
-    """For predict/serve: verify ``bundle``'s signature against ``trusted_keys`` (``--trust-key``) and
-    ``$AUTOSEG_TRUSTED_KEYS``; the signer's key id, or None when no key is trusted (nothing to check)."""
-    from autoseg.inference.bundle_checks import read_bundle_index  # bundle_checks imports this module
-
-    keys = trusted_public_keys(trusted_keys)
-    if not keys:
-        return None
-    index = read_bundle_index(Path(bundle))
-    return verify_manifest_signature(bundle, index.manifest_bytes, index.signature_bytes, keys)

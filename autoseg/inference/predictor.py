@@ -19,8 +19,9 @@ from autoseg.inference.backends import choose_backend, get_backend
 from autoseg.inference.case_report import mean_pairwise_dice
 from autoseg.inference.export import probabilities_to_segmentation, restore_original_shape, restore_segmentation
 from autoseg.inference.sliding_window import (
-    predict_sliding_window_settings,
-    predict_volume_with_2d_network_settings,
+    SlidingWindowOptions,
+    predict_sliding_window_per_mirroring,
+    predict_volume_with_2d_network_per_mirroring,
 )
 from autoseg.io.geometry import ImageGeometry
 from autoseg.model.builders import build_network
@@ -226,34 +227,34 @@ class Predictor:
         (``use_mirroring`` None: the predictor's setting). With ``member_labels`` (a list) each fold
         network's own label map on this grid is appended to it."""
         setting = self.use_mirroring if use_mirroring is None else use_mirroring
-        return self.predict_preprocessed_settings(image, [setting], member_labels)[0]
+        return self.predict_preprocessed_per_mirroring(image, [setting], member_labels)[0]
 
     @torch.no_grad()
-    def predict_preprocessed_settings(self, image: np.ndarray | torch.Tensor, settings: Sequence[bool | str],
+    def predict_preprocessed_per_mirroring(self, image: np.ndarray | torch.Tensor, settings: Sequence[bool | str],
                                       member_labels: list[np.ndarray] | None = None) -> list[torch.Tensor]:
         """:meth:`predict_preprocessed` for several mirroring settings at once (True, False or axis
         letters, see :meth:`mirror_axes`), one result per setting: the flip passes they share run once
-        (:func:`~autoseg.inference.sliding_window.predict_sliding_window_settings`), so validation
+        (:func:`~autoseg.inference.sliding_window.predict_sliding_window_per_mirroring`), so validation
         measures no mirroring and each single axis at the network cost of all axes. ``member_labels``
         receives the fold networks' label maps of the first setting."""
         # A copy only when needed (the cache is read-only): a 512x512x300 image is 300 MB.
         tensor = torch.from_numpy(np.require(image, np.float32, ["C", "W"]))
         window = self.window_for(tensor.shape[1:])
-        kwargs = dict(num_classes=self.plans.num_classes, step_size=self.step_size, device=self.device,
-                      accumulation_device=self._accumulation_device(tensor), autocast=self.device.type == "cuda",
-                      accumulation_dtype=self._accumulation_dtype(tensor), activation=self.plans.output_activation,
-                      show_progress=self.show_progress)
+        dimension = self.configuration.dimension
+        options = SlidingWindowOptions(
+            patch_size=tuple(window), step_size=self.step_size, device=self.device,
+            accumulation_device=self._accumulation_device(tensor), autocast=self.device.type == "cuda",
+            accumulation_dtype=self._accumulation_dtype(tensor), activation=self.plans.output_activation,
+            show_progress=self.show_progress,
+            slice_batch_size=slices_per_call(window) if dimension == 2 else SlidingWindowOptions.slice_batch_size,
+            neighbour_slices=self.configuration.neighbour_slices,  # 0 but for 2.5D; unused in 3D
+            neighbour_slice_padding=self.configuration.neighbour_slice_padding)
+        predict = (predict_volume_with_2d_network_per_mirroring if dimension == 2
+                   else predict_sliding_window_per_mirroring)
         mirror_settings = [self.mirror_axes(setting) for setting in settings]
         totals: list[torch.Tensor] | None = None
         for network in self.networks:
-            if self.configuration.dimension == 2:
-                results = predict_volume_with_2d_network_settings(
-                    network, tensor, window, mirror_settings=mirror_settings, slice_batch_size=slices_per_call(window),
-                    neighbour_slices=self.configuration.neighbour_slices,
-                    neighbour_slice_padding=self.configuration.neighbour_slice_padding, **kwargs)
-            else:
-                results = predict_sliding_window_settings(network, tensor, window, mirror_settings=mirror_settings,
-                                                          **kwargs)
+            results = predict(network, tensor, self.plans.num_classes, options, mirror_settings)
             if member_labels is not None:
                 member_labels.append(probabilities_to_segmentation(results[0], self.plans.regions_class_order))
             totals = results if totals is None else [total.add_(result) for total, result in zip(totals, results,

@@ -21,6 +21,7 @@ than the window it is padded with zeros, virtually (no padded copy is made).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 from collections.abc import Callable, Sequence
@@ -38,14 +39,66 @@ OUTPUT_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 __all__ = [
+    "SlidingWindowOptions",
     "gaussian_importance_map",
     "predict_sliding_window",
+    "predict_sliding_window_per_mirroring",
     "predict_volume_with_2d_network",
+    "predict_volume_with_2d_network_per_mirroring",
     "sliding_window_starts",
 ]
 
 Network = Callable[[torch.Tensor], torch.Tensor]
 DeviceLike = torch.device | str
+
+
+@dataclasses.dataclass(frozen=True)
+class SlidingWindowOptions:
+    """How a sliding-window prediction runs. Sizes are in voxels, axes in array order
+    (``(z, y, x)`` for 3D; ``(y, x)`` for the 2D patch of slice-wise prediction).
+
+    Attributes:
+        patch_size: the window, one size per spatial axis (voxels): ``(pz, py, px)`` for
+            :func:`predict_sliding_window`, ``(py, px)`` for :func:`predict_volume_with_2d_network`.
+        step_size: window step as a fraction of the patch size, in ``(0, 1]`` (0.5: half overlap).
+        use_gaussian: weight windows by the Gaussian importance map (else uniformly).
+        mirror_axes: spatial axes (0-based over the patch axes: ``0 = z`` in 3D, ``0 = y`` in 2D) for
+            mirroring test-time augmentation, all ``2**k`` flip combinations averaged; None: none.
+        window_batch_size: 3D only: windows stacked into one network call.
+        slice_batch_size: 2D only: consecutive z-slices forming the batch of one network call.
+        device: where the network runs.
+        accumulation_device: where the ``(K, *spatial)`` result is accumulated (None: ``device``);
+            e.g. CPU for a large volume with the network on a GPU.
+        autocast: run the network under ``torch.autocast`` (mixed precision).
+        show_progress: tqdm progress bar over windows.
+        accumulation_dtype: dtype of the result: float32, or float16 for half the memory on large
+            images (as nnU-Net v2 accumulates; the weights are summed in float32 either way).
+        activation: ``"softmax"`` (classes) or ``"sigmoid"`` (regions), see :data:`OUTPUT_ACTIVATIONS`.
+        neighbour_slices: 2D only: K > 0 for a 2.5D network, whose input for slice z is slices
+            z-K..z+K of every channel (:func:`autoseg.preprocessing.neighbour_slices.stack_neighbour_slices`).
+        neighbour_slice_padding: 2D only: how slices beyond the volume's ends are filled
+            (``stack_neighbour_slices``'s ``padding``).
+    """
+
+    patch_size: tuple[int, ...]
+    step_size: float = 0.5
+    use_gaussian: bool = True
+    mirror_axes: tuple[int, ...] | None = None
+    window_batch_size: int = 1
+    slice_batch_size: int = 16
+    device: DeviceLike = "cpu"
+    accumulation_device: DeviceLike | None = None
+    autocast: bool = False
+    show_progress: bool = False
+    accumulation_dtype: torch.dtype = torch.float32
+    activation: str = "softmax"
+    neighbour_slices: int = 0
+    neighbour_slice_padding: str = "replicate"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "patch_size", tuple(int(p) for p in self.patch_size))
+        if self.mirror_axes is not None:
+            object.__setattr__(self, "mirror_axes", tuple(int(a) for a in self.mirror_axes))
 
 
 # --------------------------------------------------------------------------- importance map
@@ -208,20 +261,7 @@ def _window_shares(
     return share
 
 
-def _predict_batch(
-    network: Network,
-    x: torch.Tensor,
-    flip_sets: list[tuple[int, ...]],
-    num_classes: int,
-    autocast: bool,
-    activation: str = "softmax",
-) -> torch.Tensor:
-    """Probabilities (:data:`OUTPUT_ACTIVATIONS`) of a batch ``(B, C, *patch)``, averaged over the flip
-    passes; returns ``(B, K, *patch)`` float32 on ``x.device``."""
-    return _predict_batch_settings(network, x, [flip_sets], num_classes, autocast, activation)[0]
-
-
-def _predict_batch_settings(
+def _predict_batch_per_mirroring(
     network: Network,
     x: torch.Tensor,
     settings: list[list[tuple[int, ...]]],
@@ -229,8 +269,10 @@ def _predict_batch_settings(
     autocast: bool,
     activation: str = "softmax",
 ) -> list[torch.Tensor]:
-    """:func:`_predict_batch` for several mirroring settings (each a list of flip passes) at once: every
-    distinct flip pass runs once and is added to each setting that holds it."""
+    """Probabilities (:data:`OUTPUT_ACTIVATIONS`) of a batch ``(B, C, *patch)`` for several mirroring
+    settings (each a list of flip passes) at once, each averaged over its flip passes: every distinct
+    flip pass runs once and is added to each setting that holds it. Returns one ``(B, K, *patch)``
+    float32 tensor on ``x.device`` per setting."""
     to_probabilities = OUTPUT_ACTIVATIONS[activation]
     expected = (x.shape[0], num_classes, *x.shape[2:])
     passes = list(dict.fromkeys(dims for flip_sets in settings for dims in flip_sets))
@@ -280,97 +322,72 @@ def _check_common(
 
 
 def predict_sliding_window(
-    network: Network,
-    image: torch.Tensor,
-    patch_size: Sequence[int],
-    num_classes: int,
-    step_size: float = 0.5,
-    use_gaussian: bool = True,
-    mirror_axes: Sequence[int] | None = None,
-    window_batch_size: int = 1,
-    device: DeviceLike = "cpu",
-    accumulation_device: DeviceLike | None = None,
-    autocast: bool = False,
-    show_progress: bool = False,
-    accumulation_dtype: torch.dtype = torch.float32,
-    activation: str = "softmax",
+    network: Network, image: torch.Tensor, num_classes: int, options: SlidingWindowOptions
 ) -> torch.Tensor:
     """Predict class probabilities for a whole image with overlapping windows.
 
     Args:
         network: callable ``(B, C, *patch_size) -> (B, K, *patch_size)`` logits.
         image: preprocessed image ``(C, *spatial)``, array axis order (``(C, z, y, x)``
-            in 3D); stays on its own device, windows are copied to ``device``.
-        patch_size: spatial patch size, same axis order, ``len == image.ndim - 1``.
+            in 3D); stays on its own device, windows are copied to ``options.device``.
         num_classes: K, including background.
-        step_size: window step as a fraction of the patch size.
-        use_gaussian: weight windows by the Gaussian importance map (else uniformly).
-        mirror_axes: spatial axes (0-based over the patch dims) for mirroring
-            test-time augmentation; all ``2**k`` flip combinations are averaged.
-        window_batch_size: windows stacked into one network call.
-        device: where the network runs.
-        accumulation_device: where the ``(K, *spatial)`` result is accumulated
-            (default ``device``); e.g. CPU for a large volume with the network on a GPU.
-        autocast: run the network under ``torch.autocast`` (mixed precision).
-        show_progress: tqdm progress bar over windows.
-        accumulation_dtype: dtype of the ``(K, *spatial)`` result: float32, or float16 for
-            half the memory on large images (as nnU-Net v2 accumulates; the weights are
-            summed in float32 either way).
-        activation: ``"softmax"`` (classes) or ``"sigmoid"`` (regions), see :data:`OUTPUT_ACTIVATIONS`.
+        options: the window and how it runs (:class:`SlidingWindowOptions`;
+            ``len(options.patch_size) == image.ndim - 1``; ``window_batch_size`` is used,
+            ``slice_batch_size`` and the ``neighbour_slice*`` fields are not).
 
     Returns:
-        ``(K, *spatial)`` probabilities (``accumulation_dtype``) on ``accumulation_device``
-        (softmax: summing to 1 per voxel). Where the image is smaller than the patch it is zero-padded (0 is the
+        ``(K, *spatial)`` probabilities (``options.accumulation_dtype``) on
+        ``options.accumulation_device`` (default ``options.device``; softmax: summing to 1 per
+        voxel). Where the image is smaller than the patch it is zero-padded (0 is the
         post-normalization mean) and the padding is cropped off the result.
     """
-    return predict_sliding_window_settings(
-        network, image, patch_size, num_classes, [mirror_axes], step_size=step_size, use_gaussian=use_gaussian,
-        window_batch_size=window_batch_size, device=device, accumulation_device=accumulation_device,
-        autocast=autocast, show_progress=show_progress, accumulation_dtype=accumulation_dtype,
-        activation=activation)[0]
+    return predict_sliding_window_per_mirroring(
+        network, image, num_classes, dataclasses.replace(options, mirror_axes=None), [options.mirror_axes])[0]
 
 
-def predict_sliding_window_settings(
+def _mirror_settings_check(options: SlidingWindowOptions) -> None:
+    if options.mirror_axes is not None:
+        raise ValueError("options.mirror_axes must be None when mirror_settings are given "
+                         f"(got {options.mirror_axes}): each setting names its own mirror axes")
+
+
+def predict_sliding_window_per_mirroring(
     network: Network,
     image: torch.Tensor,
-    patch_size: Sequence[int],
     num_classes: int,
+    options: SlidingWindowOptions,
     mirror_settings: Sequence[Sequence[int] | None],
-    step_size: float = 0.5,
-    use_gaussian: bool = True,
-    window_batch_size: int = 1,
-    device: DeviceLike = "cpu",
-    accumulation_device: DeviceLike | None = None,
-    autocast: bool = False,
-    show_progress: bool = False,
-    accumulation_dtype: torch.dtype = torch.float32,
-    activation: str = "softmax",
 ) -> list[torch.Tensor]:
     """:func:`predict_sliding_window` for several test-time mirroring settings at once (each a list of
-    mirror axes, or None), one ``(K, *spatial)`` result per setting: each distinct flip pass runs once
-    and feeds every setting that includes it (measuring no mirroring, each single axis and all axes
-    costs the network passes of all axes alone), at one accumulator per setting.
+    mirror axes, or None, in place of ``options.mirror_axes``, which must be None), one
+    ``(K, *spatial)`` result per setting: each distinct flip pass runs once and feeds every setting
+    that includes it (measuring no mirroring, each single axis and all axes costs the network passes
+    of all axes alone), at one accumulator per setting.
     """
-    patch = tuple(int(p) for p in patch_size)
+    _mirror_settings_check(options)
+    patch = options.patch_size
+    window_batch_size = options.window_batch_size
     _check_common(image, patch, num_classes, window_batch_size, "window_batch_size")
-    device = torch.device(device)
-    acc_device = device if accumulation_device is None else torch.device(accumulation_device)
+    device = torch.device(options.device)
+    acc_device = device if options.accumulation_device is None else torch.device(options.accumulation_device)
     settings = [_flip_sets(axes, len(patch)) for axes in mirror_settings]
 
     with torch.no_grad():
         spatial = tuple(image.shape[1:])
-        layout = _window_layout(spatial, patch, step_size)
-        share = _window_shares(layout, spatial, _window_weight_map(patch, use_gaussian, acc_device), acc_device)
+        layout = _window_layout(spatial, patch, options.step_size)
+        share = _window_shares(layout, spatial, _window_weight_map(patch, options.use_gaussian, acc_device),
+                               acc_device)
 
-        results = [torch.zeros((num_classes, *spatial), dtype=accumulation_dtype, device=acc_device)
+        results = [torch.zeros((num_classes, *spatial), dtype=options.accumulation_dtype, device=acc_device)
                    for _ in settings]
-        with tqdm(total=len(layout), disable=not show_progress, desc="sliding window", unit="win") as bar:
+        with tqdm(total=len(layout), disable=not options.show_progress, desc="sliding window", unit="win") as bar:
             for first in range(0, len(layout), window_batch_size):
                 batch = layout[first : first + window_batch_size]
                 x = torch.stack([_window_input(image, image_part, window_part, patch, 1)
                                  for image_part, window_part in batch])
                 x = x.to(device=device, dtype=torch.float32)
-                outs = _predict_batch_settings(network, x, settings, num_classes, autocast, activation)
+                outs = _predict_batch_per_mirroring(network, x, settings, num_classes, options.autocast,
+                                                    options.activation)
                 for out, probs in zip(outs, results, strict=True):
                     out = out.to(acc_device)
                     for i, (image_part, window_part) in enumerate(batch):
@@ -381,90 +398,65 @@ def predict_sliding_window_settings(
 
 
 def predict_volume_with_2d_network(
-    network: Network,
-    image: torch.Tensor,
-    patch_size: Sequence[int],
-    num_classes: int,
-    step_size: float = 0.5,
-    use_gaussian: bool = True,
-    mirror_axes: Sequence[int] | None = None,
-    slice_batch_size: int = 16,
-    device: DeviceLike = "cpu",
-    accumulation_device: DeviceLike | None = None,
-    autocast: bool = False,
-    show_progress: bool = False,
-    accumulation_dtype: torch.dtype = torch.float32,
-    activation: str = "softmax",
-    neighbour_slices: int = 0,
-    neighbour_slice_padding: str = "replicate",
+    network: Network, image: torch.Tensor, num_classes: int, options: SlidingWindowOptions
 ) -> torch.Tensor:
     """Predict a volume ``(C, Z, Y, X)`` slice by slice with a 2D network.
 
-    The 2D sliding window runs over ``(y, x)`` with patch ``(py, px)``; up to
-    ``slice_batch_size`` consecutive z-slices form the batch of each network call.
-    ``mirror_axes`` refer to the 2D patch axes (0 = y, 1 = x). Other arguments as in
-    :func:`predict_sliding_window`. Returns ``(K, Z, Y, X)`` probabilities (``accumulation_dtype``) on
-    ``accumulation_device`` (default ``device``), identical to running
-    :func:`predict_sliding_window` on every slice ``image[:, z]``. ``neighbour_slices`` K > 0: a 2.5D
-    network, whose input for slice z is slices z-K..z+K of every channel
+    The 2D sliding window runs over ``(y, x)`` with ``options.patch_size`` ``(py, px)``; up to
+    ``options.slice_batch_size`` consecutive z-slices form the batch of each network call
+    (``window_batch_size`` is not used). ``options.mirror_axes`` refer to the 2D patch axes
+    (0 = y, 1 = x). Returns ``(K, Z, Y, X)`` probabilities (``options.accumulation_dtype``) on
+    ``options.accumulation_device`` (default ``options.device``), identical to running
+    :func:`predict_sliding_window` on every slice ``image[:, z]``. ``options.neighbour_slices``
+    K > 0: a 2.5D network, whose input for slice z is slices z-K..z+K of every channel
     (:func:`autoseg.preprocessing.neighbour_slices.stack_neighbour_slices`, ends by
-    ``neighbour_slice_padding``).
+    ``options.neighbour_slice_padding``).
     """
-    return predict_volume_with_2d_network_settings(
-        network, image, patch_size, num_classes, [mirror_axes], step_size=step_size, use_gaussian=use_gaussian,
-        slice_batch_size=slice_batch_size, device=device, accumulation_device=accumulation_device,
-        autocast=autocast, show_progress=show_progress, accumulation_dtype=accumulation_dtype,
-        activation=activation, neighbour_slices=neighbour_slices, neighbour_slice_padding=neighbour_slice_padding)[0]
+    return predict_volume_with_2d_network_per_mirroring(
+        network, image, num_classes, dataclasses.replace(options, mirror_axes=None), [options.mirror_axes])[0]
 
 
-def predict_volume_with_2d_network_settings(
+def predict_volume_with_2d_network_per_mirroring(
     network: Network,
     image: torch.Tensor,
-    patch_size: Sequence[int],
     num_classes: int,
+    options: SlidingWindowOptions,
     mirror_settings: Sequence[Sequence[int] | None],
-    step_size: float = 0.5,
-    use_gaussian: bool = True,
-    slice_batch_size: int = 16,
-    device: DeviceLike = "cpu",
-    accumulation_device: DeviceLike | None = None,
-    autocast: bool = False,
-    show_progress: bool = False,
-    accumulation_dtype: torch.dtype = torch.float32,
-    activation: str = "softmax",
-    neighbour_slices: int = 0,
-    neighbour_slice_padding: str = "replicate",
 ) -> list[torch.Tensor]:
-    """:func:`predict_volume_with_2d_network` for several mirroring settings at once (2D patch axes),
-    one result per setting, as :func:`predict_sliding_window_settings` does."""
-    patch = tuple(int(p) for p in patch_size)
+    """:func:`predict_volume_with_2d_network` for several mirroring settings at once (2D patch axes, in
+    place of ``options.mirror_axes``, which must be None), one result per setting, as
+    :func:`predict_sliding_window_per_mirroring` does."""
+    _mirror_settings_check(options)
+    patch = options.patch_size
+    slice_batch_size = options.slice_batch_size
     if len(patch) != 2 or image.ndim != 4:
         raise ValueError(f"need image (C, Z, Y, X) and patch (py, px), got {tuple(image.shape)}, {patch}")
     _check_common(image, (1, *patch), num_classes, slice_batch_size, "slice_batch_size")
-    device = torch.device(device)
-    acc_device = device if accumulation_device is None else torch.device(accumulation_device)
+    device = torch.device(options.device)
+    acc_device = device if options.accumulation_device is None else torch.device(options.accumulation_device)
     settings = [_flip_sets(axes, 2) for axes in mirror_settings]
 
     with torch.no_grad():
         n_z = image.shape[1]
-        layout = _window_layout(tuple(image.shape[2:]), patch, step_size)
-        weight = _window_weight_map(patch, use_gaussian, acc_device)
+        layout = _window_layout(tuple(image.shape[2:]), patch, options.step_size)
+        weight = _window_weight_map(patch, options.use_gaussian, acc_device)
         share = _window_shares(layout, tuple(image.shape[2:]), weight, acc_device)
         shares = [share(image_part, window_part) for image_part, window_part in layout]  # the same for every slice
 
-        results = [torch.zeros((num_classes, *image.shape[1:]), dtype=accumulation_dtype, device=acc_device)
+        results = [torch.zeros((num_classes, *image.shape[1:]), dtype=options.accumulation_dtype, device=acc_device)
                    for _ in settings]
         chunks = range(0, n_z, slice_batch_size)
-        with tqdm(total=len(chunks) * len(layout), disable=not show_progress,
+        with tqdm(total=len(chunks) * len(layout), disable=not options.show_progress,
                   desc="2D sliding window", unit="win") as bar:
             for z0 in chunks:
                 zs = slice(z0, min(z0 + slice_batch_size, n_z))
-                slices = stack_neighbour_slices(image, zs, neighbour_slices, neighbour_slice_padding)
+                slices = stack_neighbour_slices(image, zs, options.neighbour_slices, options.neighbour_slice_padding)
                 for (image_part, window_part), window_share in zip(layout, shares, strict=True):
                     # (C, b, py, px) -> (b, C, py, px), a fresh contiguous copy on device
                     x = _window_input(slices, image_part, window_part, patch, 2).transpose(0, 1)
                     x = x.to(device, torch.float32, memory_format=torch.contiguous_format, copy=True)
-                    outs = _predict_batch_settings(network, x, settings, num_classes, autocast, activation)
+                    outs = _predict_batch_per_mirroring(network, x, settings, num_classes, options.autocast,
+                                                        options.activation)
                     for out, probs in zip(outs, results, strict=True):
                         contribution = out.to(acc_device)[(slice(None), slice(None), *window_part)] * window_share
                         probs[(slice(None), zs, *image_part)].add_(contribution.transpose(0, 1))

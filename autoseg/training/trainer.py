@@ -128,11 +128,6 @@ class TimeBudget:
         return self.started_at + max(0.0, seconds - seconds_already_trained)
 
 
-def polynomial_lr(initial_lr: float, step: int, total_steps: int, exponent: float) -> float:
-    """``initial_lr * (1 - step / total_steps) ** exponent`` (nnU-Net's schedule, per iteration)."""
-    return initial_lr * (1 - min(step, total_steps) / max(total_steps, 1)) ** exponent
-
-
 def time_fraction(now: float, origin: float, end: float) -> float:
     """Fraction ``(now - origin) / (end - origin)`` of a training time span (seconds), clipped to [0, 1]."""
     if end <= origin:

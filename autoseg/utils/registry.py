@@ -1,20 +1,10 @@
 """Registries: the plug-in points where users add what autoseg does not ship.
 
 A :class:`Registry` maps a name (as written in plans.json or on the command line) to
-an implementation. Each registry is owned by the module that uses it:
+an implementation. Each registry is owned by the module that uses it; :class:`Registry`
+lists them all, with what each registers and how to add an entry.
 
-=====================================  ==========================================
-registry                               owner
-=====================================  ==========================================
-normalization schemes                  :mod:`autoseg.plans.normalization`
-architecture specs (planning numbers)  :mod:`autoseg.plans.architectures`
-network builders (torch modules)       :mod:`autoseg.model.builders`
-image readers and writers              :mod:`autoseg.io.formats`
-trainers                               :mod:`autoseg.training.trainer`
-postprocessing operations              :mod:`autoseg.postprocessing.components`
-=====================================  ==========================================
-
-Register with the decorator form (``@SCHEMES.register("my_scheme")``) or by calling
+Register with the decorator form (``@NORMALIZATION_SCHEMES.register("my_scheme")``) or by calling
 :meth:`Registry.add`; look up with :meth:`Registry.get`, which raises a one-line
 error naming what was asked for and what is known.
 """
@@ -38,6 +28,44 @@ class UnknownNameError(AutosegInputError, KeyError):
 
 class Registry(Generic[T]):
     """Name -> implementation, in registration order.
+
+    The registries of the package (each a module-level constant of the module that owns it):
+
+    ==========================  ==========================================  ==================================
+    registry                    module                                      registers (looked up by)
+    ==========================  ==========================================  ==================================
+    ``NORMALIZATION_SCHEMES``   :mod:`autoseg.plans.normalization`          ``NormalizationScheme``
+                                                                            subclasses (plans.json
+                                                                            ``normalization`` ``scheme``)
+    ``ARCHITECTURES``           :mod:`autoseg.plans.architectures`          ``ArchitectureSpec``
+                                                                            instances: planning numbers,
+                                                                            parameter counts
+                                                                            (``network.architecture``)
+    ``NETWORK_BUILDERS``        :mod:`autoseg.model.builders`               ``(NetworkConfig, in_channels,
+                                                                            num_classes) -> nn.Module``
+                                                                            (``network.architecture``)
+    ``IMAGE_FORMATS``           :mod:`autoseg.io.formats`                   ``ImageFormat`` readers and
+                                                                            writers (asked in order which
+                                                                            claims a path)
+    ``TRAINERS``                :mod:`autoseg.training.trainer`             ``Trainer`` subclasses
+                                                                            (``training.trainer``,
+                                                                            ``train --trainer``)
+    ``OPERATIONS``              :mod:`autoseg.postprocessing.components`    ``(segmentation, step) ->
+                                                                            segmentation`` postprocessing
+                                                                            operations (a step's
+                                                                            ``"operation"``)
+    ``BACKENDS``                :mod:`autoseg.inference.backends`           ``Backend`` instances
+                                                                            running a network at prediction
+                                                                            time (``--backend``)
+    ==========================  ==========================================  ==================================
+
+    To add an entry, register it under a new name in a module that is imported before the name
+    is looked up: ``@NORMALIZATION_SCHEMES.register("my_scheme")`` on a class or function, or
+    ``IMAGE_FORMATS.add("my_format", MyFormat())``; a name already taken needs ``replace=True``.
+    A new architecture needs both an ``ARCHITECTURES`` spec and a ``NETWORK_BUILDERS`` builder
+    under the same name. The ``--backend`` option's choices are a fixed list
+    (``autoseg.commands.predict.BACKEND_CHOICES``): a new backend must be added there too to be
+    chosen on the command line.
 
     Args:
         kind: what the entries are, for messages (e.g. ``"normalization scheme"``).

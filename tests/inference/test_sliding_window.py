@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -10,11 +11,12 @@ import torch
 from torch import nn
 
 from autoseg.inference.sliding_window import (
+    SlidingWindowOptions,
     gaussian_importance_map,
     predict_sliding_window,
-    predict_sliding_window_settings,
+    predict_sliding_window_per_mirroring,
     predict_volume_with_2d_network,
-    predict_volume_with_2d_network_settings,
+    predict_volume_with_2d_network_per_mirroring,
     sliding_window_starts,
 )
 from autoseg.preprocessing.neighbour_slices import stack_neighbour_slices
@@ -184,7 +186,8 @@ def test_one_hot_network_reconstructs_input(shape: tuple[int, ...], use_gaussian
     num_classes = 4
     image = integer_image(shape, num_classes)
     net = OneHotNet(num_classes)
-    probs = predict_sliding_window(net, image, (8, 16, 12), num_classes, use_gaussian=use_gaussian)
+    probs = predict_sliding_window(net, image, num_classes,
+                                   SlidingWindowOptions((8, 16, 12), use_gaussian=use_gaussian))
     assert probs.shape == (num_classes, *shape[1:]) and probs.dtype == torch.float32
     assert torch.equal(probs.argmax(0), image[0].long())
     torch.testing.assert_close(probs, whole_image_probs(net, image))
@@ -194,7 +197,7 @@ def test_one_hot_network_reconstructs_input(shape: tuple[int, ...], use_gaussian
 def test_pointwise_network_matches_whole_image(shape: tuple[int, ...]) -> None:
     image = torch.randn(shape)
     net = pointwise_net(2, 3)
-    probs = predict_sliding_window(net, image, (8, 10, 8), 3, step_size=0.5)
+    probs = predict_sliding_window(net, image, 3, SlidingWindowOptions((8, 10, 8), step_size=0.5))
     torch.testing.assert_close(probs, whole_image_probs(net, image))
     torch.testing.assert_close(probs.sum(0), torch.ones(shape[1:]))
 
@@ -202,7 +205,7 @@ def test_pointwise_network_matches_whole_image(shape: tuple[int, ...]) -> None:
 def test_2d_image_with_2d_patch() -> None:
     image = integer_image((1, 33, 27), 3)
     net = OneHotNet(3)
-    probs = predict_sliding_window(net, image, (16, 16), 3, mirror_axes=(0, 1))
+    probs = predict_sliding_window(net, image, 3, SlidingWindowOptions((16, 16), mirror_axes=(0, 1)))
     assert torch.equal(probs.argmax(0), image[0].long())
 
 
@@ -210,9 +213,8 @@ def test_2d_image_with_2d_patch() -> None:
 def test_constant_logits_give_uniform_probabilities(use_gaussian: bool) -> None:
     logits = torch.tensor([0.3, -1.2, 2.0])
     shape = (1, 21, 30, 17)
-    probs = predict_sliding_window(
-        ConstantNet(logits), torch.randn(shape), (8, 12, 16), 3, use_gaussian=use_gaussian, step_size=0.33
-    )
+    probs = predict_sliding_window(ConstantNet(logits), torch.randn(shape), 3,
+                                   SlidingWindowOptions((8, 12, 16), use_gaussian=use_gaussian, step_size=0.33))
     expected = torch.softmax(logits, 0).view(3, 1, 1, 1).expand(3, *shape[1:])
     torch.testing.assert_close(probs, expected)  # no darkening at borders or window edges
 
@@ -228,10 +230,10 @@ def test_mirroring_gives_symmetric_output_for_symmetric_input() -> None:
     image = image + torch.flip(image, [3])  # symmetric along spatial axes 0 and 2
     net = PositionalNet(3, patch)
 
-    plain = predict_sliding_window(net, image, patch, 3)
+    plain = predict_sliding_window(net, image, 3, SlidingWindowOptions(patch))
     assert not torch.allclose(plain, torch.flip(plain, [1]), atol=1e-3)  # the test is meaningful
 
-    probs = predict_sliding_window(net, image, patch, 3, mirror_axes=(0, 2))
+    probs = predict_sliding_window(net, image, 3, SlidingWindowOptions(patch, mirror_axes=(0, 2)))
     torch.testing.assert_close(probs, torch.flip(probs, [1]))
     torch.testing.assert_close(probs, torch.flip(probs, [3]))
     torch.testing.assert_close(probs.sum(0), torch.ones(shape[1:]))
@@ -240,8 +242,8 @@ def test_mirroring_gives_symmetric_output_for_symmetric_input() -> None:
 def test_mirroring_equivariant_network_changes_nothing() -> None:
     image = torch.randn(1, 13, 18, 14)  # 2 x 2 x 2 windows
     net = conv_net(3, 1, 3, symmetric=True)
-    plain = predict_sliding_window(net, image, (8, 12, 10), 3)
-    mirrored = predict_sliding_window(net, image, (8, 12, 10), 3, mirror_axes=(0, 1, 2))
+    plain = predict_sliding_window(net, image, 3, SlidingWindowOptions((8, 12, 10)))
+    mirrored = predict_sliding_window(net, image, 3, SlidingWindowOptions((8, 12, 10), mirror_axes=(0, 1, 2)))
     torch.testing.assert_close(mirrored, plain)
 
 
@@ -252,25 +254,42 @@ def test_several_mirroring_settings_at_once_equal_one_run_each() -> None:
     settings = [None, (0,), (1,), (2,), (0, 1, 2)]
     calls = []
     counting = lambda x: calls.append(1) or net(x)  # noqa: E731
-    together = predict_sliding_window_settings(counting, image, (8, 12, 10), 3, settings, window_batch_size=2)
+    together = predict_sliding_window_per_mirroring(counting, image, 3,
+                                                    SlidingWindowOptions((8, 12, 10), window_batch_size=2), settings)
     passes_of_all_settings = len(calls)
     calls.clear()
-    predict_sliding_window(counting, image, (8, 12, 10), 3, mirror_axes=(0, 1, 2), window_batch_size=2)
+    predict_sliding_window(counting, image, 3,
+                           SlidingWindowOptions((8, 12, 10), mirror_axes=(0, 1, 2), window_batch_size=2))
     assert passes_of_all_settings == len(calls)  # no mirroring and single axes add no network pass to all axes
     for axes, probs in zip(settings, together, strict=True):
-        torch.testing.assert_close(probs, predict_sliding_window(net, image, (8, 12, 10), 3, mirror_axes=axes))
+        torch.testing.assert_close(probs, predict_sliding_window(net, image, 3,
+                                                                 SlidingWindowOptions((8, 12, 10), mirror_axes=axes)))
     volume = torch.randn(1, 5, 18, 14)
     net_2d = PositionalNet(3, (12, 10))
-    for axes, probs in zip([None, (1,), (0, 1)], predict_volume_with_2d_network_settings(
-            net_2d, volume, (12, 10), 3, [None, (1,), (0, 1)]), strict=True):
-        torch.testing.assert_close(probs, predict_volume_with_2d_network(net_2d, volume, (12, 10), 3, mirror_axes=axes))
+    settings_2d = [None, (1,), (0, 1)]
+    together_2d = predict_volume_with_2d_network_per_mirroring(net_2d, volume, 3, SlidingWindowOptions((12, 10)),
+                                                               settings_2d)
+    for axes, probs in zip(settings_2d, together_2d, strict=True):
+        torch.testing.assert_close(probs, predict_volume_with_2d_network(
+            net_2d, volume, 3, SlidingWindowOptions((12, 10), mirror_axes=axes)))
+
+
+def test_mirror_settings_replace_options_mirror_axes() -> None:
+    options = SlidingWindowOptions([8, 8, 8], mirror_axes=[0])
+    assert options.patch_size == (8, 8, 8) and options.mirror_axes == (0,)  # normalised to int tuples
+    with pytest.raises(ValueError, match="mirror_axes must be None"):  # ambiguous: which axes?
+        predict_sliding_window_per_mirroring(OneHotNet(2), torch.zeros(1, 8, 8, 8), 2, options, [None])
+    with pytest.raises(ValueError, match="mirror_axes must be None"):
+        predict_volume_with_2d_network_per_mirroring(OneHotNet(2), torch.zeros(1, 2, 8, 8), 2,
+                                                     SlidingWindowOptions((8, 8), mirror_axes=(1,)), [None])
 
 
 def test_mirror_axes_validated() -> None:
     with pytest.raises(ValueError):
-        predict_sliding_window(OneHotNet(2), torch.zeros(1, 8, 8, 8), (8, 8, 8), 2, mirror_axes=(3,))
+        predict_sliding_window(OneHotNet(2), torch.zeros(1, 8, 8, 8), 2,
+                               SlidingWindowOptions((8, 8, 8), mirror_axes=(3,)))
     with pytest.raises(ValueError):
-        predict_sliding_window(OneHotNet(2), torch.zeros(1, 8, 8, 8), (8, 8, 8), 3)  # K mismatch
+        predict_sliding_window(OneHotNet(2), torch.zeros(1, 8, 8, 8), 3, SlidingWindowOptions((8, 8, 8)))  # K mismatch
 
 
 # --------------------------------------------------------------------------- batching, devices
@@ -279,8 +298,9 @@ def test_mirror_axes_validated() -> None:
 def test_window_batch_size_does_not_change_result() -> None:
     image = torch.randn(2, 15, 23, 19)
     net = conv_net(3, 2, 3)
-    one = predict_sliding_window(net, image, (8, 10, 8), 3, mirror_axes=(1,))
-    many = predict_sliding_window(net, image, (8, 10, 8), 3, mirror_axes=(1,), window_batch_size=5)
+    one = predict_sliding_window(net, image, 3, SlidingWindowOptions((8, 10, 8), mirror_axes=(1,)))
+    many = predict_sliding_window(net, image, 3,
+                                  SlidingWindowOptions((8, 10, 8), mirror_axes=(1,), window_batch_size=5))
     torch.testing.assert_close(many, one)
 
 
@@ -288,10 +308,9 @@ def test_accumulation_device_cpu() -> None:
     image = torch.randn(1, 11, 14, 9)
     net = conv_net(3, 1, 2)
     probs = predict_sliding_window(
-        net, image, (8, 8, 8), 2, device="cpu", accumulation_device="cpu", show_progress=False
-    )
+        net, image, 2, SlidingWindowOptions((8, 8, 8), device="cpu", accumulation_device="cpu", show_progress=False))
     assert probs.device.type == "cpu" and probs.dtype == torch.float32
-    torch.testing.assert_close(probs, predict_sliding_window(net, image, (8, 8, 8), 2))
+    torch.testing.assert_close(probs, predict_sliding_window(net, image, 2, SlidingWindowOptions((8, 8, 8))))
     torch.testing.assert_close(probs.sum(0), torch.ones(image.shape[1:]))
     result = probs.clone()
     result[0] *= 2  # an ordinary tensor (not an inference-mode tensor): in-place ops work
@@ -301,8 +320,9 @@ def test_accumulation_device_cpu() -> None:
 def test_cuda_network_cpu_accumulation() -> None:
     image = torch.randn(1, 11, 14, 9)
     net = conv_net(3, 1, 2)
-    ref = predict_sliding_window(net, image, (8, 8, 8), 2)
-    probs = predict_sliding_window(net.cuda(), image, (8, 8, 8), 2, device="cuda", accumulation_device="cpu")
+    ref = predict_sliding_window(net, image, 2, SlidingWindowOptions((8, 8, 8)))
+    probs = predict_sliding_window(net.cuda(), image, 2,
+                                   SlidingWindowOptions((8, 8, 8), device="cuda", accumulation_device="cpu"))
     assert probs.device.type == "cpu"
     torch.testing.assert_close(probs, ref, atol=1e-4, rtol=1e-4)
 
@@ -321,12 +341,12 @@ def test_2d_on_3d_matches_slice_loop(shape: tuple[int, ...], mirror_axes: tuple[
     image = torch.randn(shape)
     net = conv_net(2, shape[0], 3)
     patch = (12, 10)
-    probs = predict_volume_with_2d_network(
-        net, image, patch, 3, mirror_axes=mirror_axes, slice_batch_size=2
-    )
+    probs = predict_volume_with_2d_network(net, image, 3,
+                                           SlidingWindowOptions(patch, mirror_axes=mirror_axes, slice_batch_size=2))
     by_hand = torch.stack(
         [
-            predict_sliding_window(net, image[:, z], patch, 3, mirror_axes=mirror_axes, window_batch_size=8)
+            predict_sliding_window(net, image[:, z], 3,
+                                   SlidingWindowOptions(patch, mirror_axes=mirror_axes, window_batch_size=8))
             for z in range(shape[1])
         ],
         dim=1,
@@ -340,19 +360,19 @@ def test_2p5d_on_3d_matches_a_loop_over_stacked_slices(padding: str) -> None:
     shape, neighbours = (2, 5, 15, 11), 2
     image = torch.randn(shape)
     net = conv_net(2, shape[0] * (2 * neighbours + 1), 3)
-    probs = predict_volume_with_2d_network(net, image, (12, 10), 3, mirror_axes=(0, 1), slice_batch_size=2,
-                                           neighbour_slices=neighbours, neighbour_slice_padding=padding)
+    probs = predict_volume_with_2d_network(net, image, 3, SlidingWindowOptions(
+        (12, 10), mirror_axes=(0, 1), slice_batch_size=2, neighbour_slices=neighbours, neighbour_slice_padding=padding))
     by_hand = torch.stack([
-        predict_sliding_window(net, stack_neighbour_slices(image, z, neighbours, padding), (12, 10), 3,
-                               mirror_axes=(0, 1), window_batch_size=8)
+        predict_sliding_window(net, stack_neighbour_slices(image, z, neighbours, padding), 3,
+                               SlidingWindowOptions((12, 10), mirror_axes=(0, 1), window_batch_size=8))
         for z in range(shape[1])], dim=1)
     torch.testing.assert_close(probs, by_hand)
     if padding == "zero":  # the ends differ from replicating: the network sees what it was given
-        other = predict_volume_with_2d_network(net, image, (12, 10), 3, slice_batch_size=2,
-                                               neighbour_slices=neighbours, neighbour_slice_padding="replicate")
+        options = SlidingWindowOptions((12, 10), slice_batch_size=2, neighbour_slices=neighbours)
+        other = predict_volume_with_2d_network(
+            net, image, 3, dataclasses.replace(options, neighbour_slice_padding="replicate"))
         assert not torch.allclose(other[:, 0], predict_volume_with_2d_network(
-            net, image, (12, 10), 3, slice_batch_size=2, neighbour_slices=neighbours,
-            neighbour_slice_padding="zero")[:, 0])
+            net, image, 3, dataclasses.replace(options, neighbour_slice_padding="zero"))[:, 0])
 
 
 def test_2d_on_3d_batches_slices() -> None:
@@ -364,7 +384,7 @@ def test_2d_on_3d_batches_slices() -> None:
         return net(x)
 
     image = integer_image((1, 7, 16, 16), 3)
-    probs = predict_volume_with_2d_network(counting, image, (16, 16), 3, slice_batch_size=4)
+    probs = predict_volume_with_2d_network(counting, image, 3, SlidingWindowOptions((16, 16), slice_batch_size=4))
     assert calls == [4, 3]  # one window per slice, slices batched
     assert torch.equal(probs.argmax(0), image[0].long())
 
@@ -372,8 +392,8 @@ def test_2d_on_3d_batches_slices() -> None:
 def test_autocast_on_cpu_runs() -> None:
     image = torch.randn(1, 13, 20, 11)
     net = conv_net(3, 1, 3)
-    ref = predict_sliding_window(net, image, (8, 16, 8), 3)
-    probs = predict_sliding_window(net, image, (8, 16, 8), 3, autocast=True, show_progress=True)
+    ref = predict_sliding_window(net, image, 3, SlidingWindowOptions((8, 16, 8)))
+    probs = predict_sliding_window(net, image, 3, SlidingWindowOptions((8, 16, 8), autocast=True, show_progress=True))
     assert probs.dtype == torch.float32
     torch.testing.assert_close(probs.sum(0), torch.ones(image.shape[1:]))
     torch.testing.assert_close(probs, ref, atol=2e-2, rtol=0)  # bfloat16 on CPU
@@ -390,19 +410,24 @@ def test_virtual_padding_equals_padding_the_image(shape: tuple[int, ...]) -> Non
     crop = tuple(slice(b, b + s) for b, s in zip(before, shape[1:]))
     padded = image.new_zeros((shape[0], *padded_size))
     padded[(slice(None), *crop)] = image
-    expected = predict_sliding_window(net, padded, patch, 3, mirror_axes=(0, 2))[(slice(None), *crop)]
-    torch.testing.assert_close(predict_sliding_window(net, image, patch, 3, mirror_axes=(0, 2)), expected)
+    expected = predict_sliding_window(net, padded, 3,
+                                      SlidingWindowOptions(patch, mirror_axes=(0, 2)))[(slice(None), *crop)]
+    torch.testing.assert_close(predict_sliding_window(net, image, 3,
+                                                      SlidingWindowOptions(patch, mirror_axes=(0, 2))), expected)
 
 
 def test_half_precision_accumulation_matches_float32() -> None:
     image = torch.randn(2, 9, 30, 21)
     net = conv_net(3, 2, 4)
-    full = predict_sliding_window(net, image, (8, 16, 12), 4, mirror_axes=(1,))
-    half = predict_sliding_window(net, image, (8, 16, 12), 4, mirror_axes=(1,), accumulation_dtype=torch.float16)
+    full = predict_sliding_window(net, image, 4, SlidingWindowOptions((8, 16, 12), mirror_axes=(1,)))
+    half = predict_sliding_window(net, image, 4,
+                                  SlidingWindowOptions((8, 16, 12), mirror_axes=(1,), accumulation_dtype=torch.float16))
     assert half.dtype == torch.float16 and half.shape == full.shape
     torch.testing.assert_close(half.float(), full, atol=2e-3, rtol=0)
     net_2d = conv_net(2, 2, 4)
-    slices = predict_volume_with_2d_network(net_2d, image, (16, 12), 4, accumulation_dtype=torch.float16)
+    slices = predict_volume_with_2d_network(net_2d, image, 4,
+                                            SlidingWindowOptions((16, 12), accumulation_dtype=torch.float16))
     assert slices.dtype == torch.float16
-    torch.testing.assert_close(slices.float(), predict_volume_with_2d_network(net_2d, image, (16, 12), 4),
+    torch.testing.assert_close(slices.float(), predict_volume_with_2d_network(net_2d, image, 4,
+                                                                              SlidingWindowOptions((16, 12))),
                                atol=2e-3, rtol=0)

@@ -14,7 +14,7 @@ from autoseg.io.images import read_image, read_label
 from autoseg.model.checkpoints import load_checkpoint
 from autoseg.planning.training_cost import TrainingLength
 from autoseg.plans.training import IterationPlan
-from autoseg.training.trainer import Trainer, TrainingOptions, polynomial_lr, pseudo_dice_counts
+from autoseg.training.trainer import Trainer, TrainingOptions, pseudo_dice_counts
 
 pytestmark = pytest.mark.slow
 
@@ -33,12 +33,6 @@ def plan(epochs: int, iterations_per_epoch: int = 2) -> IterationPlan:
 
 def train_and_score(work, configuration, fold, epochs=2, iterations_per_epoch=2):
     return train_and_validate(work, configuration, fold, OPTIONS, TrainingLength(epochs, iterations_per_epoch))
-
-
-def test_polynomial_learning_rate():
-    assert polynomial_lr(0.01, 0, 100, 0.9) == 0.01
-    assert polynomial_lr(0.01, 50, 100, 0.9) == pytest.approx(0.01 * 0.5**0.9)
-    assert polynomial_lr(0.01, 100, 100, 0.9) == 0.0
 
 
 def test_pseudo_dice_counts():
