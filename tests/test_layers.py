@@ -42,9 +42,9 @@ LAYERS = [
 ]
 #: The torch-free base and planning: importing them must not import torch.
 TORCH_FREE = ["autoseg.errors", "autoseg.utils.files", "autoseg.utils.registry", "autoseg.utils.parallel",
-              "autoseg.utils.crop", "autoseg.utils.durations", "autoseg.io.dataset", "autoseg.io.images",
-              "autoseg.io.verification", "autoseg.io.probabilities", "autoseg.plans", "autoseg.workdir",
-              "autoseg.planning.pipeline", "autoseg.planning.planner", "autoseg.planning.variants",
+              "autoseg.utils.crop", "autoseg.utils.durations", "autoseg.utils.progress_bars", "autoseg.io.dataset",
+              "autoseg.io.images", "autoseg.io.verification", "autoseg.io.probabilities", "autoseg.plans",
+              "autoseg.workdir", "autoseg.planning.pipeline", "autoseg.planning.planner", "autoseg.planning.variants",
               "autoseg.postprocessing.components"]
 #: Artefact file names only autoseg.workdir may join into paths.
 ARTEFACT_NAMES = {"plans.json", "dataset_fingerprint.json", "splits.json", "inference_plan.json", "cache.json",

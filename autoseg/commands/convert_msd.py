@@ -35,13 +35,12 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     """Handler of ``autoseg convert-msd``."""
     # Deferred for start-up time (autoseg --help must not load SimpleITK).
-    from tqdm import tqdm
-
     from autoseg.io.dataset import parse_dataset_json
     from autoseg.io.msd import convert_case, read_msd_task, v2_dataset_json
     from autoseg.planning.fingerprint import extract_fingerprint
     from autoseg.utils.files import write_json
     from autoseg.utils.parallel import default_case_workers, process_pool
+    from autoseg.utils.progress_bars import progress_bar
 
     if args.num_workers is not None and args.num_workers < 1:
         raise AutosegInputError(f"-j/--num-workers must be at least 1, got {args.num_workers}")
@@ -63,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     jobs = ([(case, len(task.channel_names), partial / "imagesTr", partial / "labelsTr") for case in task.training]
             + [(case, len(task.channel_names), partial / "imagesTs", None) for case in task.test])
     try:
-        with tqdm(total=len(jobs), desc="convert", unit="case") as bar:
+        with progress_bar(total=len(jobs), desc="convert", unit="case") as bar:
             if workers > 1 and len(jobs) > 1:
                 with process_pool(min(workers, len(jobs))) as pool:
                     for _ in pool.imap_unordered(convert_case, jobs):

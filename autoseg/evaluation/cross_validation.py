@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from autoseg.evaluation.evaluate import evaluate_arrays, foreground_mean_dice
 from autoseg.evaluation.summary import format_table, write_results
@@ -40,6 +39,7 @@ from autoseg.io.images import read_label
 from autoseg.io.probabilities import save_probabilities
 from autoseg.preprocessing.cache import load_cached_case
 from autoseg.preprocessing.previous_stage import previous_stage_one_hot
+from autoseg.utils.progress_bars import progress_bar
 from autoseg.workdir import WorkDir
 
 #: Most memory (bytes) the extra probability accumulators of the single-axis mirroring settings may
@@ -87,7 +87,7 @@ def validate_fold(work_dir: str | os.PathLike | WorkDir, configuration_name: str
     pairs: list[tuple] = []
     # mean foreground Dice of each case by mirroring setting (scores only: the label maps are not kept)
     setting_dice: dict[str, list[float]] = {}
-    for case_id in tqdm(val_cases, desc="validation cases", unit="case", disable=not progress):
+    for case_id in progress_bar(val_cases, desc="validation cases", unit="case", disable=not progress):
         image, _, properties = load_cached_case(cache, case_id)
         network_input = np.asarray(image)
         if previous_folder is not None:

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from autoseg.errors import AutosegInputError
 from autoseg.inference.export import probabilities_to_segmentation
@@ -35,6 +34,7 @@ from autoseg.io.probabilities import (
     save_probabilities,
 )
 from autoseg.postprocessing.components import apply_postprocessing, check_postprocessing_steps
+from autoseg.utils.progress_bars import progress_bar
 
 #: How many missing cases an error message lists.
 MAX_LISTED_CASES = 5
@@ -156,11 +156,11 @@ def ensemble_folders(input_dirs: Sequence[str | os.PathLike], output_dir: str | 
         context = multiprocessing.get_context("spawn")
         pool = ProcessPoolExecutor(max_workers=min(num_workers, len(tasks)), mp_context=context)
         try:
-            for _ in tqdm(pool.map(_ensemble_case, tasks), **progress):
+            for _ in progress_bar(pool.map(_ensemble_case, tasks), **progress):
                 pass
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
     else:
-        for task in tqdm(tasks, **progress):
+        for task in progress_bar(tasks, **progress):
             _ensemble_case(task)
     return cases

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from autoseg.errors import AutosegInputError
 from autoseg.evaluation.metrics import compute_case_metrics, dice_score, without_ignored
@@ -29,6 +28,7 @@ from autoseg.evaluation.summary import summarize, write_results
 from autoseg.io.geometry import geometry_mismatch
 from autoseg.io.images import read_label
 from autoseg.io.labels import class_mask, class_names, evaluated_classes, ignore_value, map_values
+from autoseg.utils.progress_bars import progress_bar
 
 #: How many missing file names an error message lists before "and N more".
 MAX_LISTED_FILES = 5
@@ -154,13 +154,13 @@ def evaluate_folders(reference_dir: str | os.PathLike, prediction_dir: str | os.
         context = multiprocessing.get_context("spawn")
         pool = ProcessPoolExecutor(max_workers=min(num_workers, len(tasks)), mp_context=context)
         try:
-            for case_id, metrics in tqdm(pool.map(_evaluate_case, tasks), **progress):
+            for case_id, metrics in progress_bar(pool.map(_evaluate_case, tasks), **progress):
                 per_case[case_id] = metrics
         finally:
             # On an error, do not wait for the remaining cases.
             pool.shutdown(wait=True, cancel_futures=True)
     else:
-        for task in tqdm(tasks, **progress):
+        for task in progress_bar(tasks, **progress):
             case_id, metrics = _evaluate_case(task)
             per_case[case_id] = metrics
 

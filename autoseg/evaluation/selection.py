@@ -42,7 +42,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from autoseg.errors import AutosegInputError
 from autoseg.evaluation.ensemble import argmax_segmentation
@@ -56,6 +55,7 @@ from autoseg.io.images import read_label
 from autoseg.io.probabilities import load_probabilities, probability_paths
 from autoseg.plans.schema import Plans
 from autoseg.utils.files import to_json_text
+from autoseg.utils.progress_bars import progress_bar
 from autoseg.workdir import WorkDir
 
 INFERENCE_PLAN_VERSION = 1
@@ -210,7 +210,7 @@ def _worker_pool(num_workers: int, num_tasks: int) -> Iterator[ProcessPoolExecut
 def _run_tasks(function: Callable, tasks: Sequence[tuple], pool: ProcessPoolExecutor | None, description: str,
                progress: bool) -> Iterable:
     results = pool.map(function, tasks) if pool is not None else map(function, tasks)
-    yield from tqdm(results, total=len(tasks), desc=description, unit="case", disable=not progress)
+    yield from progress_bar(results, total=len(tasks), desc=description, unit="case", disable=not progress)
 
 
 # ---------------------------------------------------------------------- selection

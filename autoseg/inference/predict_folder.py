@@ -34,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from autoseg.errors import AutosegInputError
 from autoseg.inference.case_report import case_entry, write_case_report
@@ -50,6 +49,7 @@ from autoseg.io.probabilities import save_probabilities
 from autoseg.plans.schema import Plans
 from autoseg.postprocessing.components import apply_postprocessing
 from autoseg.utils.files import DISK_FULL_ERRNOS, os_error_message, remove_stale_temporaries
+from autoseg.utils.progress_bars import progress_bar
 from autoseg.workdir import WorkDir
 
 #: Segmentations of DICOM series input are written in this format (DICOM-SEG on request).
@@ -303,7 +303,7 @@ def predict_folder(work_dir: str | os.PathLike, input_dir: str | os.PathLike, ou
     report.removed_temporaries = remove_stale_temporaries(output_dir)
     pending: tuple[str, Path, Future] | None = None
     with ThreadPoolExecutor(max_workers=1) as writer:
-        for case_id, files, target in tqdm(todo, desc="predict", unit="case", disable=not progress):
+        for case_id, files, target in progress_bar(todo, desc="predict", unit="case", disable=not progress):
             began = time.perf_counter()
             try:
                 image, geometry = read_case_images(files)

@@ -27,10 +27,10 @@ import itertools
 from collections.abc import Callable, Sequence
 
 import torch
-from tqdm import tqdm
 
 from autoseg.planning.inference_cost import windows_along_axis
 from autoseg.preprocessing.neighbour_slices import stack_neighbour_slices
+from autoseg.utils.progress_bars import progress_bar
 
 #: Network logits ``(B, K, *patch)`` -> probabilities, by the plans' output activation.
 OUTPUT_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -70,7 +70,7 @@ class SlidingWindowOptions:
         accumulation_device: where the ``(K, *spatial)`` result is accumulated (None: ``device``);
             e.g. CPU for a large volume with the network on a GPU.
         autocast: run the network under ``torch.autocast`` (mixed precision).
-        show_progress: tqdm progress bar over windows.
+        show_progress: a progress bar over windows on a terminal (nothing in a log: the case is the unit there).
         accumulation_dtype: dtype of the result: float32, or float16 for half the memory on large
             images (as nnU-Net v2 accumulates; the weights are summed in float32 either way).
         activation: ``"softmax"`` (classes) or ``"sigmoid"`` (regions), see :data:`OUTPUT_ACTIVATIONS`.
@@ -380,7 +380,8 @@ def predict_sliding_window_per_mirroring(
 
         results = [torch.zeros((num_classes, *spatial), dtype=options.accumulation_dtype, device=acc_device)
                    for _ in settings]
-        with tqdm(total=len(layout), disable=not options.show_progress, desc="sliding window", unit="win") as bar:
+        with progress_bar(total=len(layout), disable=not options.show_progress, desc="sliding window", unit="window",
+                          plain_lines=False) as bar:
             for first in range(0, len(layout), window_batch_size):
                 batch = layout[first : first + window_batch_size]
                 x = torch.stack([_window_input(image, image_part, window_part, patch, 1)
@@ -446,8 +447,8 @@ def predict_volume_with_2d_network_per_mirroring(
         results = [torch.zeros((num_classes, *image.shape[1:]), dtype=options.accumulation_dtype, device=acc_device)
                    for _ in settings]
         chunks = range(0, n_z, slice_batch_size)
-        with tqdm(total=len(chunks) * len(layout), disable=not options.show_progress,
-                  desc="2D sliding window", unit="win") as bar:
+        with progress_bar(total=len(chunks) * len(layout), disable=not options.show_progress,
+                          desc="2D sliding window", unit="window", plain_lines=False) as bar:
             for z0 in chunks:
                 zs = slice(z0, min(z0 + slice_batch_size, n_z))
                 slices = stack_neighbour_slices(image, zs, options.neighbour_slices, options.neighbour_slice_padding)

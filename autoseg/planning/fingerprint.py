@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from autoseg.errors import DatasetVerificationError
 from autoseg.io.dataset import DatasetDescription, RawCase, list_training_cases
@@ -24,6 +23,7 @@ from autoseg.io.orientation import canonical_geometry, canonical_orientation, to
 from autoseg.io.verification import LoadedCase, verify_case, verify_structure
 from autoseg.utils.crop import bounding_box, nonzero_mask
 from autoseg.utils.parallel import default_case_workers, process_pool
+from autoseg.utils.progress_bars import progress_bar
 
 FINGERPRINT_VERSION = 1
 #: Foreground voxels sampled per case for the intensity statistics.
@@ -150,7 +150,7 @@ def extract_fingerprint(description: DatasetDescription, num_workers: int | None
     jobs = [(case, description, seed + index) for index, case in enumerate(cases)]
     records: dict[str, dict] = {}
     samples_per_channel: list[list[np.ndarray]] = [[] for _ in range(description.num_channels)]
-    bar = tqdm(total=len(jobs), desc="verify + fingerprint", unit="case", disable=not progress)
+    bar = progress_bar(total=len(jobs), desc="verify + fingerprint", unit="case", disable=not progress)
     if num_workers > 1 and len(jobs) > 1:
         with process_pool(num_workers) as pool:
             results = list(_with_bar(pool.imap(_analyze, jobs, chunksize=1), bar))

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from autoseg.errors import AutosegInputError
 from autoseg.io.dataset import RawCase, list_training_cases, load_dataset_description
@@ -27,6 +26,7 @@ from autoseg.plans.schema import Plans
 from autoseg.preprocessing.preprocess import preprocess_case
 from autoseg.utils.files import read_json, save_npy, write_json
 from autoseg.utils.parallel import default_case_workers, process_pool
+from autoseg.utils.progress_bars import progress_bar
 from autoseg.workdir import WorkDir, cached_case_paths
 
 #: The array orientation rule cached cases follow (:mod:`autoseg.io.orientation`); part of the key,
@@ -144,7 +144,7 @@ def preprocess_dataset(plans: Plans, work_dir: str | os.PathLike | WorkDir, conf
         todo = [case for case in cases if not is_case_done(folder, case.case_id, key)]
         jobs = [(case, plans.to_dict(), owner, str(folder), key, index)
                 for index, case in enumerate(todo)]
-        bar = tqdm(total=len(jobs), desc=f"preprocess {identifier}", unit="case", disable=not progress)
+        bar = progress_bar(total=len(jobs), desc=f"preprocess {identifier}", unit="case", disable=not progress)
         if num_workers > 1 and len(jobs) > 1:
             with process_pool(min(num_workers, len(jobs))) as pool:
                 for _ in pool.imap_unordered(_preprocess_one, jobs, chunksize=1):

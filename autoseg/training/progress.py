@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from autoseg.utils.files import atomic_path
+from autoseg.utils.progress_bars import write_line
 
 
 @dataclass
@@ -94,6 +95,4 @@ class TrainingLog:
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(line + "\n")
         if self.echo:
-            from tqdm import tqdm
-
-            tqdm.write(message)
+            write_line(message)

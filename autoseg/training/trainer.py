@@ -34,7 +34,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from autoseg.errors import AutosegInputError
 from autoseg.io.labels import class_mask
@@ -66,6 +65,7 @@ from autoseg.training.loss import (
 )
 from autoseg.training.progress import TrainingCurves, TrainingLog, plot_progress
 from autoseg.training.splits import load_or_create_splits
+from autoseg.utils.progress_bars import progress_bar
 from autoseg.utils.registry import Registry
 from autoseg.workdir import WorkDir, checkpoint_file
 
@@ -566,8 +566,10 @@ class Trainer:
         self.network.train()
         losses = []
         step0 = self.epoch * self.iterations_per_epoch
-        bar = tqdm(range(self.iterations_per_epoch), desc=f"epoch {self.epoch + 1}/{self.epochs}",
-                   unit="it", disable=not (self.options.progress and self.distributed.is_main), leave=False)
+        # A bar on a terminal only: in a log the epoch line below is the progress.
+        bar = progress_bar(range(self.iterations_per_epoch), desc=f"epoch {self.epoch + 1}/{self.epochs}",
+                           unit="it", disable=not (self.options.progress and self.distributed.is_main), leave=False,
+                           plain_lines=False)
         for iteration in bar:
             lr = self.learning_rate(step0 + iteration)
             progress = self.schedule_progress(step0 + iteration) if self.fine_tuning else 0.0

@@ -145,3 +145,14 @@ def test_short_training_on_an_easy_task_learns(tmp_path):
     _, summary = train_and_score(work, "3d_fullres", 0, epochs=10, iterations_per_epoch=10)
     # chance level for a ~15%-of-volume organ is a Dice of about 0.15
     assert summary["per_class"][1]["dice"]["mean"] > 0.7
+
+
+def test_a_log_gets_one_line_per_epoch_and_no_bar_frames(tiny, capsys, monkeypatch):
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)  # progress output on; captured streams are not terminals
+    _, work = tiny
+    Trainer(work, "3d_fullres", 4, TrainingOptions(num_workers=0, progress=True), iteration_plan=plan(2, 3)).run()
+    captured = capsys.readouterr()
+    assert "\r" not in captured.err + captured.out
+    assert "epoch 1/2" not in captured.err  # no per-iteration output: the epoch lines below are the progress
+    epoch_lines = [line for line in captured.out.splitlines() if line.startswith("epoch ")]
+    assert [line.split(":")[0] for line in epoch_lines] == ["epoch 1/2", "epoch 2/2"]
