@@ -30,6 +30,26 @@ def _step_entry(values: Sequence[int]) -> int | list[int]:
     return int(values[0]) if len(values) == 1 else [int(v) for v in values]
 
 
+def checked_cases(cases: Sequence[tuple[np.ndarray, np.ndarray]],
+                  foreground_labels: Sequence[int] | Mapping[int, Sequence[int]]
+                  ) -> tuple[dict[int, tuple[int, ...]], list[np.ndarray], list[np.ndarray]]:
+    """``(classes, predictions, references)`` of :func:`learn_postprocessing`'s arguments, checked: at least one
+    case and one label, prediction and reference of each case of the same shape (ValueError otherwise)."""
+    if not cases:
+        raise ValueError("learn_postprocessing needs at least one (prediction, reference) case")
+    classes = ({int(key): tuple(values) for key, values in foreground_labels.items()}
+               if isinstance(foreground_labels, Mapping) else {int(v): (int(v),) for v in foreground_labels})
+    if not classes:
+        raise ValueError("learn_postprocessing needs at least one foreground label")
+    predictions = [np.asarray(prediction) for prediction, _ in cases]
+    references = [np.asarray(reference) for _, reference in cases]
+    for index, (prediction, reference) in enumerate(zip(predictions, references, strict=True)):
+        if prediction.shape != reference.shape:
+            raise ValueError(f"case {index}: prediction shape {prediction.shape} differs from "
+                             f"reference shape {reference.shape}")
+    return classes, predictions, references
+
+
 def learn_postprocessing(cases: Sequence[tuple[np.ndarray, np.ndarray]],
                          foreground_labels: Sequence[int] | Mapping[int, Sequence[int]],
                          connectivity: int | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -51,20 +71,7 @@ def learn_postprocessing(cases: Sequence[tuple[np.ndarray, np.ndarray]],
         report with the Dice before/after every tried step, whether it was kept and why,
         and how many cases the kept steps changed (``cases_changed``).
     """
-    if not cases:
-        raise ValueError("learn_postprocessing needs at least one (prediction, reference) case")
-    classes = ({int(key): tuple(values) for key, values in foreground_labels.items()}
-               if isinstance(foreground_labels, Mapping) else {int(v): (int(v),) for v in foreground_labels})
-    labels = list(classes)
-    if not labels:
-        raise ValueError("learn_postprocessing needs at least one foreground label")
-    predictions = [np.asarray(prediction) for prediction, _ in cases]
-    references = [np.asarray(reference) for _, reference in cases]
-    for index, (prediction, reference) in enumerate(zip(predictions, references, strict=True)):
-        if prediction.shape != reference.shape:
-            raise ValueError(f"case {index}: prediction shape {prediction.shape} differs from "
-                             f"reference shape {reference.shape}")
-
+    classes, predictions, references = checked_cases(cases, foreground_labels)
     steps: list[dict[str, Any]] = []
     tried: list[dict[str, Any]] = []
     initial_predictions = predictions
@@ -85,7 +92,7 @@ def learn_postprocessing(cases: Sequence[tuple[np.ndarray, np.ndarray]],
         steps.append(step)
         predictions, current_dice = candidate, candidate_dice
 
-    for label in labels:
+    for label in classes:
         entry = _step_entry(classes[label])
         step = make_keep_largest_step([entry], connectivity)
         candidate = [keep_largest_component(p, [entry], connectivity) for p in predictions]

@@ -245,6 +245,37 @@ class FolderPredictor:
         return segmentation, probabilities, properties, agreement
 
 
+def cases_to_predict(cases: dict[str, dict[int, Path]], num_channels: int, output_dir: Path, output_format: str,
+                     overwrite: bool, report: PredictionReport) -> list[tuple[str, list[Path], Path]]:
+    """``(case, channel files, output file)`` of each case to predict; cases that cannot be predicted go to
+    ``report.failed``, outputs already written and intact (unless ``overwrite``) to ``report.skipped``, damaged
+    ones to ``report.redone``."""
+    todo = []
+    for case_id, channels in sorted(cases.items()):
+        problem = check_channels(case_id, channels, num_channels)
+        if problem:
+            report.failed[case_id] = problem
+            continue
+        from_series = is_series_path(channels[0])
+        if output_format == "dicom-seg" and not from_series:
+            report.failed[case_id] = (f"{channels[0]}: not a DICOM series; a DICOM-SEG references the series it "
+                                      "segments (use the default output format for image files)")
+            continue
+        if output_format == "dicom-seg":
+            ending = DICOM_SEG_ENDING
+        else:
+            ending = SERIES_OUTPUT_ENDING if from_series else ending_of(channels[0])
+        target = output_dir / f"{case_id}{ending}"
+        if target.is_file() and not overwrite:
+            damage = dicom_seg_problem(target) if output_format == "dicom-seg" else image_file_problem(target)
+            if damage is None:
+                report.skipped.append(case_id)
+                continue
+            report.redone[case_id] = damage
+        todo.append((case_id, [channels[c] for c in range(num_channels)], target))
+    return todo
+
+
 def predict_folder(work_dir: str | os.PathLike, input_dir: str | os.PathLike, output_dir: str | os.PathLike,
                    choice: InferenceChoice, device: torch.device | str = "cpu", use_mirroring: MirroringSetting = True,
                    step_size: float = 0.5, save_probabilities_too: bool = False, overwrite: bool = False,
@@ -276,29 +307,7 @@ def predict_folder(work_dir: str | os.PathLike, input_dir: str | os.PathLike, ou
     if predictor is None:
         predictor = FolderPredictor(work_dir, choice, device, use_mirroring, step_size, backend=backend)
     report.backends = [f"{p.configuration.name}: {p.backend_reason}" for p in predictor.predictors]
-    todo = []
-    for case_id, channels in sorted(cases.items()):
-        problem = check_channels(case_id, channels, plans.num_channels)
-        if problem:
-            report.failed[case_id] = problem
-            continue
-        from_series = is_series_path(channels[0])
-        if output_format == "dicom-seg" and not from_series:
-            report.failed[case_id] = (f"{channels[0]}: not a DICOM series; a DICOM-SEG references the series it "
-                                      "segments (use the default output format for image files)")
-            continue
-        if output_format == "dicom-seg":
-            ending = DICOM_SEG_ENDING
-        else:
-            ending = SERIES_OUTPUT_ENDING if from_series else ending_of(channels[0])
-        target = output_dir / f"{case_id}{ending}"
-        if target.is_file() and not overwrite:
-            damage = dicom_seg_problem(target) if output_format == "dicom-seg" else image_file_problem(target)
-            if damage is None:
-                report.skipped.append(case_id)
-                continue
-            report.redone[case_id] = damage
-        todo.append((case_id, [channels[c] for c in range(plans.num_channels)], target))
+    todo = cases_to_predict(cases, plans.num_channels, output_dir, output_format, overwrite, report)
     prepare_output_folder(output_dir)
     report.removed_temporaries = remove_stale_temporaries(output_dir)
     pending: tuple[str, Path, Future] | None = None

@@ -287,100 +287,134 @@ def output_reason(labels: dict) -> str:
             "Dice + cross-entropy; the label map is their argmax")
 
 
+@dataclass(frozen=True)
+class DatasetFacts:
+    """What every configuration of one dataset is planned from: per case ``spacings`` (mm) and cropped
+    ``shapes`` (voxels), both ``(cases, 3)`` in array axis order, and the network's inputs and outputs."""
+
+    spacings: np.ndarray
+    shapes: np.ndarray
+    labels: dict
+    num_channels: int
+    num_classes: int
+    budget: MemoryBudget
+    architecture: str
+
+    @property
+    def num_cases(self) -> int:
+        return len(self.shapes)
+
+    @property
+    def is_2d_data(self) -> bool:
+        return bool(np.all(self.shapes[:, 0] == 1))
+
+    def fit(self, spacing, median_shape, dimension: int, dataset_voxels: float, channels: int | None = None):
+        """:func:`fit_patch_and_batch` for this dataset (``channels``: the network's inputs, default the image's)."""
+        return fit_patch_and_batch(spacing, median_shape, dimension, channels or self.num_channels, self.num_classes,
+                                   self.num_cases, dataset_voxels, self.budget, self.architecture)
+
+
+def plan_2d_configurations(facts: DatasetFacts, target: np.ndarray, spacing_reason: str,
+                           dataset_voxels: float) -> dict[str, ConfigurationPlan]:
+    """``2d`` (in-plane part of the 3D ``target`` spacing, mm), ``2.5d`` beside it on 3D data, and ``2d_lowres``
+    (+ ``2.5d_lowres``) when the median slice is larger than :data:`LOWRES_2D_MAX_SLICE_EDGE` along an axis."""
+    spacings, shapes = facts.spacings, facts.shapes
+    configurations: dict[str, ConfigurationPlan] = {}
+    in_plane_spacing = target[1:]  # slices keep their own spacing
+    median_in_plane = np.median(shapes[:, 1:] * spacings[:, 1:] / in_plane_spacing, axis=0)
+    plan_2d = facts.fit(in_plane_spacing, median_in_plane, 2, dataset_voxels)
+    slices_unchanged = bool(np.allclose(spacings[:, 0], target[0], rtol=1e-6)) and not facts.is_2d_data
+    configurations["2d"] = _configuration(
+        "2d", 2, "3d_fullres" if slices_unchanged else "2d", in_plane_spacing, median_in_plane, plan_2d,
+        {"target_spacing": f"in-plane part of the 3D target spacing; {spacing_reason}; slices keep "
+                           "their own spacing (2D networks never see across slices)",
+         "data_identifier": ("every case already has the target slice spacing, so 2d shares the "
+                             "3d_fullres cache" if slices_unchanged else "own cache: slices are not resampled")})
+    stacked = (facts.num_channels, facts.num_classes, facts.num_cases, dataset_voxels, facts.budget,
+               facts.architecture)
+    if not facts.is_2d_data:
+        configurations["2.5d"] = _neighbour_slices_configuration(
+            "2.5d", configurations["2d"], spacings[:, 0], in_plane_spacing, median_in_plane, *stacked)
+    lowres_2d = coarser_slice_spacing(in_plane_spacing, median_in_plane, LOWRES_2D_MAX_SLICE_EDGE)
+    if lowres_2d is None:
+        return configurations
+    lowres_2d_spacing, factor = lowres_2d
+    lowres_2d_slice = median_in_plane / factor
+    plan_2d_lowres = facts.fit(lowres_2d_spacing, lowres_2d_slice, 2, dataset_voxels)
+    configurations["2d_lowres"] = _configuration(
+        "2d_lowres", 2, "2d_lowres", lowres_2d_spacing, lowres_2d_slice, plan_2d_lowres,
+        {"target_spacing": (f"the 2d in-plane spacing coarsened {factor:.2f}x: the median slice at the 2d "
+                            f"spacing is {'x'.join(str(v) for v in _ints(median_in_plane))} voxels, more than "
+                            f"{LOWRES_2D_MAX_SLICE_EDGE} along an axis, and is "
+                            f"{'x'.join(str(v) for v in _ints(lowres_2d_slice))} at this spacing; an "
+                            "iteration costs about 1/factor^2 of 2d's, for time budgets too short for 2d to "
+                            "learn (the time-budget choice decides whether it is trained)"),
+         "data_identifier": "own cache: a coarser in-plane spacing than 2d's"})
+    if not facts.is_2d_data:
+        configurations["2.5d_lowres"] = _neighbour_slices_configuration(
+            "2.5d_lowres", configurations["2d_lowres"], spacings[:, 0], lowres_2d_spacing, lowres_2d_slice, *stacked)
+    return configurations
+
+
+def plan_3d_configurations(facts: DatasetFacts, target: np.ndarray, median_shape: np.ndarray, spacing_reason: str,
+                           dataset_voxels: float) -> tuple[dict[str, ConfigurationPlan], str]:
+    """``3d_fullres`` at the ``target`` spacing (mm), and ``3d_lowres`` + ``3d_cascade_fullres`` when its patch
+    covers less than :data:`LOWRES_CREATION_THRESHOLD` of the ``median_shape`` (voxels); with the reason."""
+    configurations: dict[str, ConfigurationPlan] = {}
+    plan_3d = facts.fit(target, median_shape, 3, dataset_voxels)
+    configurations["3d_fullres"] = _configuration("3d_fullres", 3, "3d_fullres", target, median_shape, plan_3d,
+                                                  {"target_spacing": spacing_reason})
+    coverage = math.prod(plan_3d.patch_size) / float(np.prod(median_shape))
+    lowres = None
+    if coverage < LOWRES_CREATION_THRESHOLD:
+        lowres = _plan_lowres(target, median_shape, facts.num_channels, facts.num_classes, facts.num_cases,
+                              facts.budget, facts.architecture)
+    if lowres is not None:
+        lowres_spacing, lowres_shape, lowres_plan, lowres_coverage = lowres
+        configurations["3d_lowres"] = _configuration(
+            "3d_lowres", 3, "3d_lowres", lowres_spacing, lowres_shape, lowres_plan,
+            {"target_spacing": (f"fullres spacing coarsened in steps of {LOWRES_SPACING_STEP:g}x "
+                                "(thin axes first until within 2x of the thickest) until the patch "
+                                f"covers {lowres_coverage:.0%} (>= {LOWRES_CREATION_THRESHOLD:.0%}) of "
+                                "the median image")})
+        cascade_inputs = facts.num_channels + len(foreground_values(facts.labels))  # image + one-hot previous stage
+        cascade_plan = facts.fit(target, median_shape, 3, dataset_voxels, channels=cascade_inputs)
+        configurations["3d_cascade_fullres"] = _configuration(
+            "3d_cascade_fullres", 3, "3d_fullres", target, median_shape, cascade_plan,
+            {"target_spacing": spacing_reason,
+             "previous_stage": "refines the 3d_lowres segmentation, given as one-hot extra input channels"},
+            previous_stage="3d_lowres")
+    reason = (f"2d, 2.5d and 3d_fullres always; the 3d_fullres patch covers {coverage:.0%} of the median image "
+              + (f"(< {LOWRES_CREATION_THRESHOLD:.0%}), so 3d_lowres and 3d_cascade_fullres are planned too"
+                 if "3d_lowres" in configurations else
+                 f"(>= {LOWRES_CREATION_THRESHOLD:.0%}), so no low-resolution cascade is needed"))
+    return configurations, reason
+
+
 def plan_experiment(fingerprint: dict, raw_dataset: str, budget: MemoryBudget,
                     architecture: str = "unet") -> Plans:
     """Plans for every configuration of a dataset from its fingerprint (see ``fingerprint.py``)."""
     cases = list(fingerprint["cases"].values())
-    spacings = np.array([case["spacing"] for case in cases], dtype=np.float64)
-    shapes = np.array([case["shape_after_crop"] for case in cases], dtype=np.float64)
     channel_names = {int(k): v for k, v in fingerprint["channel_names"].items()}
     labels = dict(fingerprint["labels"])
-    num_classes = num_network_outputs(labels)
-    num_channels = len(channel_names)
-    num_cases = len(cases)
-    is_2d_data = bool(np.all(shapes[:, 0] == 1))
-
-    spacing_decision = choose_target_spacing(spacings, shapes)
+    facts = DatasetFacts(np.array([case["spacing"] for case in cases], dtype=np.float64),
+                         np.array([case["shape_after_crop"] for case in cases], dtype=np.float64),
+                         labels, len(channel_names), num_network_outputs(labels), budget, architecture)
+    spacing_decision = choose_target_spacing(facts.spacings, facts.shapes)
     target = np.array(spacing_decision.target_spacing)
-    shapes_at_target = shapes * spacings / target
-    median_shape = np.median(shapes_at_target, axis=0)
-    dataset_voxels = float(np.prod(median_shape) * num_cases)
-    configurations: dict[str, ConfigurationPlan] = {}
+    median_shape = np.median(facts.shapes * facts.spacings / target, axis=0)
+    dataset_voxels = float(np.prod(median_shape) * facts.num_cases)
     plan_reasons: dict[str, str] = {}
-
-    # 2D: in-plane target spacing, slices keep their own spacing.
-    in_plane_spacing = target[1:]
-    median_in_plane = np.median(shapes[:, 1:] * spacings[:, 1:] / in_plane_spacing, axis=0)
-    plan_2d = fit_patch_and_batch(in_plane_spacing, median_in_plane, 2, num_channels, num_classes,
-                                  num_cases, dataset_voxels, budget, architecture)
-    slices_unchanged = bool(np.allclose(spacings[:, 0], target[0], rtol=1e-6)) and not is_2d_data
-    configurations["2d"] = _configuration(
-        "2d", 2, "3d_fullres" if slices_unchanged else "2d", in_plane_spacing, median_in_plane, plan_2d,
-        {"target_spacing": f"in-plane part of the 3D target spacing; {spacing_decision.reason}; slices keep "
-                           "their own spacing (2D networks never see across slices)",
-         "data_identifier": ("every case already has the target slice spacing, so 2d shares the "
-                             "3d_fullres cache" if slices_unchanged else "own cache: slices are not resampled")})
-    if not is_2d_data:
-        configurations["2.5d"] = _neighbour_slices_configuration(
-            "2.5d", configurations["2d"], spacings[:, 0], in_plane_spacing, median_in_plane, num_channels,
-            num_classes, num_cases, dataset_voxels, budget, architecture)
-    lowres_2d = coarser_slice_spacing(in_plane_spacing, median_in_plane, LOWRES_2D_MAX_SLICE_EDGE)
-    if lowres_2d is not None:
-        lowres_2d_spacing, factor = lowres_2d
-        lowres_2d_slice = median_in_plane / factor
-        plan_2d_lowres = fit_patch_and_batch(lowres_2d_spacing, lowres_2d_slice, 2, num_channels, num_classes,
-                                             num_cases, dataset_voxels, budget, architecture)
-        configurations["2d_lowres"] = _configuration(
-            "2d_lowres", 2, "2d_lowres", lowres_2d_spacing, lowres_2d_slice, plan_2d_lowres,
-            {"target_spacing": (f"the 2d in-plane spacing coarsened {factor:.2f}x: the median slice at the 2d "
-                                f"spacing is {'x'.join(str(v) for v in _ints(median_in_plane))} voxels, more than "
-                                f"{LOWRES_2D_MAX_SLICE_EDGE} along an axis, and is "
-                                f"{'x'.join(str(v) for v in _ints(lowres_2d_slice))} at this spacing; an "
-                                "iteration costs about 1/factor^2 of 2d's, for time budgets too short for 2d to "
-                                "learn (the time-budget choice decides whether it is trained)"),
-             "data_identifier": "own cache: a coarser in-plane spacing than 2d's"})
-        if not is_2d_data:
-            configurations["2.5d_lowres"] = _neighbour_slices_configuration(
-                "2.5d_lowres", configurations["2d_lowres"], spacings[:, 0], lowres_2d_spacing, lowres_2d_slice,
-                num_channels, num_classes, num_cases, dataset_voxels, budget, architecture)
-    if is_2d_data:
+    configurations = plan_2d_configurations(facts, target, spacing_decision.reason, dataset_voxels)
+    if facts.is_2d_data:
         plan_reasons["configurations"] = "2D images: only 2d configurations apply (no neighbouring slices for 2.5d)"
     else:
-        plan_3d = fit_patch_and_batch(target, median_shape, 3, num_channels, num_classes, num_cases,
-                                      dataset_voxels, budget, architecture)
-        configurations["3d_fullres"] = _configuration(
-            "3d_fullres", 3, "3d_fullres", target, median_shape, plan_3d,
-            {"target_spacing": spacing_decision.reason})
-        coverage = math.prod(plan_3d.patch_size) / float(np.prod(median_shape))
-        if coverage < LOWRES_CREATION_THRESHOLD:
-            lowres = _plan_lowres(target, median_shape, num_channels, num_classes, num_cases, budget,
-                                  architecture)
-            if lowres is not None:
-                lowres_spacing, lowres_shape, lowres_plan, lowres_coverage = lowres
-                configurations["3d_lowres"] = _configuration(
-                    "3d_lowres", 3, "3d_lowres", lowres_spacing, lowres_shape, lowres_plan,
-                    {"target_spacing": (f"fullres spacing coarsened in steps of {LOWRES_SPACING_STEP:g}x "
-                                        "(thin axes first until within 2x of the thickest) until the patch "
-                                        f"covers {lowres_coverage:.0%} (>= {LOWRES_CREATION_THRESHOLD:.0%}) of "
-                                        "the median image")})
-                cascade_inputs = num_channels + len(foreground_values(labels))  # image + one-hot previous stage
-                cascade_plan = fit_patch_and_batch(target, median_shape, 3, cascade_inputs,
-                                                   num_classes, num_cases, dataset_voxels, budget,
-                                                   architecture)
-                configurations["3d_cascade_fullres"] = _configuration(
-                    "3d_cascade_fullres", 3, "3d_fullres", target, median_shape, cascade_plan,
-                    {"target_spacing": spacing_decision.reason,
-                     "previous_stage": "refines the 3d_lowres segmentation, given as one-hot extra input channels"},
-                    previous_stage="3d_lowres")
-        plan_reasons["configurations"] = (
-            f"2d, 2.5d and 3d_fullres always; the 3d_fullres patch covers {coverage:.0%} of the median image "
-            + (f"(< {LOWRES_CREATION_THRESHOLD:.0%}), so 3d_lowres and 3d_cascade_fullres are planned too"
-               if "3d_lowres" in configurations else
-               f"(>= {LOWRES_CREATION_THRESHOLD:.0%}), so no low-resolution cascade is needed"))
+        planned_3d, plan_reasons["configurations"] = plan_3d_configurations(
+            facts, target, median_shape, spacing_decision.reason, dataset_voxels)
+        configurations.update(planned_3d)
     if "2d_lowres" in configurations:
         plan_reasons["configurations"] += (f"; the median slice has more than {LOWRES_2D_MAX_SLICE_EDGE} voxels "
                                            "along an axis, so 2d_lowres (and its 2.5d_lowres) is planned too")
-
     plan_reasons["network_outputs"] = output_reason(labels)
     weight_cross_entropy(configurations, fingerprint.get("classes", {}))
     median_relative_size = float(np.median([
@@ -391,7 +425,7 @@ def plan_experiment(fingerprint: dict, raw_dataset: str, budget: MemoryBudget,
     return Plans(
         dataset_name=fingerprint["dataset_name"], raw_dataset=str(raw_dataset),
         channel_names={str(k): v for k, v in sorted(channel_names.items())}, labels=labels,
-        file_ending=fingerprint["file_ending"], num_training_cases=num_cases,
+        file_ending=fingerprint["file_ending"], num_training_cases=facts.num_cases,
         memory_budget=budget.to_dict(), normalization=normalization, configurations=configurations,
         reasons=plan_reasons, regions_class_order=fingerprint.get("regions_class_order"))
 
