@@ -1,8 +1,10 @@
-"""CPU inference backends side by side: torch (channels-last), ONNX Runtime, OpenVINO (issue 17).
+"""CPU inference backends side by side: torch (channels-last), ONNX Runtime, OpenVINO.
+
+Results in BENCHMARKS.md, "CPU inference backends: ONNX Runtime and OpenVINO".
 
 Usage: python benchmarks/bench_backends.py
 
-The networks issue 17 measured: Task04's planned 3D U-Net topology (40x56x40 window, 1
+The networks measured: Task04's planned 3D U-Net topology (40x56x40 window, 1
 channel, 3 classes) at 16 and 32 base features, and the planner's topology for a 96^3 patch
 at 1 mm with 2 input channels and 4 classes at 8 and 32 base features; random weights
 (speed does not depend on them). Per network and backend: the median seconds of one

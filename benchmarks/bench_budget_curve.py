@@ -1,4 +1,5 @@
-"""Validation Dice against time budget on the large synthetic CT (issue 12's curve).
+"""Validation Dice against time budget on the large synthetic CT
+(BENCHMARKS.md, "Dice against time budget: large synthetic CT").
 
 Usage: python benchmarks/bench_budget_curve.py [--root /tmp/autoseg_bench_large_ct] [--budgets 10m 40m 20m 5m]
 

@@ -1,4 +1,6 @@
-"""Data-parallel scaling on this machine: 1 process x N threads against N torchrun processes x 1 thread (issue 18).
+"""Data-parallel scaling on this machine: 1 process x N threads against N torchrun processes x 1 thread.
+
+Results in BENCHMARKS.md, "Data-parallel training with torchrun".
 
 Usage: python benchmarks/bench_ddp_scaling.py [--processes 2] [--epochs 3] [--iterations 20]
                                              [--root /tmp/autoseg_bench_ddp]

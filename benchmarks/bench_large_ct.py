@@ -13,7 +13,8 @@ Usage: python benchmarks/bench_large_ct.py [--cases 20] [--budget 10m] [--root /
    ``--no-plan`` reuses the work folder as planned; ``--configuration`` predicts with another
    configuration recorded in its plans.json (e.g. the one a 30-minute budget trains).
 
-Issue 12's target: under 60 s and 4 GiB for this prediction on 2 cores. Not part of the test suite.
+The target: under 60 s and 4 GiB for this prediction on 2 cores
+(BENCHMARKS.md, "One large CT: seconds per case and peak memory"). Not part of the test suite.
 """
 
 from __future__ import annotations

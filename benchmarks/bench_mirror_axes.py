@@ -1,4 +1,6 @@
-"""What each test-time mirror axis buys: validation Dice and network time per mirroring setting (issue 17).
+"""What each test-time mirror axis buys: validation Dice and network time per mirroring setting.
+
+Results in BENCHMARKS.md, "What each test-time mirror axis buys".
 
 Usage: python benchmarks/bench_mirror_axes.py WORKDIR [--configurations 2d 3d_fullres] [--folds 0]
 
@@ -7,7 +9,7 @@ every validation case is predicted from the preprocessed cache with every subset
 mirrored in training (3D: none, z, y, x, zy, zx, yx, zyx; 2D: none, y, x, yx), restored to
 its original grid and scored against its reference; per setting: mean foreground Dice over
 the cases, the loss against mirroring every axis, and the network seconds per case. The
-cheapest setting whose mean Dice is within 0.002 of the best is named (the rule of issue 17
+cheapest setting whose mean Dice is within 0.002 of the best is named (the rule
 for the CPU default). Results: benchmarks/results/mirror_axes.json. Not a test.
 """
 

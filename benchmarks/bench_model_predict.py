@@ -1,4 +1,4 @@
-"""A shipped model on a CPU (issue 17): seconds per case and Dice, torch vs ``--backend auto``, with and
+"""A shipped model on a CPU: seconds per case and Dice, torch vs ``--backend auto``, with and
 without test-time mirroring and with predict's own choice, each a fresh ``autoseg predict -m model.zip`` process.
 
 Usage:

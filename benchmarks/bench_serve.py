@@ -1,4 +1,4 @@
-"""Load test of ``autoseg serve`` on loopback (issue 17): throughput, latency percentiles and the server's
+"""Load test of ``autoseg serve`` on loopback: throughput, latency percentiles and the server's
 peak RAM with 1, 4 and 16 concurrent clients, and proof that nothing is lost or mixed up.
 
 Usage:

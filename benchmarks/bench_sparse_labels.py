@@ -1,4 +1,6 @@
-"""What sparse annotations cost: Task04 fold 0 with half of every training label's slices unannotated (issue 15).
+"""What sparse annotations cost: Task04 fold 0 with half of every training label's slices unannotated.
+
+Results in BENCHMARKS.md, "Sparse labels: half of every training label's slices unannotated".
 
 Usage: python benchmarks/bench_sparse_labels.py [--budget 30m] [--root /tmp/autoseg_bench_sparse]
                                                 [--cases N (default: all 260)]

@@ -1,4 +1,6 @@
-"""What a model loses on acquisitions unlike its training data: random folds against folds by acquisition (issue 14).
+"""What a model loses on acquisitions unlike its training data: random folds against folds by acquisition.
+
+Results in BENCHMARKS.md, "What a model loses on acquisitions unlike its training data".
 
 Usage: python benchmarks/bench_split_gap.py [--budget 2m] [--cases 30] [--root /tmp/autoseg_bench_split_gap]
 

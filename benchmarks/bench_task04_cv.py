@@ -1,4 +1,6 @@
-"""The whole promise on Task04: 2d and 3d_fullres, every fold, ensemble selection, prediction (issue 14).
+"""The whole promise on Task04: 2d and 3d_fullres, every fold, ensemble selection, prediction.
+
+Results in BENCHMARKS.md, "Task04: five folds, model selection and stability".
 
 Usage: python benchmarks/bench_task04_cv.py [--budget 10m] [--root /tmp/autoseg_bench_cv]
                                             [--configurations 2d 3d_fullres]

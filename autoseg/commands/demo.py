@@ -35,11 +35,11 @@ class DemoReport:
 
 #: Training time of the demo (s). Measured on 2 CPU cores: 4 min (about 500 iterations) learn the
 #: organ (held-out Dice 0.88) but not the lesion (0.25, only cases without one); 8 min (about 1,250
-#: iterations) learn both (organ 0.91, lesion 0.82). See BENCHMARKS.md.
+#: iterations) learn both (organ 0.91, lesion 0.82). See BENCHMARKS.md, "The demo".
 DEMO_TIME_BUDGET_SECONDS = 8 * 60.0
 #: The demo trains at least this many iterations: the lesion's pseudo-Dice stays at 0 for about
 #: the first 700-750; 1,150 iterations gave a held-out lesion Dice of 0.90 (idle machine), 950 only
-#: 0.22 (beside one busy process, BENCHMARKS.md). On a busy or slow machine the budget grows to
+#: 0.22 (beside one busy process, BENCHMARKS.md, "Busy machines"). On a busy or slow machine the budget grows to
 #: reach them, up to twice the budget, and training that runs slower than measured keeps them.
 DEMO_MIN_ITERATIONS = 1250
 

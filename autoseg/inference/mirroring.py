@@ -33,7 +33,7 @@ from autoseg.workdir import WorkDir
 #: and mirroring costs 4x (2D) or 8x (3D) the network time.
 MIN_MIRRORING_DICE_GAIN = 0.005
 #: On a CPU, the cheapest mirroring setting whose cross-validation Dice is at most this much below the
-#: best setting's is used (issue 17's rule: each axis costs twice the passes).
+#: best setting's is used (each axis costs twice the passes; BENCHMARKS.md, "What each test-time mirror axis buys").
 MAX_MIRRORING_DICE_LOSS = 0.002
 #: A setting's name in ``dice_per_setting`` -> what a Predictor takes (True: all axes, False: none,
 #: letters: those array axes).

@@ -69,7 +69,7 @@ class ChannelsLastNetwork(torch.nn.Module):
     mirrored passes of a 40x56x40 window, 2 threads) and 2D inference of 512x512 slices 25%
     (0.151 vs 0.203 s per slice, 1 thread, AVX-512); the small 2D slices of Task04 were 12%
     slower on the AVX2 machine (0.73 vs 0.65 s per case), a loss of under 0.1 s per case (see
-    BENCHMARKS.md).
+    BENCHMARKS.md, "Seconds per case on Task04" and "One large CT: seconds per case and peak memory").
     """
 
     def __init__(self, network: torch.nn.Module, dimension: int = 3):

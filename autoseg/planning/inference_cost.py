@@ -14,7 +14,8 @@ the fewest voxels, at most :data:`MAX_WINDOW_VOXELS_FACTOR` times the patch's vo
 than one training step of a batch of two). Only for 2D networks: their time per voxel is
 the same for 256x256 to 640x640 windows, while a 3D network's grows with the window
 (2 cores: a 144x128x128 window took 5.2x the time of a 48x128x128 patch for 3x the
-voxels; BENCHMARKS.md), so 3D predicts with the patch.
+voxels; BENCHMARKS.md, "One large CT: seconds per case and peak memory"), so 3D predicts
+with the patch.
 """
 
 from __future__ import annotations

@@ -40,9 +40,9 @@ LOWRES_CREATION_THRESHOLD = 0.25
 LOWRES_SPACING_STEP = 1.03
 #: 2d_lowres is planned when the median slice at the 2d spacing has more voxels than this along an
 #: in-plane axis; its in-plane spacing is coarsened so that the median slice has at most this many.
-#: Measured on 512x512 CT slices (BENCHMARKS.md, issue 12): one iteration of the smallest 2d network
-#: takes 0.57 s on 2 cores, so 10 minutes buy about 700 iterations where its Dice needs 1,250-1,700;
-#: a 256x256 slice has a quarter of the voxels.
+#: Measured on 512x512 CT slices (BENCHMARKS.md, "Dice against time budget: large synthetic CT"):
+#: one iteration of the smallest 2d network takes 0.57 s on 2 cores, so 10 minutes buy about 700
+#: iterations where its Dice needs 1,250-1,700; a 256x256 slice has a quarter of the voxels.
 LOWRES_2D_MAX_SLICE_EDGE = 256
 #: Non-CT channels are z-scored inside the nonzero mask when cropping shrank the
 #: median image below this fraction of its original size.

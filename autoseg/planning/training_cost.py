@@ -20,8 +20,8 @@ from autoseg.plans.schema import ConfigurationPlan
 from autoseg.plans.training import IterationPlan, validation_iterations
 
 #: The smallest number of iterations worth training for. Measured on Task04 (BENCHMARKS.md,
-#: "network size for a CPU budget"): 100-250 iterations leave the network near chance
-#: (Dice 0.0-0.38), 700-1500 reach 0.82-0.85, and at 30 minutes 2,750 iterations of a
+#: "Dice against time budget: Task04"): 100-250 iterations leave the network near chance
+#: (Dice 0.0-0.38), 700-1500 reach 0.82-0.85, and at 30 minutes 2,700 iterations of a
 #: half-width network beat 800 of the full-width one. Below this, the network is scaled down.
 MIN_USEFUL_ITERATIONS = 1000
 
@@ -29,7 +29,7 @@ MIN_USEFUL_ITERATIONS = 1000
 #: When one patch covers only part of a case, the floor grows with the square root of the
 #: patches it takes to cover the median case (:func:`iterations_needed`; a 2D network's case is
 #: one slice, :func:`patches_per_case`). Measured on 20 synthetic 512x512x100-300 CTs
-#: (BENCHMARKS.md, "Dice against time budget"): 1,200 iterations of 3d_fullres (60 patches per
+#: (BENCHMARKS.md, "Dice against time budget: large synthetic CT"): 1,200 iterations of 3d_fullres (60 patches per
 #: case) reached a mean foreground Dice of 0.30, where on Task04 (a case smaller than the patch)
 #: 1,000 iterations reach 0.84. A linear growth would fit too but would leave no 3D configuration
 #: trainable on a CPU for a CT; the square root is the milder rule the points allow.
@@ -38,10 +38,11 @@ ITERATIONS_NEEDED_EXPONENT = 0.5
 
 #: A smaller variant is preferred while it reaches this many times the iterations needed: just
 #: above the floor, more iterations of a narrower network win, and when no variant reaches this
-#: many the smallest is trained. Task04 fold 0, 30 minutes (BENCHMARKS.md): 32 base features at
-#: 800 and 1,150 iterations reached 0.849 and 0.857, 16 base features at 2,550-2,700 iterations
-#: 0.867, 32 at 2,100 0.868 (width stops mattering there); large CT, 2D: 16 base features at 900
-#: iterations 0.319, 8 at 1,250 0.665.
+#: many the smallest is trained. Task04 fold 0, 30 minutes
+#: (BENCHMARKS.md, "Dice against time budget: Task04"): 32 base features at 800 and 1,150
+#: iterations reached 0.849 and 0.857, 16 base features at 2,550-2,700 iterations 0.867, 32 at
+#: 2,100 0.868 (width stops mattering there); large CT, 2D: 16 base features at 900 iterations
+#: 0.319, 8 at 1,250 0.665 (BENCHMARKS.md, "Dice against time budget: large synthetic CT").
 PREFERRED_ITERATIONS_FACTOR = 2
 
 
@@ -60,8 +61,9 @@ VALIDATION_COST_FRACTION = 0.35
 
 #: Restoring a validation case to its original grid, writing its label map and float16
 #: probabilities (.npz) and scoring it takes about this long per million voxels of the original
-#: image. Measured on 2 cores (BENCHMARKS.md, issue 12): 0.2 s on the faster machine (14 s for a
-#: 300x512x512 CT from 2d; profile_validation_case.py); on the slower one whole validations of
+#: image. Measured on 2 cores (BENCHMARKS.md, "What validation costs inside a budget"): 0.2 s on
+#: the faster machine (14 s for a 300x512x512 CT from 2d; profile_validation_case.py); on the
+#: slower one whole validations of
 #: 218 M voxels took 0.36-0.46 s per million beyond their network time (0.46 from 2d_lowres, whose
 #: smooth upsampled probabilities compress slower: 24.6 s against 8.9 s from 2d for that CT's .npz).
 #: The slower machine's value is used: a validation ending early costs a little training, one
@@ -166,8 +168,9 @@ def patches_per_case(configuration: ConfigurationPlan, case_shape: list[int]) ->
     the patch's; for a 2D configuration, one slice's (y, x) voxels over the patch's.
 
     A 2D network's slices are not counted: neighbouring slices look alike, and on the large CT
-    (BENCHMARKS.md, issue 12) 2d_f8_b2 with one 512x512 patch per slice and about 180 slices per
-    case reached 90% of its 6,250-iteration Dice after 1,250 iterations and 98% after 1,700, like
+    (BENCHMARKS.md, "Dice against time budget: large synthetic CT") 2d_f8_b2 with one 512x512 patch
+    per slice and about 180 slices per case reached 90% of its 6,250-iteration Dice after 1,250
+    iterations and 98% after 1,700, like
     Task04's 3D network whose patch covers the case (0.84 at 1,000); counting the slices asked
     for 12,950.
     """

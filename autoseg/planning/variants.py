@@ -39,7 +39,7 @@ def variant_name(configuration: ConfigurationPlan) -> str:
 def budget_variants(configuration: ConfigurationPlan) -> list[ConfigurationPlan]:
     """Smaller versions of a configuration, largest first (the planned one is not included).
 
-    Order (BENCHMARKS.md has the measurements behind it): the batch size goes to 2
+    Order (BENCHMARKS.md, "Dice against time budget: Task04", has the measurements behind it): the batch size goes to 2
     first, then the features per stage halve (32 -> 16 -> 8 at the first stage). The
     patch is never shrunk: it is the context the network sees, and the planner sized
     it to the images. Each variant is named by :func:`variant_name` and has

@@ -8,7 +8,7 @@ many iterations. Then one rule picks (:func:`choose_configuration`):
 1. only configurations that reach the iterations they need are eligible
    (:func:`~autoseg.planning.training_cost.iterations_needed`: 1,000 when a patch covers the median
    case, more when it takes many patches to cover it; fewer leave the network near chance,
-   BENCHMARKS.md);
+   BENCHMARKS.md, "Dice against time budget: Task04");
 2. preference order, each kind at full resolution before its coarser resolution (which trades
    detail for iterations when full resolution cannot learn in the budget): on strongly
    anisotropic data (the 3D target spacing's largest/smallest ratio above the planner's 3x
@@ -56,7 +56,8 @@ from autoseg.workdir import WorkDir
 #: Preference order of configurations, by kind of data (rule 2 of the module docstring).
 #: 2.5d comes after 2d: at equal budgets it beat 2d by 0.006-0.013 on Task04 (30 min) and on 4 mm Task04 (5 min),
 #: lost 0.006-0.013 on the synthetic brain (10 min), and 2.5d_lowres left the CT's lesion at 0.17 where 2d_lowres
-#: reached 0.93 (BENCHMARKS.md, "2.5D"): no measured case for choosing it over 2d by default.
+#: reached 0.93 (BENCHMARKS.md, "2.5D against 2D and 3D at equal budgets"): no measured case for choosing it
+#: over 2d by default.
 PREFERENCE_ISOTROPIC = ("3d_fullres", "3d_lowres", "2d", "2.5d", "2d_lowres", "2.5d_lowres")
 PREFERENCE_THICK_SLICES = ("2d", "2.5d", "2d_lowres", "2.5d_lowres", "3d_fullres", "3d_lowres")
 

@@ -57,7 +57,8 @@ MIN_EXPOSURE = 0.02
 #: How the iterations a class needs grow as fewer patches show it: ``exposure ** -0.5``. Measured on
 #: the large synthetic CT, 2d_lowres_f8_b2 with frequency-weighted cross-entropy: the liver lesion
 #: reached a pseudo-Dice of 0.4 after about 600 iterations with every patch centred on it and about
-#: 1,000 iterations with 35 % of the patches showing it (BENCHMARKS.md): far less than in proportion
+#: 1,000 iterations with 35 % of the patches showing it
+#: (BENCHMARKS.md, "Small and rare structures within a time budget"): far less than in proportion
 #: (``exposure ** -1``), so the milder square root, still above both points, is used.
 CLASS_EXPOSURE_EXPONENT = -0.5
 
@@ -174,7 +175,8 @@ def choose_foreground_sampling(model: ExposureModel, batch_size: int, planned_ov
     (:func:`class_iterations_needed` above ``iterations``) are the forced patches centred on label
     values with :func:`max_min_class_weights` instead. Their share of the batch is never raised:
     random patches teach the background, and forcing every patch of the large CT (5 minutes) cost
-    the liver 0.22 Dice in false positives on slices training never saw (BENCHMARKS.md).
+    the liver 0.22 Dice in false positives on slices training never saw
+    (BENCHMARKS.md, "Small and rare structures within a time budget").
     """
     forced = num_foreground_samples(batch_size, planned_oversample)
     share = forced / batch_size

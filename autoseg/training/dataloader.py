@@ -51,7 +51,7 @@ def default_num_workers(device_type: str = "cuda") -> int:
       already uses every core, and a worker competing for them stalls the compute
       threads far longer than augmenting in place takes: on 2 cores, Task04
       3d_fullres (batch 9) trains at 8.6 s per iteration with 0 workers and 12.6 s
-      with 1; 2d (batch 366) at 8.0 s and 9.4 s (BENCHMARKS.md).
+      with 1; 2d (batch 366) at 8.0 s and 9.4 s (BENCHMARKS.md, "Seconds per training iteration").
     """
     if device_type == "cpu":
         return 0

@@ -13,8 +13,9 @@ Cross-entropy can weight classes by their rarity in the batch (``class_weighting
 :func:`frequency_class_weights`): averaged over voxels, plain cross-entropy gives a class of 100
 voxels in a 256x256 batch almost no gradient, and once the softmax has learned to suppress it the
 Dice term's gradient vanishes too (it passes through ``p (1 - p)``), so a small lesion can stay
-at Dice 0 however often it is shown (measured on the large synthetic CT, BENCHMARKS.md). The
-planner chooses it for datasets with a class under 1% of the voxels.
+at Dice 0 however often it is shown (measured on the large synthetic CT,
+BENCHMARKS.md, "Small and rare structures within a time budget"). The planner chooses it for
+datasets with a class under 1% of the voxels.
 
 Region-based datasets (:mod:`autoseg.io.labels`) train one sigmoid per region instead:
 :class:`RegionDiceBCELoss` turns the label map into region masks (a region is the union of its

@@ -136,8 +136,9 @@ def choose_variant(search: VariantSearch, smaller: list[ConfigurationPlan], pref
     """The variant to train (``smaller``: largest first), its speed and why.
 
     The smallest is measured first: when even it cannot reach the ``preferred`` iterations, it is
-    trained without measuring the others, since iterations beat width there (BENCHMARKS.md: 1,250
-    iterations of 8 base features reached 0.67 where 900 of 16 reached 0.32). Otherwise the variants
+    trained without measuring the others, since iterations beat width there
+    (BENCHMARKS.md, "Dice against time budget: large synthetic CT": 1,250 iterations of 8 base
+    features reached 0.67 where 900 of 16 reached 0.32). Otherwise the variants
     are tried from the largest down, and the first that reaches the preferred iterations wins.
     """
     recorded = search.work.load_plans().configurations

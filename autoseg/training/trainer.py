@@ -238,7 +238,7 @@ class Trainer:
                                                                 case_ids, self.options.split_mode)
         torch.manual_seed(self.options.seed + fold)
         self.network = self.build_network().to(self.device)
-        # channels-last convolutions are 12-20% faster on CPU (measured, see BENCHMARKS.md)
+        # channels-last convolutions are 12-20% faster on CPU (BENCHMARKS.md, "Seconds per training iteration")
         self.memory_format = None
         if self.device.type == "cpu":
             self.memory_format = torch.channels_last_3d if self.configuration.dimension == 3 else torch.channels_last

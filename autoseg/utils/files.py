@@ -243,7 +243,8 @@ def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
 
 
 #: zlib level of ``.npz`` files: level 1 writes float16 probabilities about 3x faster than
-#: ``np.savez_compressed``'s default (6) at nearly the same size (BENCHMARKS.md).
+#: ``np.savez_compressed``'s default (6) at nearly the same size (BENCHMARKS.md,
+#: "What validation costs inside a budget").
 NPZ_COMPRESS_LEVEL = 1
 
 

@@ -38,7 +38,7 @@ def busy_cores(sample_seconds: float = BUSY_SAMPLE_SECONDS) -> float:
     """How many cores other processes keep busy right now (0 where the system does not tell).
 
     Measured from the machine's CPU time over ``sample_seconds`` while this process waits;
-    a second busy process on 2 cores slows a 2-thread torch 2-4x (BENCHMARKS.md), so the
+    a second busy process on 2 cores slows a 2-thread torch 2-4x (BENCHMARKS.md, "Busy machines"), so the
     compute threads are fitted to the free cores.
     """
     first = _cpu_times()

@@ -21,7 +21,7 @@ def measured(gain, per_setting=None):
     return {"validated_with_mirroring": True, "gain": gain, "dice_per_setting": per_setting}
 
 
-#: Task04 fold 0 (issue 14's 10-minute models, BENCHMARKS.md "What each mirror axis buys").
+#: Task04 fold 0 (the 10-minute models of BENCHMARKS.md, "What each test-time mirror axis buys").
 TASK04_3D = {"none": 0.8406, "z": 0.8436, "y": 0.8419, "x": 0.8406, "all": 0.8447}
 TASK04_2D = {"none": 0.8445, "y": 0.8450, "x": 0.8469, "all": 0.8474}
 
