@@ -43,7 +43,7 @@ def run_planning(dataset_dir: str | os.PathLike, work_dir: str | os.PathLike | W
     configurations come from that model: :func:`model_plans_and_source`), fill the preprocessed cache of the
     given configurations (default: all), with ``benchmark`` store each one's measured speed, and
     with ``time_budget_seconds`` decide what to train in that budget per fold
-    (:func:`autoseg.training.choice.plan_time_budget`, recorded in plans.json as ``budget_plan``)."""
+    (:func:`autoseg.training.choice.plan_time_budget`, recorded in ``WORK/budget/budget_plan.json``)."""
     # Deferred for start-up time (autoseg --help must not load SimpleITK, scipy or torch).
     from autoseg.planning.pipeline import plan_dataset
     from autoseg.preprocessing.cache import preprocess_dataset
@@ -156,11 +156,11 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--no-preprocess", action="store_true", help="stop after writing plans.json")
     parser.add_argument("--benchmark", action="store_true",
                         help="time a few training iterations of each configuration on this machine and store "
-                             "the speed in plans.json (a time-budgeted train on this machine then uses it)")
+                             "the speed in WORK/budget/speed/ (a time-budgeted train on this machine then uses it)")
     parser.add_argument("--time-budget", default=None,
                         help="training time per fold (e.g. 30m): measure every configuration on this device and state "
                              "what `autoseg train -c auto` will train (configuration, network, spacing, patch, "
-                             "iterations) and how long predicting a case will take; recorded in plans.json")
+                             "iterations) and how long predicting a case will take; recorded in WORK/budget/")
     parser.add_argument("--device", default=None,
                         help="device for --benchmark and --time-budget: cuda, cpu or mps (default: detected)")
     parser.set_defaults(handler=run)

@@ -182,7 +182,7 @@ def add_parser(subparsers) -> None:
                      "writes checkpoints, a log, progress.png and its validation cases predicted in their "
                      "original geometry (with probabilities, for `autoseg ensemble`) to "
                      "WORKDIR/results/CONFIG/fold_K. When a time budget makes the planned network too slow, a "
-                     "smaller variant is recorded in plans.json under its own name (e.g. 3d_fullres_f16_b2) "
+                     "smaller variant is recorded in WORK/budget/variants/ under its own name (e.g. 3d_fullres_f16_b2) "
                      "and every fold of the configuration trains as it."))
     parser.add_argument("work_dir", help="work folder made by `autoseg plan`")
     parser.add_argument("-c", "--configuration", default="auto",

@@ -26,7 +26,7 @@ allows it only when both stages reach the iterations they need in half the budge
 its second stage runs the full-resolution network (one input channel per class more), so
 that is also when ``3d_fullres`` alone is trainable, and whether the cascade adds anything
 is then a question for cross-validation (``autoseg ensemble`` over both), which the plan
-states with the commands. Everything is recorded in plans.json as ``budget_plan`` with the
+states with the commands. Everything is recorded in ``WORK/budget/budget_plan.json`` with the
 reasons, and printed before training; the expected network time to predict one case (the
 median case with and without test-time mirroring, the largest training case without) is
 estimated from the measured speed (reading, preprocessing and writing come on top).
@@ -152,7 +152,7 @@ def assess_cascade(plans: Plans, decisions: dict[str, NetworkDecision], time_bud
 def plan_time_budget(work_dir: str | WorkDir, time_budget_seconds: float, options: TrainingOptions | None = None,
                      length: TrainingLength | None = None) -> dict[str, Any]:
     """Decide, for each candidate configuration, what a training of ``time_budget_seconds`` per fold would
-    be, choose one, and record it all in plans.json as ``budget_plan``; returns that record."""
+    be, choose one, and record it all as the work folder's budget plan; returns that record."""
     work = WorkDir.of(work_dir)
     options = options or TrainingOptions(progress=False)
     length = length or TrainingLength(time_budget_seconds=time_budget_seconds)

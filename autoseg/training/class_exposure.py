@@ -19,7 +19,7 @@ that show the least shown class most often (:func:`max_min_class_weights`, from 
 
 A class whose iterations needed exceed the iterations that fit the budget is reported before
 training (``autoseg plan --time-budget``, ``autoseg train``) with the budget that would suffice
-(:func:`budget_for_iterations`), and recorded in plans.json (``budget_plan``) and run.json.
+(:func:`budget_for_iterations`), and recorded in the budget plan (``WORK/budget/budget_plan.json``) and run.json.
 """
 
 from __future__ import annotations

@@ -80,7 +80,7 @@ def validation_shapes(trainer: Trainer) -> tuple[list[list[int]], list[list[int]
 @dataclass
 class NetworkDecision:
     """What a time budget decided for one configuration: the configuration trained (the planned one
-    or a budget variant, recorded in plans.json), its speed, the iteration plan and validation."""
+    or a budget variant, recorded in WORK/budget/variants/), its speed, the iteration plan and validation."""
 
     configuration: str
     trained_as: str

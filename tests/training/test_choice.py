@@ -126,7 +126,8 @@ def test_plan_states_the_choice_and_train_auto_follows_it(tmp_path, capsys):
     assert "chosen:" in capsys.readouterr().out  # the recorded plan, printed again before training
     run = WorkDir(work).read_run_record(entry["trained_as"], 0)
     assert any("measured before" in line for line in run["decisions"])  # no second measurement
-    assert json.loads(WorkDir(work).plans_path.read_text())["budget_plan"]["chosen"] == record["chosen"]
+    assert json.loads(WorkDir(work).budget_plan_path.read_text())["chosen"] == record["chosen"]
+    assert "budget_plan" not in json.loads(WorkDir(work).plans_path.read_text())  # plans.json as planned
 
 
 def test_the_largest_case_is_found_at_the_configuration_spacing():
