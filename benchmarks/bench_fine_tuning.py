@@ -6,8 +6,8 @@ Usage:
 
 ``shift``: the acquisition-shift setting (the synthetic CT whose slice thickness varies between
 acquisitions). Acquisition A: 20 cases of 1-2.5 mm slices; acquisition B: 16 cases of 3.5-5 mm slices
-(other seeds). The model is 2d trained on A (fold 0, ``--source-iterations``, default 2,000: a fixed length, so
-that its quality does not depend on what else runs meanwhile) and exported; on B,
+(other seeds). The model is 2d trained on A (fold 0, ``--source-budget``, default 5m: the budget decides its
+network, as for any user) and exported; on B,
 fold 0 trains on 4 cases ("a few cases of the other scanner") and is scored on the other 12, fine-tuned
 from the model (``ft:``: ``plan --plans-from``, ``train --init-from``) or from scratch (``scratch:``:
 B's own plans), each for the budget given. ``model``: the model as it is on B's 12 cases (one
@@ -88,7 +88,7 @@ def few_case_splits(work: WorkDir, cases: list[str]) -> None:
     work.write_splits("random", [{"train": few, "val": scored}, {"train": scored, "val": few}], 0)
 
 
-def shift_model(root: Path, source_iterations: int) -> Path:
+def shift_model(root: Path, source_budget: str) -> Path:
     """The bundle of a 2d model trained on acquisition A (trained and exported once)."""
     bundle = root / "model_a.zip"
     if bundle.is_file():
@@ -98,8 +98,7 @@ def shift_model(root: Path, source_iterations: int) -> Path:
         generate_synthetic_dataset(root / "data", ACQUISITION_A)
     work = root / "work_a"
     autoseg("plan", str(data), "-o", str(work), "-j", "2")
-    autoseg("train", str(work), "-c", "2d", "-f", "0", "--epochs", str(max(1, source_iterations // 50)),
-            "--iterations-per-epoch", "50", "--overwrite")
+    autoseg("train", str(work), "-c", "2d", "-f", "0", "--time-budget", source_budget, "--overwrite")
     autoseg("export", str(work), "-o", str(bundle), "-c", "2d")
     return bundle
 
@@ -149,15 +148,14 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="merged: the two-label Task04 bundle")
     parser.add_argument("--runs", nargs="+", default=None,
                         help="KIND:BUDGET (ft or scratch), model, or source (shift: only train the model)")
-    parser.add_argument("--source-iterations", type=int, default=2000,
-                        help="shift: the model's training iterations on acquisition A")
+    parser.add_argument("--source-budget", default="5m", help="shift: the model's training budget on acquisition A")
     parser.add_argument("--root", default=None)
     args = parser.parse_args()
     root = Path(args.root or ROOT / args.setting)
     root.mkdir(parents=True, exist_ok=True)
     name = f"fine_tuning_{args.setting}"
     if args.setting == "shift":
-        model = shift_model(root, args.source_iterations)
+        model = shift_model(root, args.source_budget)
         if args.runs == ["source"]:
             return
         dataset = root / "data" / ACQUISITION_B.dataset_name
