@@ -87,16 +87,11 @@ def run_planning(dataset_dir: str | os.PathLike, work_dir: str | os.PathLike | W
 def model_plans_and_source(model: str | os.PathLike) -> tuple[Plans, str]:
     """The plans of a trained model (a bundle zip, opened and checked, or a work folder) and how plans.json
     names it: the path and the SHA-256 of the bundle (of a work folder's plans.json)."""
-    from autoseg.inference.bundle import model_work_dir  # start-up time (torch)
+    from autoseg.inference.bundle import trained_model  # start-up time (torch)
     from autoseg.utils.files import file_sha256
 
     path = Path(model)
-    if not path.exists():
-        raise AutosegInputError(f"{path}: --plans-from: no such bundle or work folder")
-    folder = model_work_dir(path)
-    if not folder.plans_path.is_file():
-        raise AutosegInputError(f"{path}: --plans-from: not a model (no {folder.plans_path.name}); give a bundle from "
-                                "`autoseg export` or a work folder")
+    folder = trained_model(path, "--plans-from")
     plans = folder.load_plans()
     hashed = path if path.is_file() else folder.plans_path
     return plans, f"{path} sha256 {file_sha256(hashed)}"

@@ -128,17 +128,12 @@ def initialisation_source(model: str | os.PathLike, work_dir: str | os.PathLike 
     ``auto``: the model's first chosen configuration. Its fold: ``model_fold``, else ``fold`` when trained,
     else its first. One-line errors when the model has none, the work folder's plans lack it or the
     networks do not fit."""
-    from autoseg.inference.bundle import model_work_dir  # start-up time (torch)
+    from autoseg.inference.bundle import trained_model  # start-up time (torch)
     from autoseg.training.fine_tuning import InitialisationSource, check_transfer, network_facts
     from autoseg.utils.files import file_sha256
 
     path = Path(model)
-    if not path.exists():
-        raise AutosegInputError(f"{path}: --init-from: no such bundle or work folder")
-    source = model_work_dir(path)
-    if not source.plans_path.is_file():
-        raise AutosegInputError(f"{path}: --init-from: not a model (no {source.plans_path.name}); give a bundle from "
-                                "`autoseg export` or a work folder")
+    source = trained_model(path, "--init-from")
     source_plans = source.load_plans()
     work = WorkDir.of(work_dir)
     plans = work.load_plans()

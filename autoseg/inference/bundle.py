@@ -242,3 +242,16 @@ def model_work_dir(model: str | os.PathLike, trusted_keys: Sequence[str | os.Pat
         raise AutosegInputError(f"{model}: trusted keys are set (--trust-key or $AUTOSEG_TRUSTED_KEYS), and a work "
                                 "folder carries no signature: give a bundle exported with `autoseg export --sign-key`")
     return WorkDir(model)
+
+
+def trained_model(model: str | os.PathLike, option: str) -> WorkDir:
+    """The work folder of a model given with ``option`` (e.g. ``--init-from``): a bundle (opened with
+    :func:`open_bundle`) or a work folder with plans; one-line errors naming the path and the option."""
+    path = Path(model)
+    if not path.exists():
+        raise AutosegInputError(f"{path}: {option}: no such bundle or work folder")
+    folder = model_work_dir(path)
+    if not folder.plans_path.is_file():
+        raise AutosegInputError(f"{path}: {option}: not a model (no {folder.plans_path.name}); give a bundle from "
+                                "`autoseg export` or a work folder")
+    return folder
