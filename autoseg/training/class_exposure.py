@@ -251,9 +251,14 @@ class ClassOutlook:
         return cls(str(data["name"]), float(data["exposure"]), int(data["iterations_needed"]),
                    int(data["iterations"]), data.get("sufficient_budget_seconds"))
 
-    def describe(self) -> str:
-        """One line for the log: the class, its exposure and whether the budget suffices."""
+    def describe(self, from_trained_model: bool = False) -> str:
+        """One line for the log: the class, its exposure and whether the budget suffices (``from_trained_model``:
+        fine-tuning, where the iterations rule, measured from random weights, says nothing: no warning)."""
         shown = f"{self.name}: in {self.exposure:.0%} of training patches, needs about {self.iterations_needed}"
+        if from_trained_model:
+            return (f"{self.name}: in {self.exposure:.0%} of training patches, {self.iterations} iterations "
+                    f"(fine-tuned from a trained model: the {self.iterations_needed} iterations a class needs from "
+                    "random weights do not apply)")
         if self.learned:
             return f"{shown} iterations ({self.iterations} fit)"
         minutes = math.ceil((self.sufficient_budget_seconds or 0.0) / 60.0)

@@ -229,7 +229,10 @@ def decide_network(work: WorkDir, configuration_name: str, fold: int, options: T
     preferred = PREFERRED_ITERATIONS_FACTOR * needed
     if plan.total_iterations < preferred:
         kept = reason_to_keep_network(work, trainer, name, length, options.split_mode)
-        if kept is not None and plan.total_iterations < needed:
+        if kept is not None and options.initialise_from is not None:
+            decisions.append(f"{plan.total_iterations} iterations fine-tune the model's network ({kept}); the {needed} "
+                             "a network needs from random weights do not apply")
+        elif kept is not None and plan.total_iterations < needed:
             decisions.append(f"WARNING: only {plan.total_iterations} iterations fit the budget (< {needed}), but the "
                              f"network is kept: {kept}")
         elif kept is None:
@@ -286,6 +289,7 @@ def with_class_outlook(decision: NetworkDecision, trainer: Trainer, seconds_spen
     that would fit them (:mod:`autoseg.training.class_exposure`; ``seconds_spent`` choosing and the validation
     estimate included); both are added to its decisions."""
     plans = trainer.plans
+    from_trained_model = trainer.options.initialise_from is not None
     chosen = trainer.work.load_plans().configuration(decision.trained_as)
     plan = decision.iterations
     model = measure_exposure_model(trainer.cache, trainer.train_cases, chosen, plans.evaluated_classes,
@@ -299,5 +303,5 @@ def with_class_outlook(decision: NetworkDecision, trainer: Trainer, seconds_spen
                               decision.speed.seconds_per_iteration, epoch_cost,
                               seconds_spent + decision.validation.estimated_seconds)
     decisions = [*decision.decisions, f"foreground sampling: {sampling.reason}",
-                 *(outlook.describe() for outlook in outlooks)]
+                 *(outlook.describe(from_trained_model) for outlook in outlooks)]
     return replace(decision, decisions=decisions, class_outlooks=outlooks, foreground_sampling=sampling)
