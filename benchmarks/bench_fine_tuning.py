@@ -97,9 +97,12 @@ def shift_model(root: Path, source_budget: str) -> Path:
     if not (data / "dataset.json").is_file():
         generate_synthetic_dataset(root / "data", ACQUISITION_A)
     work = root / "work_a"
-    autoseg("plan", str(data), "-o", str(work), "-j", "2")
-    autoseg("train", str(work), "-c", "2d", "-f", "0", "--time-budget", source_budget, "--overwrite")
-    autoseg("export", str(work), "-o", str(bundle), "-c", "2d")
+    trained = sorted((work / "results").glob("*/fold_0/checkpoint_final.pt"))
+    if not trained:
+        autoseg("plan", str(data), "-o", str(work), "-j", "2")
+        autoseg("train", str(work), "-c", "2d", "-f", "0", "--time-budget", source_budget, "--overwrite")
+        trained = sorted((work / "results").glob("*/fold_0/checkpoint_final.pt"))
+    autoseg("export", str(work), "-o", str(bundle), "-c", trained[0].parent.parent.name)  # 2d or its budget variant
     return bundle
 
 
