@@ -241,13 +241,14 @@ def run(args: argparse.Namespace) -> int:
     length = TrainingLength(epochs=args.epochs, iterations_per_epoch=args.iterations_per_epoch,
                             time_budget_seconds=time_budget_seconds, scale_to_budget=not args.keep_network)
     configuration = args.configuration
+    first_source = None  # --init-from: what the first fold starts from (checked once, used by that fold)
     if args.init_fold is not None and args.init_from is None:
         raise AutosegInputError("--init-fold needs --init-from MODEL")
     if args.init_from is not None:
         if args.validate_only:
             raise AutosegInputError("--init-from starts a training run; --validate-only scores one already trained")
-        configuration = initialisation_source(args.init_from, args.work_dir, configuration, folds[0],
-                                              args.init_fold)[1]
+        first_source, configuration = initialisation_source(args.init_from, args.work_dir, configuration, folds[0],
+                                                            args.init_fold)
         if configuration != args.configuration:
             print(f"--init-from: training {configuration}, the model's trained network")
         length = replace(length, scale_to_budget=False,  # the model's network, or its weights would not fit
@@ -278,8 +279,9 @@ def run(args: argparse.Namespace) -> int:
         fold_length = length if index == 0 else replace(length, budget_started_at=None)
         fold_options = options
         if args.init_from is not None:
-            fold_options = replace(options, initialise_from=initialisation_source(
-                args.init_from, args.work_dir, configuration, fold, args.init_fold)[0])
+            source = first_source if index == 0 else initialisation_source(
+                args.init_from, args.work_dir, configuration, fold, args.init_fold)[0]
+            fold_options = replace(options, initialise_from=source)
         trainer, summary = train_and_validate(args.work_dir, configuration, fold, fold_options, fold_length,
                                               resume=args.resume or elastic_restart(), overwrite=args.overwrite,
                                               validate=not args.no_validation)

@@ -320,7 +320,7 @@ class Trainer:
             "fold": source.fold, "summary": describe_transfer(transfer, source.description),
             "tensors": len(transfer.state), "loaded": len(transfer.loaded), "adapted": transfer.adapted,
             "reinitialised": transfer.reinitialised, "schedule": schedule.to_dict()}
-        self._use_fine_tuning(schedule, set(transfer.reinitialised))
+        self._use_fine_tuning(schedule, transfer.new_parameters)
         self.log(self.initialisation["summary"])
         self.log(f"fine-tuning schedule: {schedule.reason}")
 
